@@ -1,0 +1,38 @@
+# `make run` and `make test` do all set-up: a .venv, PyTorch, the package (and dev extras).
+# torch is installed with pip first (a local CPU build where the machine has one; CUDA elsewhere),
+# then everything else with uv, which keeps an installed torch that satisfies the range.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv pip install -q --python $(BIN)/python
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+
+.PHONY: run test setup lint repro clean
+
+$(VENV)/.base: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv "$(TORCH_SPEC)"
+	$(UV) -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base
+	$(UV) -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.base
+
+run: $(VENV)/.base  ## the nightly flow, once, on the embedded defaults
+	$(BIN)/ensgan run
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+
+repro: $(VENV)/.base
+	$(BIN)/dvc repro
+
+clean:
+	rm -rf data/prepared models reports outputs store .prefect

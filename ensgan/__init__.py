@@ -1,0 +1,1 @@
+"""ensgan: ensembles of GANs as an MLOps batch pipeline."""

@@ -1,0 +1,354 @@
+"""Generated-image batches: write, verify, publish, list and pull.
+
+A batch is a directory `<run_id>/` with uncompressed webdataset-style tar shards
+(`shard-00000.tar` holding `000000.png`, ...), a `batch.json` (provenance and shard checksums)
+and a `manifest.jsonl` (one row per image, with the PNG's sha256). The manifest is always
+written and uploaded LAST: its presence is what makes a batch complete, so a crash mid-write or
+mid-upload leaves something invisible rather than something wrong. Published batches are
+immutable: publishing a different batch under a run_id that exists is an error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ensgan.storage import Store, safe_local_path
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+BATCH_JSON = "batch.json"
+MANIFEST = "manifest.jsonl"
+SHARD_RE = re.compile(r"^shard-\d{5,}\.tar$")
+ROOT = "batches/"
+_PUBLISHED_RE = re.compile(r"^batches/(\d{4}-\d{2}-\d{2})/([^/]+)/" + re.escape(MANIFEST) + "$")
+_ROW_RESERVED = frozenset({"id", "shard", "file", "sha256"})
+_BATCH_RESERVED = frozenset({"run_id", "created", "n_images", "shards"})
+
+
+class BatchError(RuntimeError):
+    """A batch is invalid, incomplete, tampered with, or would overwrite another one."""
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    date: dt.date
+    run_id: str
+    prefix: str  # store key prefix, ending in '/'
+    n_images: int
+
+
+def _jsonable(value: object) -> object:
+    """numpy scalars/arrays (scores, seeds) as plain JSON numbers and lists."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def check_run_id(run_id: str) -> str:
+    """run_ids become directory names and key segments, so they are kept boring."""
+    if not RUN_ID_RE.match(run_id):
+        raise BatchError(f"invalid run_id {run_id!r}: must match {RUN_ID_RE.pattern}")
+    return run_id
+
+
+def _png(image: np.ndarray) -> bytes:
+    """(C, H, W) uint8 -> PNG bytes; Pillow infers 'L' from 2-D and 'RGB' from (H, W, 3)."""
+    pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _check_inputs(images: np.ndarray, rows: list[dict], shard_size: int, extra: dict) -> None:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise BatchError(
+            f"images must be uint8 (N, C, H, W) with C in {{1, 3}}, "
+            f"got {images.dtype} {images.shape}"
+        )
+    if len(rows) != len(images):
+        raise BatchError(f"{len(rows)} metadata rows for {len(images)} images")
+    if shard_size <= 0:
+        raise BatchError(f"shard_size must be positive, got {shard_size}")
+    clash = (_ROW_RESERVED | _BATCH_RESERVED) & set(extra)
+    clash |= {k for row in rows for k in (_ROW_RESERVED | set(extra)) & set(row)}
+    if clash:
+        raise BatchError(f"metadata keys {sorted(clash)} clash with the batch's own fields")
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)  # mtime 0, no owner: identical inputs give identical shards
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _write_shards(
+    work: Path, images: np.ndarray, rows: list[dict], shard_size: int, extra: dict
+) -> tuple[list[dict], list[dict]]:
+    """Write the tar shards into `work`; return (manifest rows, shard records)."""
+    manifest: list[dict] = []
+    shards: list[dict] = []
+    for index, start in enumerate(range(0, len(images), shard_size)):
+        name = f"shard-{index:05d}.tar"
+        stop = min(start + shard_size, len(images))
+        with tarfile.open(work / name, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for i in range(start, stop):
+                png, member = _png(images[i]), f"{i:06d}.png"
+                _add_member(tar, member, png)
+                row = {**rows[i], "id": i, "shard": name, "file": member, "sha256": _sha256(png)}
+                manifest.append({**row, **extra})
+        path = work / name
+        shards.append(
+            {
+                "name": name,
+                "sha256": _file_sha256(path),
+                "bytes": path.stat().st_size,
+                "n_images": stop - start,
+            }
+        )
+    return manifest, shards
+
+
+def write_batch(
+    out_dir: Path,
+    run_id: str,
+    images: np.ndarray,
+    rows: list[dict],
+    *,
+    shard_size: int,
+    extra: dict,
+) -> Path:
+    """Write `out_dir/<run_id>/` atomically (built aside, renamed); never overwrite a batch."""
+    check_run_id(run_id)
+    _check_inputs(images, rows, shard_size, extra)
+    out_dir = Path(out_dir)
+    final = out_dir / run_id
+    if final.exists():
+        raise BatchError(f"batch {final} already exists; refusing to overwrite it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / f".{run_id}.partial"
+    shutil.rmtree(work, ignore_errors=True)  # leftover of a crashed write of this same run
+    work.mkdir()
+    try:
+        manifest, shards = _write_shards(work, images, rows, shard_size, extra)
+        meta = {
+            "run_id": run_id,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "n_images": len(images),
+            **extra,
+            "shards": shards,
+        }
+        text = json.dumps(meta, indent=2, sort_keys=True, default=_jsonable)
+        (work / BATCH_JSON).write_text(text + "\n")
+        compact = {"sort_keys": True, "separators": (",", ":"), "default": _jsonable}
+        lines = (json.dumps(r, **compact) + "\n" for r in manifest)
+        (work / MANIFEST).write_text("".join(lines))  # last: marks the batch complete
+        if final.exists():
+            raise BatchError(f"batch {final} appeared while writing; refusing to overwrite it")
+        os.rename(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return final
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BatchError(f"{path}: missing") from None
+    except (OSError, ValueError) as exc:
+        raise BatchError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, dict):
+        raise BatchError(f"{path}: expected a JSON object")
+    return data
+
+
+def _read_manifest(path: Path) -> list[dict]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise BatchError(f"{path}: missing (the batch is incomplete)") from None
+    try:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise BatchError(f"{path}: invalid JSON line ({exc})") from None
+    if not all(isinstance(r, dict) for r in rows):
+        raise BatchError(f"{path}: every line must be a JSON object")
+    return rows
+
+
+def _verify_shard(batch_dir: Path, shard: dict, rows: list[dict]) -> None:
+    """The shard's own sha256, then each listed PNG's sha256, read in memory from the tar."""
+    name = str(shard.get("name", ""))
+    if not SHARD_RE.match(name):
+        raise BatchError(f"{batch_dir / BATCH_JSON}: bad shard name {name!r}")
+    path = batch_dir / name
+    if not path.is_file():
+        raise BatchError(f"{path}: shard missing")
+    if _file_sha256(path) != shard.get("sha256"):
+        raise BatchError(f"{path}: sha256 does not match {BATCH_JSON}")
+    if len(rows) != shard.get("n_images"):
+        raise BatchError(
+            f"{path}: {BATCH_JSON} says {shard.get('n_images')} images, "
+            f"{MANIFEST} lists {len(rows)}"
+        )
+    try:
+        with tarfile.open(path, "r:") as tar:
+            members = {m.name: m for m in tar.getmembers() if m.isfile()}
+            for row in rows:
+                member = members.get(str(row.get("file")))
+                if member is None:
+                    raise BatchError(f"{path}: member {row.get('file')} missing from the shard")
+                f = tar.extractfile(member)
+                if f is None or _sha256(f.read()) != row.get("sha256"):
+                    raise BatchError(f"{path}: member {row.get('file')} does not match {MANIFEST}")
+    except tarfile.TarError as exc:
+        raise BatchError(f"{path}: unreadable tar ({exc})") from None
+
+
+def verify_batch(batch_dir: Path) -> int:
+    """Check every shard and every manifest row against their sha256; return the image count."""
+    batch_dir = Path(batch_dir)
+    meta = _read_json(batch_dir / BATCH_JSON)
+    rows = _read_manifest(batch_dir / MANIFEST)
+    if len(rows) != meta.get("n_images"):
+        raise BatchError(
+            f"{batch_dir / MANIFEST}: {len(rows)} rows, {BATCH_JSON} says {meta.get('n_images')}"
+        )
+    by_shard: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_shard[str(row.get("shard"))].append(row)
+    shards = meta.get("shards")
+    if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
+        raise BatchError(f"{batch_dir / BATCH_JSON}: 'shards' must be a list of objects")
+    unknown = set(by_shard) - {s.get("name") for s in shards}
+    if unknown:
+        raise BatchError(f"{batch_dir / MANIFEST}: rows name unknown shards {sorted(unknown)}")
+    for shard in shards:
+        _verify_shard(batch_dir, shard, by_shard.get(shard.get("name"), []))
+    return len(rows)
+
+
+def _published(store: Store) -> list[tuple[dt.date, str, str]]:
+    """(date, run_id, prefix) of every COMPLETE batch: those whose manifest is uploaded."""
+    found = []
+    for key in store.list_keys(ROOT):
+        m = _PUBLISHED_RE.match(key)
+        if m and RUN_ID_RE.match(m[2]):
+            try:
+                day = dt.date.fromisoformat(m[1])
+            except ValueError:
+                continue
+            found.append((day, m[2], key[: -len(MANIFEST)]))
+    return sorted(found)
+
+
+def _fetch(store: Store, key: str, tmp: Path) -> Path:
+    local = tmp / key.replace("/", "_")
+    store.get_file(key, local)
+    return local
+
+
+def list_batches(store: Store) -> list[BatchInfo]:
+    """Complete batches in the store, by date then run_id; half uploads are invisible."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for day, run_id, prefix in _published(store):
+            meta = _read_json(_fetch(store, prefix + BATCH_JSON, Path(tmp)))
+            out.append(BatchInfo(day, run_id, prefix, int(meta.get("n_images", 0))))
+    return out
+
+
+def _same_manifest(store: Store, prefix: str, local_manifest: Path) -> bool:
+    with tempfile.TemporaryDirectory() as tmp:
+        remote = _fetch(store, prefix + MANIFEST, Path(tmp))
+        return remote.read_bytes() == local_manifest.read_bytes()
+
+
+def _resume_date(store: Store, run_id: str) -> dt.date | None:
+    """Date of an interrupted upload of this run (files but no manifest), to finish it there."""
+    for key in store.list_keys(ROOT):
+        parts = key.split("/")
+        if len(parts) == 4 and parts[2] == run_id:
+            try:
+                return dt.date.fromisoformat(parts[1])
+            except ValueError:
+                continue
+    return None
+
+
+def publish_batch(store: Store, batch_dir: Path, date: dt.date | None = None) -> dict:
+    """Upload a verified batch under batches/<date>/<run_id>/, manifest last; never overwrite."""
+    batch_dir = Path(batch_dir)
+    n_images = verify_batch(batch_dir)
+    meta = _read_json(batch_dir / BATCH_JSON)
+    run_id = check_run_id(str(meta.get("run_id")))
+    for _, _, prefix in (p for p in _published(store) if p[1] == run_id):
+        if _same_manifest(store, prefix, batch_dir / MANIFEST):
+            return {"status": "already-published", "prefix": prefix}
+        raise BatchError(
+            f"a different batch {run_id!r} is already published at {store.url}/{prefix}; "
+            "published batches are immutable, use a new run_id"
+        )
+    day = date or _resume_date(store, run_id) or dt.datetime.now(dt.UTC).date()
+    prefix = f"{ROOT}{day.isoformat()}/{run_id}/"
+    for name in [s["name"] for s in meta["shards"]] + [BATCH_JSON, MANIFEST]:
+        store.put_file(batch_dir / name, prefix + name)
+    url = f"{store.url.rstrip('/')}/{prefix}"
+    return {"status": "published", "prefix": prefix, "n_images": n_images, "url": url}
+
+
+def _find_one(store: Store, run_id: str) -> str:
+    prefixes = [p for _, r, p in _published(store) if r == run_id]
+    if not prefixes:
+        raise BatchError(f"no complete batch {run_id!r} in {store.url}")
+    if len(prefixes) > 1:
+        raise BatchError(f"batch {run_id!r} is published more than once in {store.url}: {prefixes}")
+    return prefixes[0]
+
+
+def pull_batch(store: Store, run_id: str, dest: Path) -> Path:
+    """Download a complete batch into dest/<run_id>/ and verify it; refuse to clobber."""
+    check_run_id(run_id)
+    prefix = _find_one(store, run_id)
+    target = Path(dest) / run_id
+    if target.is_dir() and any(target.iterdir()):
+        if (target / MANIFEST).is_file() and _same_manifest(store, prefix, target / MANIFEST):
+            verify_batch(target)
+            return target
+        raise BatchError(f"{target} exists with different content; refusing to overwrite it")
+    keys = [k for k in store.list_keys(prefix) if k != prefix + MANIFEST and not k.endswith("/")]
+    plan = [(k, safe_local_path(target, k[len(prefix) :])) for k in keys + [prefix + MANIFEST]]
+    for key, local in plan:  # all paths checked before any download; manifest last
+        store.get_file(key, local)
+    try:
+        verify_batch(target)
+    except BatchError as exc:
+        raise BatchError(
+            f"pulled batch {run_id!r} from {store.url}/{prefix} failed verification: {exc} "
+            f"(files left in {target} for inspection)"
+        ) from exc
+    return target

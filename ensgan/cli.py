@@ -1,0 +1,172 @@
+"""The `ensgan` command: one sub-command per stage (what dvc.yaml calls), the flow, and batches.
+
+Every command validates params.yaml before any work, and turns the errors a user can cause
+(bad params, unreadable data, storage problems) into one clear line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ensgan.batches import BatchError, list_batches, pull_batch
+from ensgan.config import ConfigError, Params, StorageConfig, load_params
+from ensgan.data import DataError
+from ensgan.layout import Layout
+from ensgan.storage import StorageError, open_store
+from ensgan.training import DivergedError
+
+app = typer.Typer(no_args_is_help=True, help=__doc__.splitlines()[0], add_completion=False)
+batches_app = typer.Typer(no_args_is_help=True, help="List and download published batches.")
+app.add_typer(batches_app, name="batches")
+
+USER_ERRORS = (ConfigError, DataError, StorageError, BatchError, DivergedError, FileNotFoundError)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to use")]
+
+
+def _load(params: Path) -> tuple[Params, Layout]:
+    return load_params(params), Layout(Path("."))
+
+
+def _run(fn, *args, **kwargs):
+    """Call a stage; a user-caused error becomes one line on stderr and exit status 2."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return fn(*args, **kwargs)
+    except USER_ERRORS as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _echo(obj: dict) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+@app.command()
+def validate(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Check params.yaml and print the resolved configuration."""
+    p, _ = _run(_load, params)
+    typer.echo(p.model_dump_json(indent=2))
+
+
+@app.command("prepare")
+def prepare_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Read the configured dataset into data/prepared/."""
+    from ensgan.stages import prepare_stage
+
+    _echo(_run(lambda: prepare_stage(*_load(params))))
+
+
+@app.command("train")
+def train_cmd(member: str, params: ParamsOpt = Path("params.yaml")) -> None:
+    """Train (or resume) one member into models/members/MEMBER/."""
+    from ensgan.stages import train_stage
+
+    _echo(_run(lambda: train_stage(*_load(params), member)))
+
+
+@app.command("stack")
+def stack_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Fit the stacking meta-learner over the members' discriminators."""
+    from ensgan.stages import stack_stage
+
+    _echo(_run(lambda: stack_stage(*_load(params))))
+
+
+@app.command("evaluate")
+def evaluate_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Evaluate members and combinations: reports/metrics.json, grids, report."""
+    from ensgan.report import metrics_table
+    from ensgan.stages import evaluate_stage
+
+    typer.echo(metrics_table(_run(lambda: evaluate_stage(*_load(params)))))
+
+
+@app.command("generate")
+def generate_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Generate a batch (shards + manifest) into outputs/batches/RUN_ID/."""
+    from ensgan.stages import generate_stage
+
+    _echo(_run(lambda: generate_stage(*_load(params))))
+
+
+@app.command("publish")
+def publish_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    run_id: Annotated[str | None, typer.Option(help="batch to publish; default: current")] = None,
+) -> None:
+    """Upload a generated batch to the store (manifest last)."""
+    from ensgan.stages import publish_stage
+
+    _echo(_run(lambda: publish_stage(*_load(params), run_id)))
+
+
+@app.command("run")
+def run_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Run the nightly Prefect flow once, now, and print where the results are."""
+    from ensgan.report import metrics_table
+    from flows.nightly import run
+
+    s = _run(lambda: run(params_path=str(params)))
+    pub = s["published"]
+    typer.echo(f"\nbatch:     {s['batch']['path']} ({s['batch']['n_images']} images)")
+    typer.echo(f"published: {pub['status']} -> {pub.get('url') or pub.get('prefix')}")
+    typer.echo(f"report:    {s['report']}")
+    typer.echo(f"stacker:   CV ROC AUC {s['stacker_cv_roc_auc']:.3f}\n")
+    typer.echo(metrics_table(s["metrics"]))
+
+
+@app.command("serve")
+def serve_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Serve the nightly flow on the cron schedule in params.yaml (needs a Prefect server)."""
+    from flows.nightly import serve
+
+    _run(lambda: serve(params_path=str(params)))
+
+
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="directory or s3://bucket[/prefix]; default: params")
+]
+EndpointOpt = Annotated[str | None, typer.Option("--endpoint-url", help="S3-compatible endpoint")]
+
+
+def _store(params: Path, store: str | None, endpoint_url: str | None):
+    if store is None:
+        cfg = load_params(params).storage
+        if endpoint_url:
+            cfg = cfg.model_copy(update={"endpoint_url": endpoint_url})
+    else:
+        cfg = StorageConfig(url=store, endpoint_url=endpoint_url)
+    return open_store(cfg, Path("."))
+
+
+@batches_app.command("ls")
+def batches_ls(
+    store: StoreOpt = None,
+    endpoint_url: EndpointOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """List complete batches in the store (half-uploaded ones are invisible)."""
+    rows = _run(lambda: list_batches(_store(params, store, endpoint_url)))
+    if not rows:
+        typer.echo("no batches")
+    for b in rows:
+        typer.echo(f"{b.date}  {b.run_id}  {b.n_images} images  {b.prefix}")
+
+
+@batches_app.command("pull")
+def batches_pull(
+    run_id: str,
+    dest: Path,
+    store: StoreOpt = None,
+    endpoint_url: EndpointOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Download batch RUN_ID into DEST/RUN_ID/ and verify every checksum."""
+    path = _run(lambda: pull_batch(_store(params, store, endpoint_url), run_id, dest))
+    typer.echo(f"pulled {run_id} into {path} (checksums verified)")

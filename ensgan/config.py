@@ -1,0 +1,225 @@
+"""params.yaml, validated once: every stage and both drivers read the same typed config.
+
+Unknown keys, wrong types and impossible values stop the run before any work, with a message
+that names the offending key (pydantic's error location, joined with dots).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Arch = Literal["dcgan", "upsample", "mlp"]
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or invalid; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    source: Literal["digits", "folder", "npz"] = "digits"
+    path: str | None = None  # folder of PNG/JPEG images, or a .npz with an `images` array
+    image_size: Annotated[int, Field(ge=8, le=64)] = 16  # pixels per side, a power of two
+    channels: Literal[1, 3] = 1  # 1 = grayscale, 3 = RGB; inputs are converted
+    holdout_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.2  # kept out of training
+    seed: int = 0
+
+    @field_validator("image_size")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"must be a power of two (8, 16, 32 or 64), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> DataConfig:
+        if self.source != "digits" and not self.path:
+            raise ValueError(f"data.path is required when data.source is {self.source!r}")
+        return self
+
+
+class MemberConfig(_Strict):
+    arch: Arch = "dcgan"
+    seed: int = 0
+    width: Annotated[int, Field(ge=4, le=512)] = 32  # base channel count of G and D
+    bootstrap: bool = True  # bagging: train on a bootstrap resample of the training split
+
+
+class TrainConfig(_Strict):
+    steps: Annotated[int, Field(gt=0)] = 2000  # optimizer steps per member
+    batch_size: Annotated[int, Field(gt=0, le=4096)] = 64
+    z_dim: Annotated[int, Field(gt=0, le=1024)] = 64
+    lr_g: Annotated[float, Field(gt=0, lt=1)] = 2e-4
+    lr_d: Annotated[float, Field(gt=0, lt=1)] = 2e-4
+    beta1: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    beta2: Annotated[float, Field(ge=0, lt=1)] = 0.999
+    ema_halflife_images: Annotated[int, Field(gt=0)] = 10_000  # EMA half-life counted in images
+    checkpoint_every: Annotated[int, Field(gt=0)] = 500  # steps between resumable snapshots
+    log_every: Annotated[int, Field(gt=0)] = 25  # steps between loss-log rows
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: Annotated[int, Field(ge=0, le=64)] = 0  # members trained at once; 0 = one per core
+    max_loss: Annotated[float, Field(gt=0)] = 50.0  # a member whose loss passes this has diverged
+
+
+class StackConfig(_Strict):
+    model: Literal["logistic", "random_forest", "gradient_boosting"] = "logistic"
+    cv_folds: Annotated[int, Field(ge=2, le=20)] = 5
+    n_fake: Annotated[int, Field(gt=0)] | None = None  # generated negatives; None = as many as
+    # there are held-out real images (the positives)
+    seed: int = 0
+
+
+class EnsembleConfig(_Strict):
+    method: Literal["mixture", "mean", "vote"] = "vote"  # used by `generate`
+    weights: dict[str, Annotated[float, Field(ge=0)]] | None = None  # mixture weights; uniform
+    vote_oversample: Annotated[int, Field(ge=1, le=64)] = 4  # candidates drawn per kept image
+
+
+class EvaluateConfig(_Strict):
+    n_samples: Annotated[int, Field(ge=10)] = 1000  # generated images per member/combination
+    classifier_steps: Annotated[int, Field(gt=0)] = 600  # training steps of the feature net
+    grid_size: Annotated[int, Field(ge=1, le=32)] = 8  # sample grids are grid_size^2 images
+    seed: int = 0
+
+
+class GenerateConfig(_Strict):
+    n_images: Annotated[int, Field(gt=0)] = 1000
+    shard_size: Annotated[int, Field(gt=0)] = 256  # images per tar shard
+    seed: int = 0
+
+
+class StorageConfig(_Strict):
+    url: str = "store"  # a local directory, or s3://bucket[/prefix]
+    endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, Ceph, R2, SeaweedFS)
+    region: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        if v.startswith("s3://"):
+            bucket = v[5:].split("/", 1)[0]
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+                raise ValueError(f"invalid bucket name {bucket!r} (3-63 lowercase, digits, . -)")
+        elif "://" in v:
+            raise ValueError(f"unsupported scheme in {v!r}: use a directory or s3://bucket")
+        return v
+
+
+class ScheduleConfig(_Strict):
+    cron: str = "0 2 * * *"  # nightly at 02:00
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from cronsim import CronSim, CronSimError  # ships with prefect
+
+        try:
+            from datetime import datetime
+
+            CronSim(v, datetime(2026, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"invalid cron expression {v!r}: {exc}") from exc
+        return v
+
+
+class Params(_Strict):
+    data: DataConfig = DataConfig()
+    members: dict[str, MemberConfig]
+    train: TrainConfig = TrainConfig()
+    stack: StackConfig = StackConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    generate: GenerateConfig = GenerateConfig()
+    storage: StorageConfig = StorageConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+
+    @field_validator("members")
+    @classmethod
+    def _members(cls, v: dict[str, MemberConfig]) -> dict[str, MemberConfig]:
+        if not v:
+            raise ValueError("at least one member is required")
+        for name in v:
+            if not NAME_RE.match(name):
+                raise ValueError(f"member name {name!r} must match {NAME_RE.pattern}")
+        return v
+
+    @model_validator(mode="after")
+    def _weights_name_members(self) -> Params:
+        w = self.ensemble.weights
+        if w is not None:
+            unknown = sorted(set(w) - set(self.members))
+            if unknown:
+                raise ValueError(f"ensemble.weights names unknown members: {unknown}")
+            if sum(w.get(m, 0.0) for m in self.members) <= 0:
+                raise ValueError("ensemble.weights must give some member a positive weight")
+        return self
+
+    def digest(self, *sections: str) -> str:
+        """sha256 of the named sections (all when none), for cache keys and provenance."""
+        dump = self.model_dump(mode="json")
+        if sections:
+            dump = {s: dump[s] for s in sections}
+        return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()
+
+    def mixture_weights(self) -> dict[str, float]:
+        """Normalised mixture weights over the members, uniform unless params say otherwise."""
+        raw = self.ensemble.weights or {}
+        w = {m: float(raw.get(m, 0.0 if raw else 1.0)) for m in self.members}
+        total = sum(w.values())
+        return {m: x / total for m, x in w.items()}
+
+
+def _format(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg}")
+    return "invalid params:\n" + "\n".join(lines)
+
+
+def parse_params(raw: object) -> Params:
+    """Validate an already-loaded mapping; raises ConfigError naming each bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError("invalid params: the top level must be a mapping")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format(err)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
+    """Read and validate params.yaml (optionally deep-merged with `overrides`)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"params file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"params file {path} is not valid YAML: {exc}") from None
+    if overrides:
+        raw = _merge(raw or {}, overrides)
+    return parse_params(raw)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -1,0 +1,215 @@
+"""What humans look at: sample grids, a one-page HTML report and a plain-text metrics table.
+
+`metrics` is shaped `{"members": {name: {metric: value}}, "ensemble": {method: {...}},
+"real": {...}}`; a section whose values are all mappings gives one row per key, any other
+section (e.g. `"real": {"fd": 1.2}`) gives one row named after the section. Every metric
+found anywhere becomes a column, so new measures show up without touching this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+from jinja2 import Environment
+from PIL import Image
+from tabulate import tabulate
+
+MISSING = "—"
+PAD_VALUE = 128  # mid-grey borders separate tiles on both black and white backgrounds
+_KIND = {"members": "member", "ensemble": "ensemble", "real": "real"}
+_ORDER = ("members", "ensemble", "real")
+_NOTES = {
+    "fd": "Fréchet distance on the project's own feature net; lower is better. Comparable "
+    "only between runs sharing that net, not with Inception-based FID.",
+    "classes_covered": "classes (or k-means clusters) holding a minimum share of the "
+    "samples; higher is better.",
+    "class_kl": "KL(generated || real) between class histograms, in nats; lower is better.",
+}
+# Which way is better, to highlight the best generator per column (real rows excluded).
+_BETTER = {"fd": min, "class_kl": min, "classes_covered": max}
+
+Row = tuple[str, str, Mapping[str, object]]
+
+
+def _atomic_write(path: Path, write: Callable[[str], object]) -> Path:
+    """Write via a temp file in the same folder and os.replace, so readers never see halves."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_grid(
+    images: np.ndarray, path: str | Path, nrow: int | None = None, pad: int = 1, scale: int = 4
+) -> Path:
+    """Tile uint8 (N, C, H, W) images into a PNG, `nrow` per row, upscaled by nearest.
+
+    The result is (rows*(H+pad)+pad)*scale pixels high and (nrow*(W+pad)+pad)*scale wide.
+    """
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError("images must be a uint8 numpy array shaped (N, C, H, W)")
+    n, c, h, w = images.shape
+    if n == 0 or c not in (1, 3):
+        raise ValueError(f"need at least one image with 1 or 3 channels, got shape {images.shape}")
+    if pad < 0 or scale < 1:
+        raise ValueError(f"pad must be >= 0 and scale >= 1, got pad={pad}, scale={scale}")
+    cols = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), PAD_VALUE, np.uint8)
+    for i, img in enumerate(images):
+        y, x = pad + (i // cols) * (h + pad), pad + (i % cols) * (w + pad)
+        grid[y : y + h, x : x + w] = img.transpose(1, 2, 0)
+    pil = Image.fromarray(grid[..., 0] if c == 1 else grid, "L" if c == 1 else "RGB")
+    pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
+    return _atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def _rows(metrics: Mapping[str, object]) -> list[Row]:
+    """(name, kind, values) for every model, members first, then ensembles, then real."""
+    sections = [s for s in _ORDER if s in metrics] + [s for s in metrics if s not in _ORDER]
+    rows: list[Row] = []
+    for section in sections:
+        body = metrics[section]
+        if not isinstance(body, Mapping) or not body:
+            continue
+        kind = _KIND.get(section, section)
+        if all(isinstance(v, Mapping) for v in body.values()):
+            rows += [(str(name), kind, vals) for name, vals in body.items()]
+        else:
+            rows.append((section, kind, body))
+    return rows
+
+
+def _columns(rows: list[Row]) -> list[str]:
+    """Every metric name, in order of first appearance."""
+    return list(dict.fromkeys(str(k) for _, _, vals in rows for k in vals))
+
+
+def fmt(value: object) -> str:
+    """Human-friendly cell text: ints as is, floats to 4 significant digits, None as a dash."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        x = float(value)
+        if math.isnan(x):
+            return MISSING
+        return f"{x:,.0f}" if math.isfinite(x) and abs(x) >= 10_000 else f"{x:.4g}"
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def _best(rows: list[Row], columns: list[str]) -> dict[str, object]:
+    """Best value per known-direction column among generators (members and ensembles)."""
+    best: dict[str, object] = {}
+    for col in columns:
+        if col not in _BETTER:
+            continue
+        vals = [
+            v[col]
+            for _, kind, v in rows
+            if kind != "real" and isinstance(v.get(col), int | float) and not math.isnan(v[col])
+        ]
+        if len(vals) > 1:
+            best[col] = _BETTER[col](vals)
+    return best
+
+
+def metrics_table(metrics: Mapping[str, object]) -> str:
+    """The report's table as plain text, for the end of a run's log."""
+    rows = _rows(metrics)
+    columns = _columns(rows)
+    body = [[name, kind] + [fmt(vals.get(c)) for c in columns] for name, kind, vals in rows]
+    align = ["left", "left"] + ["right"] * len(columns)
+    return tabulate(
+        body, headers=["model", "kind", *columns], disable_numparse=True, colalign=align
+    )
+
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0}
+th,td{border:1px solid #ccc;padding:.3em .7em}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.real td{color:#666;font-style:italic}
+td.best{font-weight:bold;background:#e6f4e6}
+.grids{display:flex;flex-wrap:wrap;gap:1.5em}
+figure{margin:0}figcaption{text-align:center;font-size:.9em}
+img{image-rendering:pixelated;border:1px solid #ccc}
+dt{font-weight:bold}dd{margin:0 0 .5em 1em;font-family:monospace;word-break:break-all}
+</style></head><body>
+<h1>{{ title }}</h1>
+<h2>Metrics</h2>
+{% if rows %}<table>
+<tr><th>model</th><th>kind</th>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in rows %}<tr class="{{ r.kind }}"><td>{{ r.name }}</td><td>{{ r.kind }}</td>
+{% for cell in r.cells %}<td class="num{{ ' best' if cell.best }}">{{ cell.text }}</td>{% endfor %}
+</tr>
+{% endfor %}</table>
+{% if notes %}<ul>{% for k, note in notes %}<li><b>{{ k }}</b>: {{ note }}</li>{% endfor %}</ul>
+{% endif %}
+{% else %}<p>No metrics.</p>{% endif %}
+{% if grids %}<h2>Samples</h2>
+<div class="grids">{% for name, src in grids %}
+<figure><img src="{{ src }}" alt="{{ name }} samples"><figcaption>{{ name }}</figcaption></figure>
+{% endfor %}</div>{% endif %}
+{% if extra %}<h2>Details</h2>
+<dl>{% for k, v in extra %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>{% endif %}
+</body></html>
+"""
+_ENV = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+
+
+def write_html(
+    path: str | Path,
+    *,
+    title: str,
+    metrics: Mapping[str, object],
+    grids: Mapping[str, str | Path],
+    extra: Mapping[str, object] | None = None,
+) -> Path:
+    """Render the one-page report (autoescaped, so names cannot inject markup), atomically."""
+    rows = _rows(metrics)
+    columns = _columns(rows)
+    best = _best(rows, columns)
+    table = [
+        {
+            "name": name,
+            "kind": kind,
+            "cells": [
+                {
+                    "text": fmt(vals.get(c)),
+                    "best": kind != "real" and c in best and vals.get(c) == best[c],
+                }
+                for c in columns
+            ],
+        }
+        for name, kind, vals in rows
+    ]
+    html = _ENV.from_string(_TEMPLATE).render(
+        title=title,
+        columns=columns,
+        rows=table,
+        grids=[(name, Path(src).as_posix()) for name, src in grids.items()],
+        notes=[(c, _NOTES[c]) for c in columns if c in _NOTES],
+        extra=[(k, fmt(v)) for k, v in (extra or {}).items()],
+    )
+    return _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))

@@ -1,0 +1,276 @@
+"""Object storage behind one small interface: a local directory or an S3-compatible bucket.
+
+Published batches must be readable by people and jobs that never saw this machine, so the
+pipeline only ever talks to a `Store`; tests swap a temp directory, SeaweedFS or moto behind it.
+Keys are always relative, '/'-separated and free of '..', so a hostile or corrupt listing can
+neither escape the store root on disk nor a download directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+import boto3
+from boto3.exceptions import Boto3Error
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+if TYPE_CHECKING:
+    from ensgan.config import StorageConfig
+
+MIB = 1024 * 1024
+_TMP_PREFIX = ".tmp-"  # LocalStore's in-flight files; never listed
+_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+_DENIED = frozenset({"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message says what to fix and never holds credentials."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    url: str
+
+    def put_file(self, local: Path, key: str) -> None: ...
+
+    def get_file(self, key: str, local: Path) -> None: ...
+
+    def list_keys(self, prefix: str = "") -> list[str]: ...
+
+    def exists(self, key: str) -> bool: ...
+
+
+def safe_key(key: str) -> str:
+    """Return `key` if it is a plain relative key; refuse anything that could walk out of a root."""
+    parts = key.split("/")
+    if (
+        not key
+        or key.startswith("/")
+        or "\\" in key
+        or "\x00" in key
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise StorageError(
+            f"unsafe storage key {key!r}: keys must be relative, '/'-separated, "
+            "without empty, '.' or '..' segments or backslashes"
+        )
+    return key
+
+
+def _safe_prefix(prefix: str) -> str:
+    """A listing prefix may end with '/' (or be empty); the rest must be a safe key."""
+    if prefix:
+        safe_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
+
+
+def safe_local_path(dest_dir: Path, relpath: str) -> Path:
+    """Resolve `relpath` under `dest_dir`, refusing absolute paths and anything escaping it."""
+    base = Path(dest_dir).resolve()
+    if not relpath or "\\" in relpath or Path(relpath).is_absolute():
+        raise StorageError(f"refusing to write {relpath!r}: not a relative path under {base}")
+    target = (base / relpath).resolve()
+    if target == base or not target.is_relative_to(base):
+        raise StorageError(f"refusing to write {relpath!r}: it escapes {base}")
+    return target
+
+
+def _atomic_copy(src: Path, dest: Path) -> None:
+    """Copy via a temp file in the destination directory, so readers never see a half file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{_TMP_PREFIX}{dest.name}.{uuid.uuid4().hex}")  # umask-default mode
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class LocalStore:
+    """A directory used as an object store (the default, and the offline fallback)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.url = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / safe_key(key)
+
+    def put_file(self, local: Path, key: str) -> None:
+        _atomic_copy(Path(local), self._path(key))
+
+    def get_file(self, key: str, local: Path) -> None:
+        src = self._path(key)
+        if not src.is_file():
+            raise StorageError(f"no object {key!r} in {self.url}")
+        _atomic_copy(src, Path(local))
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        _safe_prefix(prefix)
+        if not self.root.is_dir():
+            return []
+        keys = (
+            p.relative_to(self.root).as_posix()
+            for p in self.root.rglob("*")
+            if p.is_file() and not p.name.startswith(_TMP_PREFIX)
+        )
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+
+def _redact(url: str | None) -> str:
+    """An endpoint for messages: user:password@ stripped, in case someone put them there."""
+    if not url:
+        return "AWS S3"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class S3Store:
+    """An S3-compatible bucket (AWS, MinIO, Ceph, R2, SeaweedFS) under an optional key prefix.
+
+    Checksums are only sent/validated when required because many S3-compatible servers reject
+    the newer default CRC trailers; retries use botocore's standard mode. Credentials come from
+    the usual AWS chain (env, profile, instance role) and never appear in our messages.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        *,
+        multipart_threshold: int = 8 * MIB,
+        max_attempts: int = 5,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            safe_key(self.prefix)
+        self.endpoint_url = endpoint_url
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        config = Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"mode": "standard", "max_attempts": max_attempts},
+        )
+        self._client = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url, region_name=region, config=config
+        )
+        # S3 rejects parts under 5 MiB (but the last), so only the threshold may go lower.
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=max(multipart_threshold, 5 * MIB),
+        )
+
+    @property
+    def _base(self) -> str:
+        return f"{self.prefix}/" if self.prefix else ""
+
+    def put_file(self, local: Path, key: str) -> None:
+        with self._errors(f"upload to {self.url}/{safe_key(key)}"):
+            self._client.upload_file(
+                str(local), self.bucket, self._base + key, Config=self._transfer
+            )
+
+    def get_file(self, key: str, local: Path) -> None:
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        # s3transfer downloads to a temp name and renames, so no half files here either.
+        with self._errors(f"download of {self.url}/{safe_key(key)}"):
+            self._client.download_file(self.bucket, self._base + key, str(local))
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        full = self._base + _safe_prefix(prefix)
+        keys: list[str] = []
+        with self._errors(f"listing of {self.url}"):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full
+            )
+            for page in pages:
+                keys.extend(obj["Key"][len(self._base) :] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def exists(self, key: str) -> bool:
+        action = f"lookup of {self.url}/{safe_key(key)}"
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._base + key)
+        except ClientError as exc:
+            if _code(exc) in _NOT_FOUND:
+                return False
+            raise self._error(action, exc) from None
+        except (BotoCoreError, Boto3Error) as exc:
+            raise self._error(action, exc) from None
+        return True
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (BotoCoreError, ClientError, Boto3Error) as exc:
+            # boto3 wraps upload ClientErrors in S3UploadFailedError without chaining them.
+            inner = exc.__context__ if isinstance(exc, Boto3Error) and exc.__context__ else exc
+            raise self._error(action, inner) from None  # boto's text may hold the raw endpoint
+
+    def _error(self, action: str, exc: BaseException) -> StorageError:
+        return StorageError(f"{action} failed: {self._explain(exc)}")
+
+    def _explain(self, exc: BaseException) -> str:
+        """Name the likely fix; boto's own text is kept only for unrecognised errors."""
+        endpoint = _redact(self.endpoint_url)
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            return (
+                "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(or AWS_PROFILE / ~/.aws/credentials)"
+            )
+        if isinstance(exc, BotoConnectionError | HTTPClientError):
+            return f"cannot reach the S3 endpoint {endpoint}: is it running and the URL right?"
+        if not isinstance(exc, ClientError):
+            text = str(exc).replace(self.endpoint_url or "\0", endpoint)
+            return f"{type(exc).__name__}: {text}"
+        code = _code(exc)
+        if code == "NoSuchBucket":
+            return f"bucket {self.bucket!r} does not exist at {endpoint}: create it first"
+        if code in _DENIED:
+            return (
+                f"access denied to bucket {self.bucket!r} at {endpoint} ({code}): "
+                "check the credentials and the bucket policy"
+            )
+        if code in _NOT_FOUND:
+            return f"not found in bucket {self.bucket!r} at {endpoint}"
+        message = exc.response.get("Error", {}).get("Message", "")
+        return f"{code}: {message}" if message else code
+
+
+def open_store(cfg: StorageConfig, root: Path = Path(".")) -> Store:
+    """`s3://bucket/prefix` gives an S3Store; anything else a LocalStore under `root`."""
+    if cfg.url.startswith("s3://"):
+        bucket, _, prefix = cfg.url[len("s3://") :].partition("/")
+        return S3Store(bucket, prefix, cfg.endpoint_url, cfg.region)
+    return LocalStore(Path(root) / cfg.url)  # an absolute url replaces root

