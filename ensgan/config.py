@@ -81,7 +81,7 @@ class StackConfig(_Strict):
 
 
 class EnsembleConfig(_Strict):
-    method: Literal["mixture", "mean", "vote"] = "vote"  # used by `generate`
+    method: Literal["mixture", "mean", "vote"] = "mixture"  # what `generate` publishes
     weights: dict[str, Annotated[float, Field(ge=0)]] | None = None  # mixture weights; uniform
     vote_oversample: Annotated[int, Field(ge=1, le=64)] = 4  # candidates drawn per kept image
 

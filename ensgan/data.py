@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -143,7 +144,7 @@ def split_holdout(n: int, labels: np.ndarray | None, fraction: float, seed: int)
     stratify = None
     if labels is not None:
         counts = np.bincount(labels)
-        n_held = round(n * fraction)
+        n_held = math.ceil(n * fraction)  # as train_test_split counts
         if counts[counts > 0].min() >= 2 and min(n_held, n - n_held) >= len(counts[counts > 0]):
             stratify = labels
     _, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)

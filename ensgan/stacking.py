@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +35,14 @@ TRUSTED_TYPES = [
     "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.preprocessing._label.LabelEncoder",
     "sklearn._loss.loss.HalfBinomialLoss",
     "sklearn._loss.link.LogitLink",
     "sklearn._loss.link.Interval",
     "sklearn._loss._loss.CyHalfBinomialLoss",
     "numpy.random._mt19937.MT19937",
     "numpy.random.mtrand.RandomState",
+    "numpy.random._generator.Generator",
     "builtins.float",
     "builtins.int",
     "builtins.str",
@@ -54,6 +57,7 @@ TRUSTED_TYPES = [
     "numpy.ndarray",
     "numpy.float64",
     "numpy.int64",
+    "numpy.uint64",
     "numpy.intp",
 ]
 
@@ -110,12 +114,32 @@ def load_stacker(stack_dir: Path) -> tuple[ClassifierMixin | Pipeline, dict]:
     path = stack_dir / MODEL_FILE
     if not path.exists():
         raise FileNotFoundError(f"no stacker at {stack_dir}: run `ensgan stack` first")
-    untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
+    # skops trusts every scikit-learn estimator by default, so get_untrusted_types alone would
+    # let e.g. an SVC through: check every type named in the file's schema as well.
+    found = _schema_types(path) | set(sio.get_untrusted_types(file=path))
+    untrusted = sorted(found - set(TRUSTED_TYPES))
     if untrusted:
         raise ValueError(f"{path} contains types not on the allow-list: {untrusted}")
-    est = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+    est = sio.load(path, trusted=TRUSTED_TYPES)
     card = json.loads((stack_dir / "card.json").read_text())
     return est, card
+
+
+def _schema_types(path: Path) -> set[str]:
+    """Every "module.class" named by a node in a skops file's schema.json."""
+    with zipfile.ZipFile(path) as zf:
+        schema = json.loads(zf.read("schema.json"))
+    found: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__class__" in node and "__module__" in node:
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
 
 
 def prob_real(est: ClassifierMixin | Pipeline, features: np.ndarray) -> np.ndarray:

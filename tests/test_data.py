@@ -1,0 +1,420 @@
+"""Dataset readers and `prepare`: digits, image folders, .npz files, the card and its sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ensgan.config import DataConfig
+from ensgan.data import (
+    DataError,
+    load_prepared,
+    load_source,
+    prepare,
+    read_folder,
+    read_npz,
+    split_holdout,
+    to_array,
+)
+
+# Helpers.
+
+
+def write_image(path: Path, color: int | tuple[int, int, int], size=(12, 10), mode=None) -> Path:
+    """A solid-colour image (grayscale for an int colour, RGB for a triple)."""
+    mode = mode or ("L" if isinstance(color, int) else "RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path)
+    return path
+
+
+def independent_sha256(*arrays: np.ndarray | None) -> str:
+    """The card's documented hash, recomputed here: (dtype, shape) then raw bytes, per array."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is not None:
+            h.update(str((a.dtype.str, a.shape)).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def folder_cfg(path: Path, **kw) -> DataConfig:
+    return DataConfig(source="folder", path=str(path), **{"image_size": 8, **kw})
+
+
+def npz_cfg(path: Path, **kw) -> DataConfig:
+    return DataConfig(source="npz", path=str(path), **{"image_size": 8, **kw})
+
+
+# Built-in digits.
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("digits") / "data" / "prepared"
+    card = prepare(DataConfig(image_size=8, holdout_fraction=0.2, seed=0), out)
+    return out, card
+
+
+def test_digits_prepare_shape_labels_and_card(digits_dir: tuple[Path, dict]) -> None:
+    out, card = digits_dir
+    assert sorted(p.name for p in out.iterdir()) == [
+        "card.json",
+        "holdout.npy",
+        "images.npy",
+        "labels.npy",
+    ]
+    assert not list(out.parent.glob(".*partial*"))  # no staging dir left behind
+    d = load_prepared(out)
+    assert d.images.shape == (1797, 1, 8, 8) and d.images.dtype == np.uint8
+    assert d.images.min() == 0 and d.images.max() == 255  # 0..16 rescaled to the full range
+    assert d.labels is not None and d.labels.dtype == np.int64
+    assert sorted(np.unique(d.labels).tolist()) == list(range(10))
+    assert d.n_classes == 10
+    assert card == json.loads((out / "card.json").read_text()) == d.card
+    assert card["shape"] == [1797, 1, 8, 8] and card["labels"] is True
+    assert card["source"] == "digits" and card["dtype"] == "uint8"
+    assert card["n_train"] + card["n_holdout"] == 1797
+    assert card["sha256"] == independent_sha256(d.images, d.labels, d.holdout)
+
+
+def test_digits_holdout_fraction_and_stratification(digits_dir: tuple[Path, dict]) -> None:
+    d = load_prepared(digits_dir[0])
+    assert d.holdout.dtype == bool and d.holdout.shape == (1797,)
+    assert d.holdout.sum() == math.ceil(1797 * 0.2) == d.card["n_holdout"]
+    assert len(d.train_images) == d.card["n_train"] == 1797 - d.holdout.sum()
+    assert len(d.holdout_images) == d.holdout.sum()
+    for k in range(10):
+        in_class = d.labels == k
+        held = (d.holdout & in_class).sum()
+        assert abs(held - 0.2 * in_class.sum()) <= 1, (k, held, in_class.sum())
+
+
+def test_digits_are_deterministic_and_seeded(tmp_path: Path, digits_dir: tuple[Path, dict]) -> None:
+    again = prepare(DataConfig(image_size=8, seed=0), tmp_path / "a")
+    assert again["sha256"] == digits_dir[1]["sha256"]
+    other = prepare(DataConfig(image_size=8, seed=1), tmp_path / "b")
+    assert other["sha256"] != again["sha256"]  # a different hold-out split
+    frac = prepare(DataConfig(image_size=8, holdout_fraction=0.5), tmp_path / "c")
+    assert frac["n_holdout"] == math.ceil(1797 * 0.5)
+
+
+def test_digits_resized() -> None:
+    images, labels = load_source(DataConfig(image_size=16))
+    assert images.shape == (1797, 1, 16, 16) and images.dtype == np.uint8
+    assert labels is not None and len(labels) == 1797
+
+
+def test_load_prepared_round_trips(digits_dir: tuple[Path, dict]) -> None:
+    src, card = digits_dir
+    a, b = load_prepared(src), load_prepared(src)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.holdout, b.holdout)
+    assert a.card == card
+
+
+def test_load_prepared_detects_tampering(tmp_path: Path) -> None:
+    out = tmp_path / "prepared"
+    prepare(DataConfig(image_size=8), out)
+    images = np.load(out / "images.npy")
+    images[0, 0, 0, 0] ^= 1  # one bit of one pixel
+    np.save(out / "images.npy", images)
+    with pytest.raises(DataError, match="sha256"):
+        load_prepared(out)
+
+
+def test_load_prepared_detects_tampered_holdout(tmp_path: Path) -> None:
+    out = tmp_path / "prepared"
+    prepare(DataConfig(image_size=8), out)
+    holdout = np.load(out / "holdout.npy")
+    np.save(out / "holdout.npy", ~holdout)
+    with pytest.raises(DataError, match="sha256"):
+        load_prepared(out)
+
+
+def test_load_prepared_without_prepare(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="prepare"):
+        load_prepared(tmp_path / "nothing")
+
+
+# A folder of PNG/JPEG images.
+
+
+def test_flat_folder_has_no_labels(tmp_path: Path) -> None:
+    for i in range(3):
+        write_image(tmp_path / f"img{i}.png", 10 * i)
+        write_image(tmp_path / f"pic{i}.jpg", 100 + 10 * i)
+    (tmp_path / "notes.txt").write_text("not an image")  # ignored
+    raw, labels = read_folder(tmp_path)
+    assert labels is None
+    assert len(raw) == 6
+    images = to_array(raw, 8, 1)
+    assert images.shape == (6, 1, 8, 8) and images.dtype == np.uint8
+
+
+def test_class_subfolders_give_labels(tmp_path: Path) -> None:
+    for i in range(3):
+        write_image(tmp_path / "cat" / f"{i}.png", 50)
+        write_image(tmp_path / "dog" / f"{i}.jpeg", 200)
+        write_image(tmp_path / "eel" / f"{i}.PNG", 120)
+    raw, labels = read_folder(tmp_path)
+    assert labels is not None
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # sorted files, sorted class names
+    images = to_array(raw, 8, 1)
+    means = images.reshape(9, -1).mean(axis=1)
+    assert np.allclose(means[:3], 50, atol=1) and np.allclose(means[6:], 120, atol=1)
+    assert np.allclose(means[3:6], 200, atol=3)  # JPEG: lossy
+
+
+def test_images_mixed_into_root_and_subfolders_have_no_labels(tmp_path: Path) -> None:
+    write_image(tmp_path / "a" / "0.png", 1)
+    write_image(tmp_path / "b" / "0.png", 2)
+    write_image(tmp_path / "loose.png", 3)
+    assert read_folder(tmp_path)[1] is None
+
+
+def test_rgb_converted_to_grayscale_and_resized(tmp_path: Path) -> None:
+    color = (200, 100, 50)
+    write_image(tmp_path / "rgb.png", color, size=(20, 12))
+    write_image(tmp_path / "rgb.jpg", color, size=(5, 9))
+    raw, _ = read_folder(tmp_path)
+    gray = to_array(raw, 8, 1)
+    assert gray.shape == (2, 1, 8, 8)
+    expected = np.asarray(Image.new("RGB", (1, 1), color).convert("L"))[0, 0]
+    assert np.all(gray[1] == expected)  # the PNG (sorted after .jpg), lossless
+    assert np.all(np.abs(gray[0].astype(int) - int(expected)) <= 3)
+
+
+def test_rgb_kept_with_three_channels(tmp_path: Path) -> None:
+    color = (200, 100, 50)
+    write_image(tmp_path / "rgb.png", color, size=(16, 16))
+    write_image(tmp_path / "gray.png", 77, size=(4, 4))
+    write_image(tmp_path / "rgba.png", (10, 20, 30, 255), mode="RGBA")
+    write_image(tmp_path / "pal.png", 5, mode="P")
+    raw, _ = read_folder(tmp_path)
+    rgb = to_array(raw, 8, 3)
+    assert rgb.shape == (4, 3, 8, 8)
+    by_name = dict(zip(["gray", "pal", "rgb", "rgba"], rgb, strict=True))
+    assert [int(by_name["rgb"][c].mean()) for c in range(3)] == list(color)
+    assert np.all(by_name["gray"] == 77)  # grayscale replicated to 3 channels
+    assert [int(by_name["rgba"][c, 0, 0]) for c in range(3)] == [10, 20, 30]
+
+
+def test_folder_prepare_end_to_end(tmp_path: Path) -> None:
+    src = tmp_path / "imgs"
+    for i in range(6):
+        write_image(src / "a" / f"{i}.png", (10 * i, 0, 0), size=(32, 32))
+        write_image(src / "b" / f"{i}.jpg", 200, size=(9, 9))
+    out = tmp_path / "data" / "prepared"
+    card = prepare(folder_cfg(Path("imgs"), channels=3, holdout_fraction=0.5), out, root=tmp_path)
+    assert card["shape"] == [12, 3, 8, 8] and card["labels"] is True and card["n_classes"] == 2
+    assert card["path"] == "imgs"
+    d = load_prepared(out)
+    assert d.labels.tolist() == [0] * 6 + [1] * 6
+    assert d.holdout.sum() == 6
+    assert (d.holdout & (d.labels == 0)).sum() == 3  # stratified
+
+
+def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
+    write_image(tmp_path / "good.png", 5)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(np.random.default_rng(0).bytes(256))
+    with pytest.raises(DataError) as info:
+        read_folder(tmp_path)
+    assert str(bad) in str(info.value)
+
+
+def test_truncated_image_names_the_file(tmp_path: Path) -> None:
+    good = write_image(tmp_path / "ok.png", 5, size=(64, 64))
+    bad = tmp_path / "cut.jpg"
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(bad)
+    bad.write_bytes(bad.read_bytes()[:200])
+    with pytest.raises(DataError) as info:
+        read_folder(tmp_path)
+    assert str(bad) in str(info.value) and str(good) not in str(info.value)
+
+
+def test_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "readme.txt").write_text("no images here")
+    with pytest.raises(DataError, match="no PNG/JPEG"):
+        read_folder(tmp_path)
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        read_folder(tmp_path / "absent")
+
+
+def test_too_few_images(tmp_path: Path) -> None:
+    for i in range(3):
+        write_image(tmp_path / "imgs" / f"{i}.png", i)
+    with pytest.raises(DataError, match="at least 10"):
+        prepare(folder_cfg(tmp_path / "imgs"), tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()
+
+
+# .npz files.
+
+
+def test_npz_uint8_without_labels(tmp_path: Path) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (12, 8, 8), dtype=np.uint8)
+    path = tmp_path / "d.npz"
+    np.savez(path, images=images)
+    raw, labels = read_npz(path)
+    assert labels is None
+    np.testing.assert_array_equal(raw, images)
+    arr, _ = load_source(npz_cfg(path))
+    np.testing.assert_array_equal(arr[:, 0], images)  # 8x8 grayscale: untouched
+
+
+def test_npz_float_unit_range_and_labels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    images = rng.random((12, 8, 8, 3)).astype(np.float32)
+    images[0, 0, 0] = [0.0, 0.5, 1.0]
+    labels = np.arange(12) % 3
+    path = tmp_path / "d.npz"
+    np.savez_compressed(path, images=images, labels=labels)
+    raw, got = read_npz(path)
+    assert raw.dtype == np.uint8 and raw.shape == (12, 8, 8, 3)
+    assert raw[0, 0, 0].tolist() == [0, 128, 255]
+    np.testing.assert_array_equal(raw, np.round(images * 255.0).astype(np.uint8))
+    assert got.dtype == np.int64 and got.tolist() == labels.tolist()
+    card = prepare(npz_cfg(path, channels=3), tmp_path / "prepared")
+    assert card["shape"] == [12, 3, 8, 8] and card["n_classes"] == 3
+    d = load_prepared(tmp_path / "prepared")
+    np.testing.assert_array_equal(d.images, raw.transpose(0, 3, 1, 2))
+
+
+def test_npz_float_outside_unit_range_is_clipped_not_scaled(tmp_path: Path) -> None:
+    images = np.full((10, 8, 8), 100.4)
+    images[0, 0, 0] = -5.0
+    images[0, 0, 1] = 300.0
+    path = tmp_path / "d.npz"
+    np.savez(path, images=images)
+    raw, _ = read_npz(path)
+    assert raw[0, 0, 0] == 0 and raw[0, 0, 1] == 255 and raw[1, 0, 0] == 100
+
+
+def test_npz_without_images(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, pictures=np.zeros((10, 8, 8), np.uint8))
+    with pytest.raises(DataError, match="images") as info:
+        read_npz(path)
+    assert str(path) in str(info.value) and "pictures" in str(info.value)
+
+
+def test_npz_label_length_mismatch(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, images=np.zeros((10, 8, 8), np.uint8), labels=np.zeros(9, np.int64))
+    with pytest.raises(DataError, match="9 labels for 10 images"):
+        read_npz(path)
+
+
+@pytest.mark.parametrize("shape", [(0, 8, 8), (8, 8), (2, 3, 4, 5, 6)])
+def test_npz_bad_image_shapes(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, images=np.zeros(shape, np.uint8))
+    with pytest.raises(DataError, match="images"):
+        read_npz(path)
+
+
+def test_npz_pickled_objects_refused(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, images=np.array([{"a": 1}] * 10, dtype=object))
+    with pytest.raises(DataError, match=str(path)):
+        read_npz(path)
+
+
+@pytest.mark.parametrize("content", [None, b"definitely not a zip file"])
+def test_npz_missing_or_garbage(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "d.npz"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=str(path)):
+        read_npz(path)
+
+
+# Atomic replacement of data/prepared.
+
+
+def test_failing_source_leaves_prepared_intact(tmp_path: Path) -> None:
+    out = tmp_path / "data" / "prepared"
+    card = prepare(DataConfig(image_size=8), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, pictures=np.zeros((10, 8, 8), np.uint8))
+    with pytest.raises(DataError):
+        prepare(npz_cfg(bad), out)
+    with pytest.raises(DataError):
+        prepare(folder_cfg(tmp_path / "no-such-folder"), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert load_prepared(out).card == card
+
+
+def test_failure_while_writing_leaves_prepared_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "data" / "prepared"
+    card = prepare(DataConfig(image_size=8), out)
+    real_save = np.save
+    calls = []
+
+    def failing_save(file, arr, *a, **kw):
+        calls.append(file)
+        if len(calls) == 2:  # images.npy written, holdout.npy fails (e.g. disk full)
+            raise OSError("No space left on device")
+        return real_save(file, arr, *a, **kw)
+
+    monkeypatch.setattr(np, "save", failing_save)
+    with pytest.raises(OSError, match="No space"):
+        prepare(DataConfig(image_size=8, seed=3), out)
+    monkeypatch.undo()
+    assert load_prepared(out).card == card  # the old, complete data
+    assert all(os.fspath(out) not in os.fspath(f) for f in calls)  # staged elsewhere
+    # The next successful prepare replaces it and cleans up the staging dir.
+    new = prepare(DataConfig(image_size=8, seed=3), out)
+    assert new["sha256"] != card["sha256"] and load_prepared(out).card == new
+    assert sorted(p.name for p in out.parent.iterdir()) == ["prepared"]
+
+
+def test_prepare_replaces_labels_file(tmp_path: Path) -> None:
+    """Re-preparing from a source without labels must not keep the old labels.npy."""
+    out = tmp_path / "prepared"
+    prepare(DataConfig(image_size=8), out)
+    path = tmp_path / "d.npz"
+    np.savez(path, images=np.zeros((10, 8, 8), np.uint8))
+    card = prepare(npz_cfg(path), out)
+    assert not (out / "labels.npy").exists()
+    assert card["labels"] is False and card["n_classes"] == 0
+    assert load_prepared(out).labels is None
+
+
+# The hold-out split on its own.
+
+
+def test_split_holdout_without_labels() -> None:
+    m = split_holdout(50, None, 0.2, 0)
+    assert m.sum() == 10 and m.dtype == bool
+    assert not np.array_equal(m, split_holdout(50, None, 0.2, 1))
+
+
+def test_split_holdout_singleton_class_falls_back_to_random() -> None:
+    labels = np.array([0] * 10 + [1])
+    assert split_holdout(11, labels, 0.3, 0).sum() == math.ceil(11 * 0.3)
+
+
+def test_split_holdout_many_classes_few_images() -> None:
+    """Stratify only when both sides can hold every class, counted as scikit-learn counts
+    (test = ceil(n * fraction)); 20 * 0.615 rounds to 12 but sklearn holds out 13."""
+    labels = np.repeat(np.arange(8), [3, 3, 3, 3, 2, 2, 2, 2])
+    m = split_holdout(20, labels, 0.615, 0)
+    assert m.sum() == 13

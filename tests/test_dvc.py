@@ -1,0 +1,82 @@
+"""`dvc repro` in a real git+DVC repository: stages run, cache, skip, and take experiments."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, write_tiny_project
+
+STAGES = ["prepare", "train@a", "train@b", "stack", "evaluate", "generate", "publish"]
+
+
+def _sh(repo: Path, *cmd: str) -> str:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }  # fmt: skip
+    res = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
+    return res.stdout + res.stderr
+
+
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project (dvc.yaml, the code its stages depend on) with tiny params."""
+    repo = write_tiny_project(tmp_path_factory.mktemp("dvc") / "proj")
+    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copy(REPO / ".gitignore", repo / ".gitignore")
+    shutil.copytree(REPO / "ensgan", repo / "ensgan", ignore=shutil.ignore_patterns("__pycache__"))
+    _sh(repo, "git", "init", "-q")
+    _sh(repo, "dvc", "init", "-q")
+    _sh(repo, "dvc", "repro")
+    return repo
+
+
+def test_repro_runs_every_stage(dvc_repo: Path) -> None:
+    lock = yaml.safe_load((dvc_repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(STAGES)
+    metrics = json.loads((dvc_repo / "reports" / "metrics.json").read_text())
+    assert set(metrics["members"]) == {"a", "b"}
+    published = json.loads((dvc_repo / "outputs" / "published.json").read_text())
+    assert published["status"] == "published"
+    assert (dvc_repo / "store" / published["prefix"] / "manifest.jsonl").exists()
+
+
+def test_second_repro_does_nothing(dvc_repo: Path) -> None:
+    out = _sh(dvc_repo, "dvc", "repro")
+    assert "Running stage" not in out
+    assert "up to date" in _sh(dvc_repo, "dvc", "status")
+
+
+def test_metrics_and_plots_show(dvc_repo: Path, tmp_path: Path) -> None:
+    shown = json.loads(_sh(dvc_repo, "dvc", "metrics", "show", "--json"))
+    data = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]
+    assert data["members"]["a"]["fd"] > 0
+    _sh(dvc_repo, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert "g_loss" in html and "reports/plots/fd.csv" in html
+
+
+def test_exp_run_with_a_param_override(dvc_repo: Path) -> None:
+    _sh(dvc_repo, "git", "add", "-A")
+    _sh(dvc_repo, "git", "commit", "-qm", "baseline")
+    before = json.loads((dvc_repo / "models/members/a/card.json").read_text())
+    out = _sh(dvc_repo, "dvc", "exp", "run", "-S", "train.steps=40")
+    assert "Running stage 'train@a'" in out and "Running stage 'prepare'" not in out
+    card = json.loads((dvc_repo / "models/members/a/card.json").read_text())
+    assert card["steps"] == 40 and card["fingerprint"] == before["fingerprint"]
+    rows = (dvc_repo / "models/members/a/losses.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(5, 45, 5))  # continued, not redone
+    diff = _sh(dvc_repo, "dvc", "params", "diff")
+    assert "train.steps" in diff

@@ -1,0 +1,279 @@
+"""Combining members (mixture, mean, vote) with members whose outputs are known, untrained."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+
+from ensgan.ensemble import METHODS, Ensemble, Sample, latents
+from ensgan.models import build_pair, to_uint8
+from ensgan.stacking import prob_real
+from ensgan.training import LoadedMember
+
+Z = 8
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread: tiny networks gain nothing from more, and the CPU may be busy."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class ConstGen(nn.Module):
+    """Every image is `value` everywhere; `spread` > 0 adds a per-latent offset in +-spread."""
+
+    def __init__(self, value: float, spread: float = 0.0) -> None:
+        super().__init__()
+        self.value, self.spread = value, spread
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        v = self.value + self.spread * torch.tanh(z[:, 0])
+        return v[:, None, None, None].expand(len(z), 1, 8, 8).clone()
+
+
+class MeanDisc(nn.Module):
+    """Logit = mean pixel in [-1, 1]: brighter looks more real."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(1, 2, 3))
+
+
+class MeanStacker:
+    """A 'fitted' stacker: P(real) = sigmoid(mean of the member logits)."""
+
+    classes_ = np.array([0, 1])
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = 1.0 / (1.0 + np.exp(-x.mean(axis=1)))
+        return np.column_stack([1 - p, p])
+
+
+def member(name: str, gen: nn.Module, disc: nn.Module | None = None, z_dim: int = Z):
+    card = {"name": name, "z_dim": z_dim, "arch": "test", "image_size": 8, "channels": 1}
+    return LoadedMember(name, card, gen.eval(), (disc or MeanDisc()).eval(), CPU)
+
+
+def const_members(spread: float = 0.0) -> dict[str, LoadedMember]:
+    """A: all -1 (pixel 0), B: all +1 (pixel 255); with spread, A is dark and B bright."""
+    if spread:
+        return {"A": member("A", ConstGen(-0.5, spread)), "B": member("B", ConstGen(0.5, spread))}
+    return {"A": member("A", ConstGen(-1.0)), "B": member("B", ConstGen(1.0))}
+
+
+@pytest.fixture(scope="module")
+def net_members() -> dict[str, LoadedMember]:
+    """Two untrained but real generator/discriminator pairs, generators in eval mode."""
+    out = {}
+    for i, arch in enumerate(("dcgan", "mlp")):
+        torch.manual_seed(i)
+        g, d = build_pair(arch, z_dim=Z, size=8, channels=1, width=4)
+        out[arch] = member(arch, g, d)
+    return out
+
+
+# Mixture.
+
+
+def test_mixture_images_come_from_the_labelled_member() -> None:
+    s = Ensemble(const_members()).sample("mixture", 200, seed=0)
+    assert s.images.shape == (200, 1, 8, 8) and s.images.dtype == np.uint8
+    assert len(s.members) == len(s.seeds) == 200
+    assert s.scores is None
+    labels = np.array(s.members)
+    assert set(labels) == {"A", "B"}
+    assert (s.images[labels == "A"] == 0).all()
+    assert (s.images[labels == "B"] == 255).all()
+    assert 0.35 < (labels == "A").mean() < 0.65  # uniform weights by default
+
+
+def test_mixture_weights() -> None:
+    only_a = Ensemble(const_members(), weights={"A": 1.0, "B": 0.0}).sample("mixture", 100, 0)
+    assert only_a.members == ["A"] * 100
+    assert (only_a.images == 0).all()
+    for weights in ({"A": 0.8, "B": 0.2}, {"A": 4.0, "B": 1.0}):  # normalised either way
+        s = Ensemble(const_members(), weights=weights).sample("mixture", 2000, seed=1)
+        frac_a = np.mean(np.array(s.members) == "A")
+        assert 0.76 < frac_a < 0.84, (weights, frac_a)
+        assert (s.images[np.array(s.members) == "A"] == 0).all()
+
+
+def test_mixture_images_regenerate_from_member_and_seed(net_members) -> None:
+    ens = Ensemble(net_members)
+    s = ens.sample("mixture", 24, seed=3)
+    assert set(s.members) == set(net_members)
+    for i, row in enumerate(s.rows()):
+        again = ens.member_sample(row["member"], np.array([row["seed"]]))[0]
+        # Batch of 1 versus a batch of many: allow one grey level of float rounding.
+        assert np.abs(again.astype(int) - s.images[i].astype(int)).max() <= 1
+
+
+# Mean.
+
+
+def test_mean_of_constant_members_is_the_midpoint() -> None:
+    s = Ensemble(const_members()).sample("mean", 10, seed=0)
+    expected = int(to_uint8(torch.tensor(0.0)))
+    assert expected in (127, 128)
+    assert (s.images == expected).all()
+    assert s.members == ["mean"] * 10
+    assert s.images.shape == (10, 1, 8, 8) and s.images.dtype == np.uint8
+
+    uneven = {"A": member("A", ConstGen(-0.5)), "B": member("B", ConstGen(0.3))}
+    s = Ensemble(uneven).sample("mean", 5, seed=0)
+    expected = int(to_uint8((torch.tensor(-0.5) + torch.tensor(0.3)) / 2))
+    assert (s.images == expected).all()
+
+
+def test_mean_is_the_pixel_mean_for_each_latent(net_members) -> None:
+    s = Ensemble(net_members).sample("mean", 12, seed=2)
+    z = latents(s.seeds, Z)
+    with torch.no_grad():
+        outs = [m.generator(z) for m in net_members.values()]
+    expected = to_uint8(sum(outs) / len(outs)).numpy()
+    assert np.abs(expected.astype(int) - s.images.astype(int)).max() <= 1
+
+
+# Vote.
+
+
+def test_vote_keeps_the_images_the_stacker_rates_real() -> None:
+    ens = Ensemble(const_members(), stacker=MeanStacker(), vote_oversample=4)
+    s = ens.sample("vote", 50, seed=0)
+    # 200 candidates, about 100 from B: enough for B to fill all 50 places.
+    assert s.members == ["B"] * 50
+    assert (s.images == 255).all()
+    assert s.scores is not None and s.scores.shape == (50,)
+    np.testing.assert_allclose(s.scores, 1 / (1 + np.exp(-1.0)))
+
+
+def test_vote_with_a_fitted_logistic_regression() -> None:
+    members = const_members(spread=0.4)
+    ens = Ensemble(members)
+    a = ens.member_sample("A", np.arange(100))
+    b = ens.member_sample("B", np.arange(100, 200))
+    x = np.vstack([ens.features(b), ens.features(a)])
+    y = np.r_[np.ones(100, dtype=int), np.zeros(100, dtype=int)]
+    ens.stacker = LogisticRegression().fit(x, y)  # B's images count as "real"
+    s = ens.sample("vote", 30, seed=7)
+    assert s.members == ["B"] * 30
+    assert (s.images >= 128).all()
+    np.testing.assert_allclose(s.scores, prob_real(ens.stacker, ens.features(s.images)))
+
+
+@pytest.mark.parametrize("weights", [None, {"A": 0.9, "B": 0.1}])
+def test_vote_selection_is_consistent_with_scores(weights) -> None:
+    ens = Ensemble(
+        const_members(spread=0.4), weights=weights or {}, stacker=MeanStacker(), vote_oversample=4
+    )
+    n, seed = 40, 11
+    s = ens.sample("vote", n, seed)
+    # The candidates are the mixture sample of n * oversample images for the same seed.
+    cand = ens.sample("mixture", n * 4, seed)
+    assert len(set(cand.seeds.tolist())) == len(cand.seeds)
+    pos = {int(sd): i for i, sd in enumerate(cand.seeds)}
+    kept = np.array([pos[int(sd)] for sd in s.seeds])
+    assert (np.diff(kept) > 0).all()  # kept in candidate order
+    np.testing.assert_array_equal(s.images, cand.images[kept])
+    assert s.members == [cand.members[i] for i in kept]
+    np.testing.assert_allclose(s.scores, cand.scores[kept])
+    np.testing.assert_allclose(s.scores, ens.score(s.images))
+    dropped = np.setdiff1d(np.arange(len(cand.seeds)), kept)
+    assert len(kept) == n and len(dropped) == 3 * n
+    assert s.scores.min() >= cand.scores[dropped].max()
+    # Every B candidate outranks every A candidate: all B kept, then the brightest A's.
+    n_b = cand.members.count("B")
+    assert s.members.count("B") == min(n_b, n)
+    if weights:
+        assert n_b < n and s.members.count("A") == n - n_b
+
+
+def test_vote_needs_a_stacker_and_methods_are_checked() -> None:
+    ens = Ensemble(const_members())
+    with pytest.raises(ValueError, match="stacker"):
+        ens.sample("vote", 4, seed=0)
+    with pytest.raises(ValueError, match="unknown combination method"):
+        ens.sample("median", 4, seed=0)
+    assert METHODS == ("mixture", "mean", "vote")
+
+
+def test_scores_are_attached_when_a_stacker_is_present(net_members) -> None:
+    ens = Ensemble(net_members, stacker=MeanStacker())
+    for method in ("mixture", "mean"):
+        s = ens.sample(method, 6, seed=0)
+        assert s.scores is not None and s.scores.shape == (6,)
+        np.testing.assert_allclose(s.scores, ens.score(s.images))
+    feats = ens.features(s.images)
+    assert feats.shape == (6, 2)
+    np.testing.assert_array_equal(feats[:, 1], net_members["mlp"].score(torch.from_numpy(s.images)))
+
+
+# Determinism and the manifest.
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_same_seed_same_sample(net_members, method: str) -> None:
+    ens = Ensemble(net_members, stacker=MeanStacker())
+    s1, s2, other = (ens.sample(method, 8, seed) for seed in (5, 5, 6))
+    np.testing.assert_array_equal(s1.images, s2.images)
+    np.testing.assert_array_equal(s1.seeds, s2.seeds)
+    assert s1.members == s2.members
+    np.testing.assert_array_equal(s1.scores, s2.scores)
+    assert s1.seeds.dtype == np.int64
+    assert not np.array_equal(s1.seeds, other.seeds)
+    assert not np.array_equal(s1.images, other.images)
+
+
+def test_latents_depend_only_on_the_seed() -> None:
+    z = latents(np.array([5, 7, 5, 123456789]), Z)
+    assert z.shape == (4, Z) and z.dtype == torch.float32
+    torch.testing.assert_close(z[0], z[2], rtol=0, atol=0)
+    assert not torch.equal(z[0], z[1])
+    torch.testing.assert_close(latents(np.array([7]), Z)[0], z[1], rtol=0, atol=0)
+    torch.testing.assert_close(latents(np.array([123456789, 5]), Z), z[[3, 0]], rtol=0, atol=0)
+    assert latents(np.array([], dtype=np.int64), Z).shape == (0, Z)
+
+
+def test_rows_carry_member_seed_and_score() -> None:
+    ens = Ensemble(const_members())
+    s = ens.sample("mixture", 5, seed=0)
+    rows = s.rows()
+    assert [r["member"] for r in rows] == s.members
+    assert [r["seed"] for r in rows] == s.seeds.tolist()
+    assert all(type(r["seed"]) is int and r["score"] is None for r in rows)
+
+    ens.stacker = MeanStacker()
+    s = ens.sample("vote", 5, seed=0)
+    rows = s.rows()
+    assert len(rows) == 5 and set(rows[0]) == {"member", "seed", "score"}
+    for r, score in zip(rows, s.scores, strict=True):
+        assert type(r["score"]) is float and r["score"] == round(float(score), 6)
+
+    hand = Sample(np.zeros((2, 1, 8, 8), np.uint8), ["x", "y"], np.array([3, 4]), None)
+    assert hand.rows() == [
+        {"member": "x", "seed": 3, "score": None},
+        {"member": "y", "seed": 4, "score": None},
+    ]
+
+
+# Construction.
+
+
+def test_ensemble_refuses_bad_members() -> None:
+    with pytest.raises(ValueError, match="at least one member"):
+        Ensemble({})
+    mixed = {"A": member("A", ConstGen(0.0)), "B": member("B", ConstGen(0.0), z_dim=16)}
+    with pytest.raises(ValueError, match="z_dim"):
+        Ensemble(mixed)
+
+
+def test_default_weights_are_uniform() -> None:
+    ens = Ensemble(const_members())
+    assert ens.weights == {"A": 0.5, "B": 0.5}
+    assert ens.z_dim == Z

@@ -1,0 +1,91 @@
+"""The nightly Prefect flow, run for real on a temporary Prefect server (tiny settings)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter
+from prefect.client.schemas.objects import StateType
+
+from ensgan.batches import list_batches, pull_batch
+from ensgan.config import ConfigError
+from ensgan.storage import LocalStore
+from tests.conftest import write_tiny_project
+
+
+def test_flow_runs_every_stage_and_publishes(flow_project: dict, tmp_path: Path) -> None:
+    root, s = flow_project["root"], flow_project["summary"]
+    assert set(s["members"]) == {"a", "b"}
+    assert s["published"]["status"] == "published"
+
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    assert set(metrics["members"]) == {"a", "b"}
+    assert set(metrics["ensemble"]) == {"mixture", "mean", "vote"}
+    for row in [*metrics["members"].values(), *metrics["ensemble"].values()]:
+        assert row["fd"] > 0 and 0 <= row["classes_covered"] <= 10
+        assert 0.0 <= row["stacker_score"] <= 1.0
+    assert metrics["data_sha256"] == s["data_sha256"]
+    assert metrics["params_sha256"] == s["params_sha256"]
+    assert (root / "reports" / "index.html").read_text().count("<img") == 5
+
+    # The batch is in the store, listed, and pulls back with verified checksums.
+    store = LocalStore(root / "store")
+    (info,) = list_batches(store)
+    assert info.run_id == s["batch"]["run_id"] and info.n_images == 40
+    pulled = pull_batch(store, info.run_id, tmp_path)
+    rows = [json.loads(x) for x in (pulled / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 40
+    assert {r["data_sha256"] for r in rows} == {s["data_sha256"]}
+    assert {r["params_sha256"] for r in rows} == {s["params_sha256"]}
+    assert {r["member"] for r in rows} <= {"a", "b"}
+    assert all(0.0 <= r["score"] <= 1.0 for r in rows)
+
+
+async def _task_states(flow_run_id) -> dict[str, list[str]]:
+    async with get_client() as client:
+        flow_filter = FlowRunFilter(id={"any_": [flow_run_id]})
+        runs = await client.read_task_runs(flow_run_filter=flow_filter)
+    states: dict[str, list[str]] = {}
+    for r in runs:
+        states.setdefault(r.name, []).append(r.state.name)
+    return states
+
+
+async def _flow_runs() -> list:
+    async with get_client() as client:
+        return await client.read_flow_runs()
+
+
+def test_second_run_retrains_and_publishes_nothing(flow_project: dict) -> None:
+    import anyio
+
+    from flows.nightly import run
+
+    root = flow_project["root"]
+    ckpt = root / "models" / "members" / "a" / "checkpoint" / "generator_ema.safetensors"
+    before = os.stat(ckpt).st_mtime_ns
+    again = run(params_path="params.yaml", root=str(root))
+    assert os.stat(ckpt).st_mtime_ns == before, "a finished member was trained again"
+    assert again["batch"]["run_id"] == flow_project["summary"]["batch"]["run_id"]
+    assert again["published"]["status"] == "already-published"
+
+    runs = anyio.run(_flow_runs)
+    assert len(runs) >= 2
+    assert all(r.state.type == StateType.COMPLETED for r in runs)
+    latest = max(runs, key=lambda r: r.start_time)
+    states = anyio.run(_task_states, latest.id)
+    assert states["train-a"] == ["Cached"] and states["train-b"] == ["Cached"]
+
+
+def test_invalid_params_stop_the_flow_before_any_work(tmp_path: Path, prefect_server) -> None:
+    from flows.nightly import run
+
+    root = write_tiny_project(tmp_path / "bad")
+    (root / "params.yaml").write_text((root / "params.yaml").read_text() + "\nbogus: 1\n")
+    with pytest.raises(ConfigError, match="bogus"):
+        run(params_path="params.yaml", root=str(root))
+    assert not (root / "data").exists()

@@ -1,0 +1,385 @@
+"""Training members: every architecture, exact resume, finished/continued/restarted members,
+divergence and bagging. Tiny nets on 8x8 digits, a dozen steps each, on the CPU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ensgan.config import DataConfig, MemberConfig, Params, parse_params
+from ensgan.data import load_prepared, prepare
+from ensgan.training import (
+    LOG_FIELDS,
+    WEIGHT_FILES,
+    DivergedError,
+    bootstrap_indices,
+    checkpoint_state,
+    fingerprint,
+    load_member,
+    read_log,
+    train_member,
+)
+
+ARCH_WIDTH = {"dcgan": 4, "upsample": 4, "mlp": 8}
+STEPS = 12
+TRAIN = {
+    "steps": STEPS,
+    "batch_size": 16,
+    "z_dim": 8,
+    "checkpoint_every": 4,
+    "log_every": 2,
+    "device": "cpu",
+    "ema_halflife_images": 64,  # so the EMA generator visibly moves in a dozen steps
+}
+
+
+def make_params(*, train: dict | None = None, seed: int = 1, bootstrap: bool = True) -> Params:
+    members = {
+        arch: {"arch": arch, "seed": seed, "width": w, "bootstrap": bootstrap}
+        for arch, w in ARCH_WIDTH.items()
+    }
+    return parse_params(
+        {"data": {"image_size": 8}, "members": members, "train": {**TRAIN, **(train or {})}}
+    )
+
+
+def weights(member_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    ck = member_dir / "checkpoint"
+    return {f: load_file(str(ck / f"{f}.safetensors")) for f in WEIGHT_FILES}
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    for f in WEIGHT_FILES:
+        assert wa[f].keys() == wb[f].keys(), f
+        for k in wa[f]:
+            ta, tb = wa[f][k], wb[f][k]
+            assert ta.dtype == tb.dtype and ta.shape == tb.shape, (f, k)
+            if ta.is_floating_point():
+                assert torch.allclose(ta, tb, rtol=0, atol=0), (f, k, (ta - tb).abs().max())
+            else:
+                assert torch.equal(ta, tb), (f, k)
+
+
+def logged_steps(member_dir: Path) -> list[int]:
+    return [int(r["step"]) for r in read_log(member_dir / "losses.csv")]
+
+
+def losses(member_dir: Path) -> list[dict]:
+    """The log without its wall-clock column."""
+    return [
+        {k: v for k, v in r.items() if k != "seconds"} for r in read_log(member_dir / "losses.csv")
+    ]
+
+
+def stop_at(step: int, seen: list[int]) -> Callable[[int], None]:
+    def callback(done: int) -> None:
+        seen.append(done)
+        if done == step:
+            raise KeyboardInterrupt
+
+    return callback
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: these nets are tiny, and the CPU may be shared with other work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ensgan-data") / "prepared"
+    prepare(DataConfig(image_size=8), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Path]:
+    """One uninterrupted 12-step member per architecture (read-only for the tests)."""
+    root = tmp_path_factory.mktemp("ensgan-members")
+    params = make_params()
+    for arch in ARCH_WIDTH:
+        train_member(params, arch, data_dir, root / arch, progress=False)
+    return {arch: root / arch for arch in ARCH_WIDTH}
+
+
+def copy_member(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+# Every architecture trains, checkpoints and loads.
+
+
+@pytest.mark.parametrize("arch", list(ARCH_WIDTH))
+def test_member_outputs(arch: str, trained: dict[str, Path], data_dir: Path) -> None:
+    out = trained[arch]
+    ck = out / "checkpoint"
+    for f in WEIGHT_FILES:
+        assert (ck / f"{f}.safetensors").is_file()
+    assert (ck / "optim.pt").is_file()
+    assert json.loads((ck / "state.json").read_text())["step"] == STEPS
+    assert not (out / "checkpoint.new").exists() and not (out / "checkpoint.old").exists()
+    assert checkpoint_state(out)["step"] == STEPS
+
+    header = (out / "losses.csv").read_text().splitlines()[0]
+    assert header.split(",") == LOG_FIELDS
+    rows = read_log(out / "losses.csv")
+    assert [int(r["step"]) for r in rows] == list(range(2, STEPS + 1, 2))
+    for r in rows:
+        assert all(np.isfinite(v) for v in r.values())
+        assert 0 <= r["d_real"] <= 1 and 0 <= r["d_fake"] <= 1
+    assert rows[-1]["kimg"] == pytest.approx(STEPS * 16 / 1000)
+
+    params = make_params()
+    card = json.loads((out / "card.json").read_text())
+    data = load_prepared(data_dir)
+    assert card["name"] == arch and card["arch"] == arch and card["width"] == ARCH_WIDTH[arch]
+    assert card["steps"] == STEPS and card["image_size"] == 8 and card["channels"] == 1
+    assert card["z_dim"] == 8 and card["device"] == "cpu"
+    assert card["data_sha256"] == data.card["sha256"]
+    assert card["fingerprint"] == fingerprint(
+        data.card["sha256"], params.members[arch], params.train
+    )
+    assert card["n_train"] == data.card["n_train"]
+    assert 0 < card["n_unique_images"] < card["n_train"]  # bootstrap: some drawn twice
+
+    # The EMA generator lags the raw one: a separate set of weights.
+    w = weights(out)
+    assert any(
+        not torch.equal(w["generator"][k], w["generator_ema"][k])
+        for k in w["generator"]
+        if w["generator"][k].is_floating_point()
+    )
+
+
+@pytest.mark.parametrize("arch", list(ARCH_WIDTH))
+def test_loaded_member_generates_and_scores(arch: str, trained: dict[str, Path]) -> None:
+    m = load_member(trained[arch])
+    assert m.name == arch and m.z_dim == 8 and not m.generator.training
+    z = torch.randn(5, m.z_dim, generator=torch.Generator().manual_seed(0))
+    x = m.generate(z, batch_size=2)
+    assert x.shape == (5, 1, 8, 8) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1
+    torch.testing.assert_close(m.generate(z), x)  # deterministic, batch-size independent
+    u8 = m.generate_u8(z)
+    assert u8.shape == (5, 1, 8, 8) and u8.dtype == torch.uint8
+
+    images = torch.randint(0, 256, (7, 1, 8, 8), dtype=torch.uint8)
+    s = m.score(images)
+    assert s.shape == (7,) and s.dtype == np.float64 and np.isfinite(s).all()
+    one_by_one = np.concatenate([m.score(images[i : i + 1]) for i in range(7)])
+    np.testing.assert_allclose(one_by_one, s, rtol=1e-5, atol=1e-6)  # no batch dependence
+    assert m.score(images[:0]).shape == (0,)
+
+
+def test_load_member_without_card(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no finished member"):
+        load_member(tmp_path)
+
+
+# Resume after an interruption.
+
+
+def test_interrupted_member_resumes_exactly(
+    tmp_path: Path, trained: dict[str, Path], data_dir: Path
+) -> None:
+    params = make_params()
+    out = tmp_path / "dcgan"
+    seen: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        train_member(params, "dcgan", data_dir, out, callback=stop_at(10, seen), progress=False)
+    assert seen == list(range(1, 11))
+    assert checkpoint_state(out)["step"] == 8
+    assert not (out / "card.json").exists()  # not finished
+    assert logged_steps(out) == [2, 4, 6, 8, 10]  # 10 was logged after the last checkpoint
+
+    resumed: list[int] = []
+    card = train_member(params, "dcgan", data_dir, out, callback=resumed.append, progress=False)
+    assert resumed == [9, 10, 11, 12]  # from step 8, to the same end as an uninterrupted run
+    assert card["steps"] == STEPS and checkpoint_state(out)["step"] == STEPS
+    assert logged_steps(out) == [2, 4, 6, 8, 10, 12]  # nothing lost, nothing repeated
+
+    ref = trained["dcgan"]
+    assert_same_weights(out, ref)
+    assert losses(out) == losses(ref)
+    ref_card = json.loads((ref / "card.json").read_text())
+    volatile = {"seconds_this_run"}
+    assert {k: v for k, v in card.items() if k not in volatile} == {
+        k: v for k, v in ref_card.items() if k not in volatile
+    }
+    opt, ref_opt = (
+        torch.load(d / "checkpoint" / "optim.pt", weights_only=True) for d in (out, ref)
+    )
+    for key in ("opt_g", "opt_d"):
+        for p, st in opt[key]["state"].items():
+            for name, t in st.items():
+                assert torch.equal(t, ref_opt[key]["state"][p][name]), (key, p, name)
+
+
+def test_interrupt_before_first_checkpoint_starts_over(tmp_path: Path, data_dir: Path) -> None:
+    params = make_params()
+    out = tmp_path / "mlp"
+    with pytest.raises(KeyboardInterrupt):
+        train_member(params, "mlp", data_dir, out, callback=stop_at(3, []), progress=False)
+    assert checkpoint_state(out) is None and logged_steps(out) == [2]
+    seen: list[int] = []
+    train_member(params, "mlp", data_dir, out, callback=seen.append, progress=False)
+    assert seen == list(range(1, STEPS + 1))
+    assert logged_steps(out) == list(range(2, STEPS + 1, 2))
+
+
+def test_torn_checkpoint_swap_is_recovered(
+    tmp_path: Path, trained: dict[str, Path], data_dir: Path
+) -> None:
+    """A crash between `checkpoint -> checkpoint.old` and `checkpoint.new -> checkpoint`."""
+    out = copy_member(trained["upsample"], tmp_path / "upsample")
+    (out / "checkpoint").rename(out / "checkpoint.old")
+    (out / "checkpoint.new").mkdir()  # a half-written next snapshot
+    seen: list[int] = []
+    card = train_member(make_params(), "upsample", data_dir, out, callback=seen.append)
+    assert seen == [] and card["steps"] == STEPS
+    assert checkpoint_state(out)["step"] == STEPS
+    assert_same_weights(out, trained["upsample"])
+
+
+# Finished, continued and restarted members.
+
+
+def test_finished_member_is_not_retrained(
+    tmp_path: Path, trained: dict[str, Path], data_dir: Path
+) -> None:
+    out = copy_member(trained["dcgan"], tmp_path / "dcgan")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    card_before = json.loads((out / "card.json").read_text())
+
+    def never(step: int) -> None:
+        raise AssertionError(f"callback called at step {step}: the member was retrained")
+
+    card = train_member(make_params(), "dcgan", data_dir, out, callback=never, progress=False)
+    assert card == card_before
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_raising_steps_continues_a_finished_member(
+    tmp_path: Path, trained: dict[str, Path], data_dir: Path
+) -> None:
+    out = copy_member(trained["mlp"], tmp_path / "mlp")
+    more = make_params(train={"steps": 16})
+    seen: list[int] = []
+    card = train_member(more, "mlp", data_dir, out, callback=seen.append, progress=False)
+    assert seen == [13, 14, 15, 16]
+    assert card["steps"] == 16 and checkpoint_state(out)["step"] == 16
+    assert logged_steps(out) == list(range(2, 17, 2))
+    assert json.loads((out / "card.json").read_text()) == card
+
+    # The same as training 16 steps in one go.
+    ref = tmp_path / "ref"
+    train_member(more, "mlp", data_dir, ref, progress=False)
+    assert_same_weights(out, ref)
+    assert losses(out) == losses(ref)
+
+
+def test_interrupted_continuation_leaves_no_stale_card(
+    tmp_path: Path, trained: dict[str, Path], data_dir: Path
+) -> None:
+    """While a finished member is continued its checkpoint is overwritten, so its old card
+    (which says `steps: 12`) must not survive: card.json means 'finished, as described'."""
+    out = copy_member(trained["mlp"], tmp_path / "mlp")
+    more = make_params(train={"steps": 16, "checkpoint_every": 2})
+    with pytest.raises(KeyboardInterrupt):
+        train_member(more, "mlp", data_dir, out, callback=stop_at(15, []), progress=False)
+    assert checkpoint_state(out)["step"] == 14
+    card_path = out / "card.json"
+    assert not card_path.exists() or json.loads(card_path.read_text())["steps"] == 14
+    with pytest.raises(FileNotFoundError):
+        load_member(out)
+    # Going back to 12 steps cannot reuse a step-14 checkpoint: it trains from scratch.
+    seen: list[int] = []
+    card = train_member(make_params(), "mlp", data_dir, out, callback=seen.append)
+    assert seen[0] == 1 and card["steps"] == STEPS
+    assert_same_weights(out, trained["mlp"])
+
+
+def test_lowering_steps_starts_from_scratch(
+    tmp_path: Path, trained: dict[str, Path], data_dir: Path
+) -> None:
+    out = copy_member(trained["dcgan"], tmp_path / "dcgan")
+    seen: list[int] = []
+    card = train_member(
+        make_params(train={"steps": 4}), "dcgan", data_dir, out, callback=seen.append
+    )
+    assert seen == [1, 2, 3, 4] and card["steps"] == 4
+    assert logged_steps(out) == [2, 4]
+
+
+def test_changing_the_seed_starts_from_scratch(
+    tmp_path: Path, trained: dict[str, Path], data_dir: Path
+) -> None:
+    out = copy_member(trained["dcgan"], tmp_path / "dcgan")
+    other = make_params(seed=7, train={"steps": 4})
+    seen: list[int] = []
+    card = train_member(other, "dcgan", data_dir, out, callback=seen.append, progress=False)
+    assert seen == [1, 2, 3, 4]
+    assert card["seed"] == 7 and card["steps"] == 4
+    assert logged_steps(out) == [2, 4]
+    assert checkpoint_state(out)["step"] == 4
+    assert (
+        json.loads((out / "card.json").read_text())["fingerprint"]
+        != json.loads((trained["dcgan"] / "card.json").read_text())["fingerprint"]
+    )
+
+
+def test_log_and_checkpoint_cadence_do_not_restart(
+    tmp_path: Path, trained: dict[str, Path], data_dir: Path
+) -> None:
+    out = copy_member(trained["dcgan"], tmp_path / "dcgan")
+    p = make_params(train={"log_every": 3, "checkpoint_every": 5})
+    seen: list[int] = []
+    train_member(p, "dcgan", data_dir, out, callback=seen.append, progress=False)
+    assert seen == []
+
+
+# Divergence.
+
+
+def test_divergence_names_the_member(tmp_path: Path, data_dir: Path) -> None:
+    params = make_params(train={"max_loss": 1e-3})
+    with pytest.raises(DivergedError, match="member upsample diverged at step 1"):
+        train_member(params, "upsample", data_dir, tmp_path / "upsample", progress=False)
+    assert not (tmp_path / "upsample" / "card.json").exists()
+
+
+# Bagging.
+
+
+def test_bootstrap_indices() -> None:
+    n = 200
+    a = bootstrap_indices(n, MemberConfig(seed=1, bootstrap=True))
+    b = bootstrap_indices(n, MemberConfig(seed=2, bootstrap=True))
+    assert a.shape == (n,) and a.min() >= 0 and a.max() < n
+    assert len(np.unique(a)) < n  # drawn with replacement: repeats
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(a, bootstrap_indices(n, MemberConfig(seed=1, bootstrap=True)))
+    for seed in (1, 2):
+        ident = bootstrap_indices(n, MemberConfig(seed=seed, bootstrap=False))
+        np.testing.assert_array_equal(ident, np.arange(n))
+
+
+def test_no_bootstrap_member_sees_every_image(tmp_path: Path, data_dir: Path) -> None:
+    params = make_params(bootstrap=False, train={"steps": 2})
+    card = train_member(params, "mlp", data_dir, tmp_path / "mlp", progress=False)
+    assert card["bootstrap"] is False
+    assert card["n_unique_images"] == card["n_train"]
