@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from prefect import flow, task, unmapped
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import TaskRunContext
 from prefect.logging.handlers import APILogWorker
@@ -79,7 +79,15 @@ def _member_on_disk(layout: Layout, params: Params, name: str, data_sha: str) ->
 )
 def train_task(name: str, params_path: str, root: str, data_sha: str, threads: int) -> dict:
     torch.set_num_threads(threads)
-    card = train_stage(*_setup(params_path, root), name, progress=False)
+    params, layout = _setup(params_path, root)
+    logger = get_run_logger()
+    every = params.train.checkpoint_every
+
+    def report(step: int) -> None:  # a line per checkpoint in the Prefect UI, not a bar
+        if step % every == 0 or step == params.train.steps:
+            logger.info("member %s: step %d/%d", name, step, params.train.steps)
+
+    card = train_stage(params, layout, name, progress=False, callback=report)
     if card["data_sha256"] != data_sha:
         raise RuntimeError(f"member {name} trained on {card['data_sha256']}, expected {data_sha}")
     return card
