@@ -35,4 +35,4 @@ repro: $(VENV)/.base
 	$(BIN)/dvc repro
 
 clean:
-	rm -rf data/prepared models reports outputs store .prefect
+	rm -rf data/prepared models reports outputs .prefect  # never the store: published batches

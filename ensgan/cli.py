@@ -12,19 +12,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
-from ensgan.batches import BatchError, list_batches, pull_batch
+from ensgan.batches import list_batches, pull_batch
 from ensgan.config import ConfigError, Params, StorageConfig, load_params
-from ensgan.data import DataError
+from ensgan.files import project_lock
 from ensgan.layout import Layout
-from ensgan.storage import StorageError, open_store
-from ensgan.training import DivergedError
+from ensgan.stages import USER_ERRORS
+from ensgan.storage import open_store
 
 app = typer.Typer(no_args_is_help=True, help=__doc__.splitlines()[0], add_completion=False)
 batches_app = typer.Typer(no_args_is_help=True, help="List and download published batches.")
 app.add_typer(batches_app, name="batches")
-
-USER_ERRORS = (ConfigError, DataError, StorageError, BatchError, DivergedError, FileNotFoundError)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to use")]
 
@@ -47,6 +46,17 @@ def _echo(obj: dict) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
 
+def _stage(stage, params: Path, *args):
+    """Validate params, hold the project lock, run one stage."""
+
+    def call():
+        p, layout = _load(params)
+        with project_lock(layout.root):
+            return stage(p, layout, *args)
+
+    return _run(call)
+
+
 @app.command()
 def validate(params: ParamsOpt = Path("params.yaml")) -> None:
     """Check params.yaml and print the resolved configuration."""
@@ -59,7 +69,7 @@ def prepare_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
     """Read the configured dataset into data/prepared/."""
     from ensgan.stages import prepare_stage
 
-    _echo(_run(lambda: prepare_stage(*_load(params))))
+    _echo(_stage(prepare_stage, params))
 
 
 @app.command("train")
@@ -67,7 +77,7 @@ def train_cmd(member: str, params: ParamsOpt = Path("params.yaml")) -> None:
     """Train (or resume) one member into models/members/MEMBER/."""
     from ensgan.stages import train_stage
 
-    _echo(_run(lambda: train_stage(*_load(params), member)))
+    _echo(_stage(train_stage, params, member))
 
 
 @app.command("stack")
@@ -75,7 +85,7 @@ def stack_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
     """Fit the stacking meta-learner over the members' discriminators."""
     from ensgan.stages import stack_stage
 
-    _echo(_run(lambda: stack_stage(*_load(params))))
+    _echo(_stage(stack_stage, params))
 
 
 @app.command("evaluate")
@@ -84,7 +94,7 @@ def evaluate_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
     from ensgan.report import metrics_table
     from ensgan.stages import evaluate_stage
 
-    typer.echo(metrics_table(_run(lambda: evaluate_stage(*_load(params)))))
+    typer.echo(metrics_table(_stage(evaluate_stage, params)))
 
 
 @app.command("generate")
@@ -92,7 +102,7 @@ def generate_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
     """Generate a batch (shards + manifest) into outputs/batches/RUN_ID/."""
     from ensgan.stages import generate_stage
 
-    _echo(_run(lambda: generate_stage(*_load(params))))
+    _echo(_stage(generate_stage, params))
 
 
 @app.command("publish")
@@ -103,7 +113,7 @@ def publish_cmd(
     """Upload a generated batch to the store (manifest last)."""
     from ensgan.stages import publish_stage
 
-    _echo(_run(lambda: publish_stage(*_load(params), run_id)))
+    _echo(_stage(publish_stage, params, run_id))
 
 
 @app.command("run")
@@ -141,7 +151,11 @@ def _store(params: Path, store: str | None, endpoint_url: str | None):
         if endpoint_url:
             cfg = cfg.model_copy(update={"endpoint_url": endpoint_url})
     else:
-        cfg = StorageConfig(url=store, endpoint_url=endpoint_url)
+        try:
+            cfg = StorageConfig(url=store, endpoint_url=endpoint_url)
+        except ValidationError as err:
+            msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            raise ConfigError(f"invalid --store/--endpoint-url: {msgs}") from None
     return open_store(cfg, Path("."))
 
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Arch = Literal["dcgan", "upsample", "mlp"]
@@ -104,6 +108,18 @@ class StorageConfig(_Strict):
     endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, Ceph, R2, SeaweedFS)
     region: str | None = None
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s):// URL")
+        if parts.username or parts.password:  # would end up in logs and the Prefect UI
+            raise ValueError("must not contain credentials: use the AWS environment variables")
+        return v
+
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
@@ -125,14 +141,19 @@ class ScheduleConfig(_Strict):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        from cronsim import CronSim, CronSimError  # ships with prefect
-
         try:
-            from datetime import datetime
-
             CronSim(v, datetime(2026, 1, 1))
         except CronSimError as exc:
             raise ValueError(f"invalid cron expression {v!r}: {exc}") from exc
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as UTC)") from None
         return v
 
 
@@ -204,8 +225,8 @@ def parse_params(raw: object) -> Params:
         raise ConfigError(_format(err)) from None
 
 
-def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
-    """Read and validate params.yaml (optionally deep-merged with `overrides`)."""
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -213,13 +234,4 @@ def load_params(path: str | Path = "params.yaml", overrides: dict | None = None)
         raise ConfigError(f"params file not found: {path}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"params file {path} is not valid YAML: {exc}") from None
-    if overrides:
-        raw = _merge(raw or {}, overrides)
     return parse_params(raw)
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out

@@ -82,25 +82,48 @@ def read_folder(path: Path) -> tuple[list[np.ndarray], np.ndarray | None]:
 
 
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """`images`: uint8 in [0, 255], or floats in [0, 1] or [-1, 1] (the two usual scalings);
+    optional `labels`: one non-negative integer per image."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if "images" not in z:
+        z = np.load(path, allow_pickle=False)
+        if isinstance(z, np.ndarray):
+            raise DataError(f"{path} is a single array, not a .npz archive with `images`")
+        with z:
+            if "images" not in z.files:
                 raise DataError(f"{path} has no `images` array (found: {sorted(z.files)})")
             images = z["images"]
-            labels = z.get("labels")
+            labels = z["labels"] if "labels" in z.files else None
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     if images.ndim not in (3, 4) or len(images) == 0:
         raise DataError(f"{path}: `images` must be (N, H, W) or (N, H, W, C), got {images.shape}")
     if images.dtype != np.uint8:
-        if np.issubdtype(images.dtype, np.floating) and images.min() >= 0 and images.max() <= 1:
-            images = images * 255.0
-        images = np.clip(images, 0, 255).round().astype(np.uint8)
+        images = _to_uint8(images, path)
     if labels is not None:
-        if len(labels) != len(images):
-            raise DataError(f"{path}: {len(labels)} labels for {len(images)} images")
-        labels = np.asarray(labels).astype(np.int64)
+        if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(
+                f"{path}: `labels` must be {len(images)} integers (one per image), "
+                f"got {labels.dtype} {labels.shape}"
+            )
+        if labels.min() < 0:
+            raise DataError(f"{path}: `labels` must be non-negative, found {labels.min()}")
+        labels = labels.astype(np.int64)
     return images, labels
+
+
+def _to_uint8(images: np.ndarray, path: Path) -> np.ndarray:
+    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)):
+        raise DataError(f"{path}: `images` must be numeric, got {images.dtype}")
+    lo, hi = float(images.min()), float(images.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise DataError(f"{path}: `images` contains NaN or infinite values")
+    if np.issubdtype(images.dtype, np.floating) and lo >= -1 and hi <= 1:
+        images = (images + 1) * 127.5 if lo < 0 else images * 255.0
+    elif lo < 0 or hi > 255:
+        raise DataError(
+            f"{path}: `images` range [{lo:g}, {hi:g}] is none of [0, 255], [0, 1], [-1, 1]"
+        )
+    return np.clip(images, 0, 255).round().astype(np.uint8)
 
 
 def to_array(images: list[np.ndarray] | np.ndarray, size: int, channels: int) -> np.ndarray:

@@ -34,6 +34,11 @@ class Layout:
         return self.root / "outputs" / "batches"
 
     @property
+    def generated(self) -> Path:
+        """Which batch the last `generate` wrote: what `publish` uploads."""
+        return self.root / "outputs" / "generated.json"
+
+    @property
     def published(self) -> Path:
         """Receipt of the last publish (what went where), for DVC and for humans."""
         return self.root / "outputs" / "published.json"

@@ -12,8 +12,6 @@ net then learns to tell clusters apart, and "classes covered" counts clusters co
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -25,6 +23,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from sklearn.cluster import KMeans
 from torch import nn
+
+from ensgan.files import atomic_write
 
 FORMAT = "ensgan.featurenet/1"
 _META_KEYS = ("channels", "image_size", "n_classes", "feature_dim")
@@ -145,15 +145,7 @@ def save_feature_net(net: FeatureNet, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     meta = {k: str(v) for k, v in net.config.items()} | {"format": FORMAT}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def load_feature_net(path: str | Path, device: str = "cpu") -> FeatureNet:

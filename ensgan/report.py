@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from jinja2 import Environment
 from PIL import Image
 from tabulate import tabulate
+
+from ensgan.files import atomic_write
 
 MISSING = "—"
 PAD_VALUE = 128  # mid-grey borders separate tiles on both black and white backgrounds
@@ -35,20 +35,6 @@ _NOTES = {
 _BETTER = {"fd": min, "class_kl": min, "classes_covered": max}
 
 Row = tuple[str, str, Mapping[str, object]]
-
-
-def _atomic_write(path: Path, write: Callable[[str], object]) -> Path:
-    """Write via a temp file in the same folder and os.replace, so readers never see halves."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_grid(
@@ -73,7 +59,7 @@ def save_grid(
         grid[y : y + h, x : x + w] = img.transpose(1, 2, 0)
     pil = Image.fromarray(grid[..., 0] if c == 1 else grid, "L" if c == 1 else "RGB")
     pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
-    return _atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
+    return atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
 
 
 def _rows(metrics: Mapping[str, object]) -> list[Row]:
@@ -212,4 +198,4 @@ def write_html(
         notes=[(c, _NOTES[c]) for c in columns if c in _NOTES],
         extra=[(k, fmt(v)) for k, v in (extra or {}).items()],
     )
-    return _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))
+    return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))

@@ -22,6 +22,8 @@ from sklearn.model_selection import StratifiedKFold, cross_validate
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ensgan.files import write_json
+
 MODEL_FILE = "stacker.skops"
 
 # Every type a saved meta-learner may contain; anything else in a file is refused.
@@ -62,6 +64,10 @@ TRUSTED_TYPES = [
 ]
 
 
+class StackerError(ValueError):
+    """The meta-learner cannot be fitted or loaded as asked; the message says why."""
+
+
 def make_meta_learner(model: str, seed: int = 0) -> ClassifierMixin | Pipeline:
     """The named meta-learner, unfitted (scikit-learn conventions: fit/predict_proba)."""
     if model == "logistic":
@@ -83,7 +89,7 @@ def fit_stacker(
     y = np.r_[np.ones(len(real), dtype=int), np.zeros(len(fake), dtype=int)]
     folds = min(cv_folds, len(real), len(fake))
     if folds < 2:
-        raise ValueError("the stacker needs at least 2 real and 2 generated images")
+        raise StackerError("the stacker needs at least 2 real and 2 generated images")
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     est = make_meta_learner(model, seed)
     res = cross_validate(est, x, y, cv=cv, scoring=("roc_auc", "accuracy", "neg_log_loss"))
@@ -106,7 +112,7 @@ def save_stacker(est: ClassifierMixin | Pipeline, out_dir: Path, card: dict) -> 
     tmp = out_dir / f".{MODEL_FILE}.tmp"
     sio.dump(est, tmp)
     os.replace(tmp, out_dir / MODEL_FILE)
-    (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_json(out_dir / "card.json", card)
 
 
 def load_stacker(stack_dir: Path) -> tuple[ClassifierMixin | Pipeline, dict]:
@@ -119,7 +125,7 @@ def load_stacker(stack_dir: Path) -> tuple[ClassifierMixin | Pipeline, dict]:
     found = _schema_types(path) | set(sio.get_untrusted_types(file=path))
     untrusted = sorted(found - set(TRUSTED_TYPES))
     if untrusted:
-        raise ValueError(f"{path} contains types not on the allow-list: {untrusted}")
+        raise StackerError(f"{path} contains types not on the allow-list: {untrusted}")
     est = sio.load(path, trusted=TRUSTED_TYPES)
     card = json.loads((stack_dir / "card.json").read_text())
     return est, card

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ensgan.batches import publish_batch, verify_batch, write_batch
+from ensgan.batches import BatchError, publish_batch, verify_batch, write_batch
 from ensgan.config import ConfigError, Params
-from ensgan.data import load_prepared, prepare
+from ensgan.data import DataError, load_prepared, prepare
 from ensgan.ensemble import METHODS, Ensemble
+from ensgan.files import BusyError, write_json
 from ensgan.layout import Layout
 from ensgan.metrics import (
     embed,
@@ -30,11 +30,24 @@ from ensgan.metrics import (
     train_feature_net,
 )
 from ensgan.report import save_grid, write_html
-from ensgan.stacking import fit_stacker, load_stacker, save_stacker
-from ensgan.storage import open_store
-from ensgan.training import load_member, resolve_device, train_member
+from ensgan.stacking import StackerError, fit_stacker, load_stacker, save_stacker
+from ensgan.storage import StorageError, open_store
+from ensgan.training import DivergedError, load_member, resolve_device, train_member
 
 log = logging.getLogger(__name__)
+
+# Errors a user causes and can fix (params, data, storage, a diverged member): reported as one
+# line by the CLI, and never retried by the flow (trying again would fail the same way).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    DataError,
+    StorageError,
+    BatchError,
+    DivergedError,
+    StackerError,
+    BusyError,
+    FileNotFoundError,
+)
 
 # Sections that change what the pipeline produces (not where it is stored or when it runs).
 PRODUCT_SECTIONS = ("data", "members", "train", "stack", "ensemble", "evaluate", "generate")
@@ -65,15 +78,17 @@ def train_stage(
 
 def load_ensemble(params: Params, layout: Layout, *, with_stacker: bool = True) -> Ensemble:
     device = resolve_device(params.train.device)
-    members = {name: load_member(layout.member(name), device) for name in params.members}
+    names = list(params.members)
     stacker = None
     if with_stacker:
         stacker, card = load_stacker(layout.stacker)
-        if card["members"] != list(members):
+        if sorted(card["members"]) != sorted(names):
             raise ConfigError(
                 f"the stacker was fitted on members {card['members']}, params list "
-                f"{list(members)}: run `ensgan stack` again"
+                f"{names}: run `ensgan stack` again"
             )
+        names = card["members"]  # the stacker's feature columns come in this order
+    members = {name: load_member(layout.member(name), device) for name in names}
     return Ensemble(
         members,
         weights=params.mixture_weights(),
@@ -106,12 +121,16 @@ def evaluate_stage(params: Params, layout: Layout) -> dict:
     """Every member and every combination side by side: metrics.json, grids, plots, HTML."""
     ec = params.evaluate
     data = load_prepared(layout.prepared)
+    ens = load_ensemble(params, layout)  # fails before any report file is touched
     out = layout.reports
     (out / "grids").mkdir(parents=True, exist_ok=True)
 
     # Feature space: a small classifier trained on the real training split (a domain FID).
-    n_classes = data.n_classes or 10
-    labels = data.labels if data.labels is not None else pseudo_labels(data.images, n_classes)
+    if data.labels is not None and len(np.unique(data.labels)) >= 2:
+        labels, n_classes = data.labels, data.n_classes
+    else:  # no usable labels: classes are k-means clusters of the real images
+        n_classes = 10
+        labels = pseudo_labels(data.images, n_classes)
     train_mask = ~data.holdout
     net = train_feature_net(
         data.images[train_mask],
@@ -129,7 +148,6 @@ def evaluate_stage(params: Params, layout: Layout) -> dict:
         m["stacker_score"] = None if scores is None else round(float(np.mean(scores)), 6)
         return m
 
-    ens = load_ensemble(params, layout)
     rng = np.random.default_rng(ec.seed)
     seeds = rng.integers(0, 2**31 - 1, size=ec.n_samples)  # same latents for every member
     n_grid = ec.grid_size**2
@@ -154,7 +172,7 @@ def evaluate_stage(params: Params, layout: Layout) -> dict:
     metrics["stacker_cv_roc_auc"] = stack_card["cv_roc_auc"]
     metrics["data_sha256"] = data.card["sha256"]
     metrics["params_sha256"] = params_sha256(params)
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     _write_plots(params, layout, metrics)
     write_html(
         out / "index.html",
@@ -191,15 +209,22 @@ def _write_plots(params: Params, layout: Layout, metrics: dict) -> None:
     (plots / "fd.csv").write_text("\n".join(rows) + "\n")
 
 
+# What the generated images depend on: not evaluation settings, storage or the schedule.
+BATCH_SECTIONS = ("data", "members", "stack", "ensemble", "generate")
+
+
 def batch_run_id(params: Params, layout: Layout) -> str:
-    """A batch's id is a hash of everything that made it, so an unchanged nightly run produces
-    (and publishes) nothing new, and `dvc repro` writes the same path every time."""
-    parts = {"params": params_sha256(params)}
+    """A batch's id is a hash of everything that made its images (the params that shape them,
+    the data, each member's weights, the stacker), so an unchanged nightly run produces and
+    publishes nothing new, `dvc repro` writes the same path every time, and a retrained member
+    whose weights came out different (CUDA is not bit-reproducible) gets a new batch."""
+    parts: dict = {"params": params.digest(*BATCH_SECTIONS)}
     parts["data"] = json.loads((layout.prepared / "card.json").read_text())["sha256"]
     for name in params.members:
         card = json.loads((layout.member(name) / "card.json").read_text())
-        parts[name] = [card["fingerprint"], card["steps"]]
-    parts["stacker"] = json.loads((layout.stacker / "card.json").read_text())
+        parts[name] = card["weights_sha256"]
+    stack_card = json.loads((layout.stacker / "card.json").read_text())
+    parts["stacker"] = {k: v for k, v in stack_card.items() if k != "member_fingerprints"}
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return f"{params.ensemble.method}-{digest[:12]}"
 
@@ -209,37 +234,39 @@ def generate_stage(params: Params, layout: Layout) -> dict:
     run_id = batch_run_id(params, layout)
     batch_dir = layout.batches / run_id
     if batch_dir.exists():
-        n = verify_batch(batch_dir)
+        n, status = verify_batch(batch_dir), "exists"
         log.info("batch %s already generated (%d images, checksums verified)", run_id, n)
-        return {"run_id": run_id, "path": str(batch_dir), "n_images": n, "status": "exists"}
-    ens = load_ensemble(params, layout)
-    gc = params.generate
-    s = ens.sample(params.ensemble.method, gc.n_images, seed=gc.seed)
-    data_sha = json.loads((layout.prepared / "card.json").read_text())["sha256"]
-    extra = {
-        "method": params.ensemble.method,
-        "data_sha256": data_sha,
-        "params_sha256": params_sha256(params),
-    }
-    write_batch(layout.batches, run_id, s.images, s.rows(), shard_size=gc.shard_size, extra=extra)
-    return {"run_id": run_id, "path": str(batch_dir), "n_images": len(s.images), "status": "new"}
+    else:
+        ens = load_ensemble(params, layout)
+        gc = params.generate
+        s = ens.sample(params.ensemble.method, gc.n_images, seed=gc.seed)
+        data_sha = json.loads((layout.prepared / "card.json").read_text())["sha256"]
+        extra = {
+            "method": params.ensemble.method,
+            "data_sha256": data_sha,
+            "params_sha256": params_sha256(params),
+        }
+        write_batch(
+            layout.batches, run_id, s.images, s.rows(), shard_size=gc.shard_size, extra=extra
+        )
+        n, status = len(s.images), "new"
+    result = {"run_id": run_id, "path": str(batch_dir), "n_images": n}
+    write_json(layout.generated, result)
+    return {**result, "status": status}
 
 
 def publish_stage(params: Params, layout: Layout, run_id: str | None = None) -> dict:
-    """Upload a generated batch (manifest last) and write a receipt of where it went."""
-    run_id = run_id or batch_run_id(params, layout)
+    """Upload a generated batch (manifest last) and write a receipt of where it went.
+    Without a run_id, the batch the last `generate` wrote (outputs/generated.json)."""
+    if run_id is None:
+        if not layout.generated.exists():
+            raise FileNotFoundError(f"no {layout.generated}: run `ensgan generate` first")
+        run_id = json.loads(layout.generated.read_text())["run_id"]
     batch_dir = layout.batches / run_id
     if not batch_dir.exists():
         raise FileNotFoundError(f"no batch {run_id} under {layout.batches}: run generate first")
     store = open_store(params.storage, layout.root)
     result = {"run_id": run_id, **publish_batch(store, batch_dir)}
     result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    _write_json(layout.published, result)
+    write_json(layout.published, result)
     return result
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)

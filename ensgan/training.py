@@ -30,8 +30,10 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from tqdm.auto import tqdm
 
-from ensgan.config import MemberConfig, Params, TrainConfig
+from ensgan import models
+from ensgan.config import ConfigError, MemberConfig, Params, TrainConfig
 from ensgan.data import load_prepared
+from ensgan.files import write_json
 from ensgan.models import build_pair, to_uint8, to_unit
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,22 @@ class DivergedError(RuntimeError):
 
 def resolve_device(pref: str) -> torch.device:
     if pref == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
     if pref == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(pref)
+
+
+def _code_version() -> str:
+    """The training code itself: editing the models or the loop makes members retrain, as the
+    stage's code deps in dvc.yaml tell DVC to."""
+    h = hashlib.sha256()
+    for path in (Path(__file__), Path(models.__file__)):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+CODE_VERSION = _code_version()
 
 
 def fingerprint(data_sha: str, member: MemberConfig, train: TrainConfig) -> str:
@@ -58,8 +72,22 @@ def fingerprint(data_sha: str, member: MemberConfig, train: TrainConfig) -> str:
     t = train.model_dump(
         exclude={"steps", "device", "workers", "checkpoint_every", "log_every", "max_loss"}
     )
-    blob = json.dumps({"data": data_sha, "member": member.model_dump(), "train": t}, sort_keys=True)
+    blob = json.dumps(
+        {"data": data_sha, "member": member.model_dump(), "train": t, "code": CODE_VERSION},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def weights_sha256(*modules: nn.Module) -> str:
+    """A hash of the tensors themselves (safetensors files order their metadata at random, so
+    two identical saves need not be identical files)."""
+    h = hashlib.sha256()
+    for m in modules:
+        for key, t in sorted(m.state_dict().items()):
+            h.update(key.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -271,11 +299,12 @@ def train_member(
         "n_unique_images": int(torch.unique(idx).numel()),
         "device": str(device),
         "seconds_this_run": round(time.perf_counter() - t0, 2),
+        "weights_sha256": weights_sha256(g_ema, d),
     }
     prior = out_dir / "card.json"
     if start == tc.steps and prior.exists():
         return json.loads(prior.read_text())  # already finished: nothing retrained
-    (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_json(out_dir / "card.json", card)
     return card
 
 

@@ -26,9 +26,11 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from ensgan.config import Params, load_params
+from ensgan.files import project_lock
 from ensgan.layout import Layout
 from ensgan.report import metrics_table
 from ensgan.stages import (
+    USER_ERRORS,
     evaluate_stage,
     generate_stage,
     params_sha256,
@@ -44,7 +46,17 @@ def _setup(params_path: str, root: str) -> tuple[Params, Layout]:
     return load_params(Path(root) / params_path), Layout(Path(root))
 
 
-@task(name="prepare", retries=1, retry_delay_seconds=2)
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry what may pass next time (a dropped connection, a full disk), not a user error:
+    bad params, unreadable data or a diverged member fail the same way every time."""
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, USER_ERRORS)
+
+
+RETRY = {"retry_condition_fn": _worth_retrying}
+
+
+@task(name="prepare", retries=1, retry_delay_seconds=2, **RETRY)
 def prepare_task(params_path: str, root: str) -> dict:
     return prepare_stage(*_setup(params_path, root))
 
@@ -73,6 +85,7 @@ def _member_on_disk(layout: Layout, params: Params, name: str, data_sha: str) ->
     name="train-member",
     retries=1,
     retry_delay_seconds=5,
+    retry_condition_fn=_worth_retrying,
     cache_key_fn=_member_cache_key,
     persist_result=True,
     task_run_name="train-{name}",
@@ -93,22 +106,22 @@ def train_task(name: str, params_path: str, root: str, data_sha: str, threads: i
     return card
 
 
-@task(name="stack", retries=1, retry_delay_seconds=2)
+@task(name="stack", retries=1, retry_delay_seconds=2, **RETRY)
 def stack_task(params_path: str, root: str) -> dict:
     return stack_stage(*_setup(params_path, root))
 
 
-@task(name="evaluate", retries=1, retry_delay_seconds=2)
+@task(name="evaluate", retries=1, retry_delay_seconds=2, **RETRY)
 def evaluate_task(params_path: str, root: str) -> dict:
     return evaluate_stage(*_setup(params_path, root))
 
 
-@task(name="generate", retries=1, retry_delay_seconds=2)
+@task(name="generate", retries=1, retry_delay_seconds=2, **RETRY)
 def generate_task(params_path: str, root: str) -> dict:
     return generate_stage(*_setup(params_path, root))
 
 
-@task(name="publish", retries=3, retry_delay_seconds=[2, 10, 30])
+@task(name="publish", retries=3, retry_delay_seconds=[2, 10, 30], **RETRY)
 def publish_task(params_path: str, root: str, run_id: str) -> dict:
     return publish_stage(*_setup(params_path, root), run_id)
 
@@ -122,6 +135,11 @@ def worker_count(params: Params) -> int:
 def nightly(params_path: str = "params.yaml", root: str = ".") -> dict:
     """prepare -> train (mapped over members) -> stack -> evaluate -> generate -> publish."""
     params, layout = _setup(params_path, root)  # invalid params stop the run here
+    with project_lock(layout.root):
+        return _nightly(params, layout, params_path)
+
+
+def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
     root = str(layout.root.resolve())
     data = prepare_task(params_path, root)
     workers = worker_count(params)

@@ -85,3 +85,15 @@ def test_validate_prints_resolved_params(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(write_tiny_project(tmp_path))
     res = runner.invoke(app, ["validate"])
     assert res.exit_code == 0 and '"steps": 30' in res.output
+
+
+def test_a_second_writer_in_the_same_project_is_refused(tmp_path: Path, monkeypatch) -> None:
+    from ensgan.files import project_lock
+
+    root = write_tiny_project(tmp_path)
+    monkeypatch.chdir(root)
+    with project_lock(root):
+        res = runner.invoke(app, ["prepare"])
+    assert res.exit_code == 2 and "another ensgan run" in res.output
+    assert not (root / "data").exists()
+    assert runner.invoke(app, ["prepare"]).exit_code == 0  # released: the next run proceeds

@@ -6,7 +6,6 @@ import copy
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ensgan.config import ConfigError, Params, load_params, parse_params
 
@@ -46,13 +45,6 @@ def test_repository_params_yaml_validates() -> None:
     assert {m.arch for m in p.members.values()} <= {"dcgan", "upsample", "mlp"}
 
 
-def test_load_params_applies_overrides(tmp_path: Path) -> None:
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(with_({"train": {"steps": 10, "batch_size": 8}})))
-    p = load_params(path, overrides={"train": {"steps": 3}})
-    assert p.train.steps == 3 and p.train.batch_size == 8  # merged, not replaced
-
-
 @pytest.mark.parametrize(
     ("raw", "key"),
     [
@@ -79,6 +71,12 @@ def test_load_params_applies_overrides(tmp_path: Path) -> None:
         (with_({"storage": {"url": "s3://Upper-Case"}}), "storage.url"),
         (with_({"storage": {"url": "gs://x"}}), "storage.url"),
         (with_({"storage": {"url": "  "}}), "storage.url"),
+        (
+            with_({"storage": {"endpoint_url": "http://AKIA:secret@host:9000"}}),
+            "storage.endpoint_url",
+        ),
+        (with_({"storage": {"endpoint_url": "minio:9000"}}), "storage.endpoint_url"),
+        (with_({"schedule": {"timezone": "Mars/Base"}}), "schedule.timezone"),
     ],
 )
 def test_invalid_params_name_the_key(raw: dict, key: str) -> None:
@@ -187,3 +185,10 @@ def test_mixture_weights_normalised_when_given() -> None:
     w = p.mixture_weights()
     assert w == pytest.approx({"a": 0.75, "b": 0.25, "c": 0.0})  # unnamed members get 0
     assert sum(w.values()) == pytest.approx(1.0)
+
+
+def test_credentials_in_endpoint_are_refused_without_echoing_them() -> None:
+    raw = with_({"storage": {"endpoint_url": "http://AKIAEXAMPLE:s3cr3t@minio:9000"}})
+    with pytest.raises(ConfigError) as exc:
+        parse_params(raw)
+    assert "s3cr3t" not in str(exc.value) and "AKIAEXAMPLE" not in str(exc.value)

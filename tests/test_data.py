@@ -294,14 +294,46 @@ def test_npz_float_unit_range_and_labels(tmp_path: Path) -> None:
     np.testing.assert_array_equal(d.images, raw.transpose(0, 3, 1, 2))
 
 
-def test_npz_float_outside_unit_range_is_clipped_not_scaled(tmp_path: Path) -> None:
+def test_npz_float_in_0_255_is_rounded(tmp_path: Path) -> None:
     images = np.full((10, 8, 8), 100.4)
-    images[0, 0, 0] = -5.0
-    images[0, 0, 1] = 300.0
+    images[0, 0, 1] = 255.0
     path = tmp_path / "d.npz"
     np.savez(path, images=images)
     raw, _ = read_npz(path)
-    assert raw[0, 0, 0] == 0 and raw[0, 0, 1] == 255 and raw[1, 0, 0] == 100
+    assert raw.dtype == np.uint8 and raw[0, 0, 1] == 255 and raw[1, 0, 0] == 100
+
+
+def test_npz_float_in_minus1_1_is_rescaled(tmp_path: Path) -> None:
+    images = np.zeros((10, 8, 8), np.float32)
+    images[0, 0, 0], images[0, 0, 1] = -1.0, 1.0
+    path = tmp_path / "d.npz"
+    np.savez(path, images=images)
+    raw, _ = read_npz(path)
+    assert raw[0, 0, 0] == 0 and raw[0, 0, 1] == 255 and raw[1, 0, 0] in (127, 128)
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "match"),
+    [
+        (np.full((10, 8, 8), 300.0), None, "range"),
+        (np.full((10, 8, 8), np.nan), None, "NaN"),
+        (np.zeros((10, 8, 8), np.uint8), np.eye(10, dtype=int), "labels"),
+        (np.zeros((10, 8, 8), np.uint8), -np.ones(10, dtype=int), "non-negative"),
+        (np.zeros((10, 8, 8), np.uint8), np.zeros(10) + 0.5, "integers"),
+    ],
+)
+def test_npz_bad_values_are_refused(tmp_path: Path, images, labels, match: str) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, images=images, **({} if labels is None else {"labels": labels}))
+    with pytest.raises(DataError, match=match):
+        read_npz(path)
+
+
+def test_npy_instead_of_npz_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "d.npy"
+    np.save(path, np.zeros((10, 8, 8), np.uint8))
+    with pytest.raises(DataError, match="not a .npz"):
+        read_npz(path)
 
 
 def test_npz_without_images(tmp_path: Path) -> None:
@@ -315,7 +347,7 @@ def test_npz_without_images(tmp_path: Path) -> None:
 def test_npz_label_length_mismatch(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
     np.savez(path, images=np.zeros((10, 8, 8), np.uint8), labels=np.zeros(9, np.int64))
-    with pytest.raises(DataError, match="9 labels for 10 images"):
+    with pytest.raises(DataError, match=r"must be 10 integers .* \(9,\)"):
         read_npz(path)
 
 

@@ -80,3 +80,17 @@ def test_exp_run_with_a_param_override(dvc_repo: Path) -> None:
     assert [int(r.split(",")[0]) for r in rows] == list(range(5, 45, 5))  # continued, not redone
     diff = _sh(dvc_repo, "dvc", "params", "diff")
     assert "train.steps" in diff
+
+
+def test_removing_a_member_restacks_and_reevaluates(dvc_repo: Path) -> None:
+    params = yaml.safe_load((dvc_repo / "params.yaml").read_text())
+    del params["members"]["b"]
+    (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _sh(dvc_repo, "dvc", "repro")
+    for stage in ("stack", "evaluate", "generate", "publish"):
+        assert f"Running stage '{stage}'" in out
+    assert "Running stage 'train@a'" not in out
+    metrics = json.loads((dvc_repo / "reports" / "metrics.json").read_text())
+    assert set(metrics["members"]) == {"a"}
+    stacker = json.loads((dvc_repo / "models" / "stacker" / "card.json").read_text())
+    assert stacker["members"] == ["a"]

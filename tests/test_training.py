@@ -383,3 +383,12 @@ def test_no_bootstrap_member_sees_every_image(tmp_path: Path, data_dir: Path) ->
     card = train_member(params, "mlp", data_dir, tmp_path / "mlp", progress=False)
     assert card["bootstrap"] is False
     assert card["n_unique_images"] == card["n_train"]
+
+
+def test_fingerprint_follows_the_training_code(monkeypatch) -> None:
+    from ensgan import training
+    from ensgan.config import MemberConfig, TrainConfig
+
+    before = training.fingerprint("data", MemberConfig(), TrainConfig())
+    monkeypatch.setattr(training, "CODE_VERSION", "edited")
+    assert training.fingerprint("data", MemberConfig(), TrainConfig()) != before
