@@ -32,7 +32,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
 repro: $(VENV)/.base
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro  # stages call `ensgan` from the venv
 
 clean:
 	rm -rf data/prepared models reports outputs .prefect  # never the store: published batches

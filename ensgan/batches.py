@@ -339,6 +339,11 @@ def pull_batch(store: Store, run_id: str, dest: Path) -> Path:
         if (target / MANIFEST).is_file() and _same_manifest(store, prefix, target / MANIFEST):
             verify_batch(target)
             return target
+        names = [p.name for p in target.iterdir()]
+        if all(n == BATCH_JSON or SHARD_RE.match(n) for n in names):  # manifest comes last
+            raise BatchError(
+                f"{target} holds an incomplete earlier pull (no {MANIFEST}): delete it, pull again"
+            )
         raise BatchError(f"{target} exists with different content; refusing to overwrite it")
     keys = [k for k in store.list_keys(prefix) if k != prefix + MANIFEST and not k.endswith("/")]
     plan = [(k, safe_local_path(target, k[len(prefix) :])) for k in keys + [prefix + MANIFEST]]

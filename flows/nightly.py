@@ -1,7 +1,7 @@
 """The nightly Prefect flow: the same stage functions as `dvc repro`, as tasks with retries.
 
 Members train as mapped tasks, in parallel on the configured task runner (local processes by
-default: on CPU two single-thread processes beat one two-thread process by ~1.5x). A member's
+default, each with its share of the cores; see benchmarks/parallel_members.py). A member's
 training is cached on (data hash, member params, train params), and the cache is only trusted
 while the member's card on disk still matches: a second run retrains nothing unchanged (its
 train tasks end `Cached`), and a deleted output is rebuilt rather than assumed.

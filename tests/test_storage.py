@@ -401,3 +401,13 @@ def test_local_store_replaces_atomically_and_lists_sorted(tmp_path: Path) -> Non
     assert not [p for p in (tmp_path / "s").rglob("*") if p.name.startswith(".tmp-")]
     with pytest.raises(StorageError, match="no object"):
         store.get_file("missing", tmp_path / "x")
+
+
+def test_pull_names_an_incomplete_earlier_pull(store: Store, tmp_path: Path) -> None:
+    batch, _ = make_batch(tmp_path / "out")
+    publish_batch(store, batch, DAY)
+    target = tmp_path / "dest" / "run-1"
+    target.mkdir(parents=True)
+    (target / "shard-00000.tar").write_bytes(b"half")
+    with pytest.raises(BatchError, match="incomplete earlier pull"):
+        pull_batch(store, "run-1", tmp_path / "dest")
