@@ -2,7 +2,7 @@
 
 Members train as mapped tasks, in parallel on the configured task runner (local processes by
 default, each with its share of the cores; see benchmarks/parallel_members.py). A member's
-training is cached on (data hash, member params, train params), and the cache is only trusted
+training is cached on (data hash, member and train params, training code), and is only trusted
 while the member's card on disk still matches: a second run retrains nothing unchanged (its
 train tasks end `Cached`), and a deleted output is rebuilt rather than assumed.
 """
