@@ -139,7 +139,7 @@ tr.real td{color:#666;font-style:italic}
 td.best{font-weight:bold;background:#e6f4e6}
 .grids{display:flex;flex-wrap:wrap;gap:1.5em}
 figure{margin:0}figcaption{text-align:center;font-size:.9em}
-img{image-rendering:pixelated;border:1px solid #ccc}
+img{image-rendering:pixelated;border:1px solid #ccc;width:280px;height:auto}
 dt{font-weight:bold}dd{margin:0 0 .5em 1em;font-family:monospace;word-break:break-all}
 </style></head><body>
 <h1>{{ title }}</h1>
