@@ -167,7 +167,7 @@ def evaluate_stage(params: Params, layout: Layout) -> dict:
         grid = _grid(s.images[:n_grid], out, f"ensemble-{method}", ec.grid_size)
         grids[f"ensemble: {method}"] = grid
 
-    _, stack_card = load_stacker(layout.stacker)
+    stack_card = json.loads((layout.stacker / "card.json").read_text())  # the model is in `ens`
     metrics["stacker_model"] = stack_card["model"]
     metrics["stacker_cv_roc_auc"] = stack_card["cv_roc_auc"]
     metrics["data_sha256"] = data.card["sha256"]
