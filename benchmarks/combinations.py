@@ -17,10 +17,11 @@ import numpy as np
 from tabulate import tabulate
 
 from ensgan.config import load_params
-from ensgan.data import load_prepared
+from ensgan.data.prepared import load_prepared
+from ensgan.eval.features import embed, load_feature_net
+from ensgan.eval.metrics import evaluate_images
 from ensgan.layout import Layout
-from ensgan.metrics import embed, evaluate_images, load_feature_net
-from ensgan.stages import load_ensemble
+from ensgan.pipeline.common import load_ensemble
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ensgan.config import parse_params
-from ensgan.data import prepare
+from ensgan.data.prepared import prepare
 
 
 def _params(steps: int, members: int):
@@ -32,12 +32,11 @@ def _params(steps: int, members: int):
 
 def _train(args: tuple) -> None:
     name, steps, members, data_dir, out_root, threads = args
-    from ensgan.training import train_member
+    from ensgan.gan.member import train_member
 
     torch.set_num_threads(threads)
-    train_member(
-        _params(steps, members), name, Path(data_dir), Path(out_root) / name, progress=False
-    )
+    p = _params(steps, members)
+    train_member(name, p.members[name], p.train, Path(data_dir), Path(out_root) / name)
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 Every command validates params.yaml before any work, and turns the errors a user can cause
 (bad params, unreadable data, storage problems) into one clear line and exit status 2.
+torch, scikit-learn and Prefect are imported only inside the commands that need them, so
+`ensgan --help`, `ensgan validate` and `ensgan batches ls` start at once.
 """
 
 from __future__ import annotations
@@ -9,17 +11,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
 
-from ensgan.batches import list_batches, pull_batch
-from ensgan.config import ConfigError, Params, StorageConfig, load_params
-from ensgan.files import project_lock
+from ensgan.errors import USER_ERRORS, ConfigError
 from ensgan.layout import Layout
-from ensgan.stages import USER_ERRORS
-from ensgan.storage import open_store
+
+if TYPE_CHECKING:
+    from ensgan.config import Params
+    from ensgan.io.storage import Store
 
 app = typer.Typer(no_args_is_help=True, help=__doc__.splitlines()[0], add_completion=False)
 batches_app = typer.Typer(no_args_is_help=True, help="List and download published batches.")
@@ -29,6 +30,8 @@ ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to 
 
 
 def _load(params: Path) -> tuple[Params, Layout]:
+    from ensgan.config import load_params
+
     return load_params(params), Layout(Path("."))
 
 
@@ -46,13 +49,18 @@ def _echo(obj: dict) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
 
-def _stage(stage, params: Path, *args):
-    """Validate params, hold the project lock, run one stage."""
+def _stage(stage: str, params: Path, *args):
+    """Validate params, hold the project lock, run one stage (ensgan/pipeline/STAGE.py)."""
 
     def call():
+        from importlib import import_module
+
+        from ensgan.io.files import project_lock
+
         p, layout = _load(params)
+        module = import_module(f"ensgan.pipeline.{stage}")
         with project_lock(layout.root):
-            return stage(p, layout, *args)
+            return module.run(p, layout, *args)
 
     return _run(call)
 
@@ -67,42 +75,33 @@ def validate(params: ParamsOpt = Path("params.yaml")) -> None:
 @app.command("prepare")
 def prepare_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
     """Read the configured dataset into data/prepared/."""
-    from ensgan.stages import prepare_stage
-
-    _echo(_stage(prepare_stage, params))
+    _echo(_stage("prepare", params))
 
 
 @app.command("train")
 def train_cmd(member: str, params: ParamsOpt = Path("params.yaml")) -> None:
     """Train (or resume) one member into models/members/MEMBER/."""
-    from ensgan.stages import train_stage
-
-    _echo(_stage(train_stage, params, member))
+    _echo(_stage("train", params, member))
 
 
 @app.command("stack")
 def stack_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
     """Fit the stacking meta-learner over the members' discriminators."""
-    from ensgan.stages import stack_stage
-
-    _echo(_stage(stack_stage, params))
+    _echo(_stage("stack", params))
 
 
 @app.command("evaluate")
 def evaluate_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
     """Evaluate members and combinations: reports/metrics.json, grids, report."""
-    from ensgan.report import metrics_table
-    from ensgan.stages import evaluate_stage
+    from ensgan.eval.report import metrics_table
 
-    typer.echo(metrics_table(_stage(evaluate_stage, params)))
+    typer.echo(metrics_table(_stage("evaluate", params)))
 
 
 @app.command("generate")
 def generate_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
     """Generate a batch (shards + manifest) into outputs/batches/RUN_ID/."""
-    from ensgan.stages import generate_stage
-
-    _echo(_stage(generate_stage, params))
+    _echo(_stage("generate", params))
 
 
 @app.command("publish")
@@ -111,16 +110,14 @@ def publish_cmd(
     run_id: Annotated[str | None, typer.Option(help="batch to publish; default: current")] = None,
 ) -> None:
     """Upload a generated batch to the store (manifest last)."""
-    from ensgan.stages import publish_stage
-
-    _echo(_stage(publish_stage, params, run_id))
+    _echo(_stage("publish", params, run_id))
 
 
 @app.command("run")
 def run_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
     """Run the nightly Prefect flow once, now, and print where the results are."""
-    from ensgan.report import metrics_table
-    from flows.nightly import run
+    from ensgan.eval.report import metrics_table
+    from ensgan.orchestration.flow import run
 
     s = _run(lambda: run(params_path=str(params)))
     pub = s["published"]
@@ -134,7 +131,7 @@ def run_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
 @app.command("serve")
 def serve_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
     """Serve the nightly flow on the cron schedule in params.yaml (needs a Prefect server)."""
-    from flows.nightly import serve
+    from ensgan.orchestration.flow import serve
 
     _run(lambda: serve(params_path=str(params)))
 
@@ -145,7 +142,12 @@ StoreOpt = Annotated[
 EndpointOpt = Annotated[str | None, typer.Option("--endpoint-url", help="S3-compatible endpoint")]
 
 
-def _store(params: Path, store: str | None, endpoint_url: str | None):
+def _store(params: Path, store: str | None, endpoint_url: str | None) -> Store:
+    from pydantic import ValidationError
+
+    from ensgan.config import StorageConfig, load_params
+    from ensgan.io.storage import open_store
+
     if store is None:
         cfg = load_params(params).storage
         if endpoint_url:
@@ -166,6 +168,8 @@ def batches_ls(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """List complete batches in the store (half-uploaded ones are invisible)."""
+    from ensgan.io.batches import list_batches
+
     rows = _run(lambda: list_batches(_store(params, store, endpoint_url)))
     if not rows:
         typer.echo("no batches")
@@ -182,5 +186,7 @@ def batches_pull(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Download batch RUN_ID into DEST/RUN_ID/ and verify every checksum."""
+    from ensgan.io.batches import pull_batch
+
     path = _run(lambda: pull_batch(_store(params, store, endpoint_url), run_id, dest))
     typer.echo(f"pulled {run_id} into {path} (checksums verified)")

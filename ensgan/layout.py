@@ -1,4 +1,4 @@
-"""Where each stage reads and writes, relative to one project root (the DESIGN's contract)."""
+"""Where each stage reads and writes, relative to one project root (the README's stage table)."""
 
 from __future__ import annotations
 

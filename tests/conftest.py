@@ -240,7 +240,7 @@ def prefect_server() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def flow_project(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> dict:
     """The nightly flow, run once on the tiny project; tests read what it left behind."""
-    from flows.nightly import run
+    from ensgan.orchestration.flow import run
 
     root = write_tiny_project(tmp_path_factory.mktemp("flow-project"))
     summary = run(params_path="params.yaml", root=str(root))

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from ensgan.cli import app
 from tests.conftest import tiny_params, write_tiny_project
 
+pytestmark = pytest.mark.e2e  # real services: Prefect, DVC, S3 servers
+
 runner = CliRunner()
 
 
@@ -88,7 +90,7 @@ def test_validate_prints_resolved_params(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_a_second_writer_in_the_same_project_is_refused(tmp_path: Path, monkeypatch) -> None:
-    from ensgan.files import project_lock
+    from ensgan.io.files import project_lock
 
     root = write_tiny_project(tmp_path)
     monkeypatch.chdir(root)

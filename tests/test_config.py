@@ -6,8 +6,11 @@ import copy
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import ValidationError
 
-from ensgan.config import ConfigError, Params, load_params, parse_params
+from ensgan.config import ConfigError, MemberConfig, Params, load_params, parse_params
+from ensgan.registry import ARCHS, COMBINATIONS, LOSSES, META_LEARNERS
 
 REPO_PARAMS = Path(__file__).parents[1] / "params.yaml"
 MINIMAL = {"members": {"a": {}}}
@@ -39,10 +42,19 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
     assert p.ensemble.weights is None
 
 
-def test_repository_params_yaml_validates() -> None:
-    p = load_params(REPO_PARAMS)
-    assert len(p.members) >= 1
-    assert {m.arch for m in p.members.values()} <= {"dcgan", "upsample", "mlp"}
+def test_repository_params_yaml_shows_every_knob() -> None:
+    """params.yaml is the documented config: every field of every section is written out,
+    so a new setting cannot hide behind a default nobody sees."""
+    raw = yaml.safe_load(REPO_PARAMS.read_text())
+    p = parse_params(raw)
+    for section, model in Params.model_fields.items():
+        if section == "members":
+            continue
+        fields = set(model.annotation.model_fields)
+        assert set(raw[section]) == fields, f"params.yaml section {section!r}"
+    for name, member in raw["members"].items():
+        assert set(member) <= set(MemberConfig.model_fields), name
+    assert {m.arch for m in p.members.values()} <= set(ARCHS)
 
 
 @pytest.mark.parametrize(
@@ -148,27 +160,55 @@ def test_empty_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_params_are_frozen() -> None:
     p = parse_params(MINIMAL)
-    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
+    with pytest.raises(ValidationError, match="frozen"):
         p.train = p.train  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        p.train.steps = 5  # type: ignore[misc]
+    assert p.train.steps == 2000
 
 
-def test_digest_is_stable_and_tracks_changes() -> None:
-    a = parse_params(with_({"train": {"steps": 10}}))
-    b = parse_params(with_({"train": {"steps": 10}}))
-    assert a.digest() == b.digest()
+def test_digest_ignores_order_and_tracks_changes() -> None:
+    a = parse_params(with_({"train": {"steps": 10, "lr_g": 1e-3}, "members": {"b": {}}}))
+    reordered = {  # the same settings, written in another order
+        "train": {"lr_g": 1e-3, "steps": 10},
+        "members": {"b": {}, "a": {}},
+    }
+    assert parse_params(reordered).digest() == a.digest()
     assert len(a.digest()) == 64
-    assert a.digest() == a.digest()
     # Explicitly spelling out a default is the same config.
     assert (
         parse_params(with_({"train": {"steps": 2000}})).digest() == parse_params(MINIMAL).digest()
     )
-    c = parse_params(with_({"train": {"steps": 11}}))
+    c = parse_params(with_({"train": {"steps": 11, "lr_g": 1e-3}, "members": {"b": {}}}))
     assert c.digest() != a.digest()
     assert c.digest("train") != a.digest("train")
     assert c.digest("data", "members") == a.digest("data", "members")  # untouched sections
-    d = parse_params(with_({"members": {"a": {"seed": 1}}, "train": {"steps": 10}}))
+    d = parse_params(
+        with_({"members": {"a": {"seed": 1}, "b": {}}, "train": {"steps": 10, "lr_g": 1e-3}})
+    )
     assert d.digest() != a.digest() and d.digest("members") != a.digest("members")
     assert d.digest("train") == a.digest("train")
+
+
+def test_names_are_validated_against_their_registries() -> None:
+    for key, raw in [
+        ("members.a.arch", with_({"members": {"a": {"arch": "resnet"}}})),
+        ("train.loss", with_({"train": {"loss": "wasserstein"}})),
+        ("ensemble.method", with_({"ensemble": {"method": "median"}})),
+        ("stack.model", with_({"stack": {"model": "svm"}})),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse_params(raw)
+        assert key in str(info.value) and "choose from" in str(info.value)
+    ok = with_(
+        {
+            "members": {"a": {"arch": next(iter(ARCHS))}},
+            "train": {"loss": next(iter(LOSSES))},
+            "ensemble": {"method": list(COMBINATIONS)[-1]},
+            "stack": {"model": list(META_LEARNERS)[-1]},
+        }
+    )
+    assert parse_params(ok).ensemble.method == list(COMBINATIONS)[-1]
 
 
 def test_mixture_weights_uniform_by_default() -> None:

@@ -13,16 +13,8 @@ import pytest
 from PIL import Image
 
 from ensgan.config import DataConfig
-from ensgan.data import (
-    DataError,
-    load_prepared,
-    load_source,
-    prepare,
-    read_folder,
-    read_npz,
-    split_holdout,
-    to_array,
-)
+from ensgan.data.prepared import DataError, load_prepared, prepare, split_holdout
+from ensgan.data.sources import load_source, read_folder, read_npz, to_array
 
 # Helpers.
 
@@ -71,25 +63,26 @@ def test_digits_prepare_shape_labels_and_card(digits_dir: tuple[Path, dict]) -> 
         "images.npy",
         "labels.npy",
     ]
-    assert not list(out.parent.glob(".*partial*"))  # no staging dir left behind
+    assert not list(out.parent.glob(".prepared.*"))  # no staging dir left behind
     d = load_prepared(out)
     assert d.images.shape == (1797, 1, 8, 8) and d.images.dtype == np.uint8
     assert d.images.min() == 0 and d.images.max() == 255  # 0..16 rescaled to the full range
     assert d.labels is not None and d.labels.dtype == np.int64
     assert sorted(np.unique(d.labels).tolist()) == list(range(10))
     assert d.n_classes == 10
-    assert card == json.loads((out / "card.json").read_text()) == d.card
-    assert card["shape"] == [1797, 1, 8, 8] and card["labels"] is True
-    assert card["source"] == "digits" and card["dtype"] == "uint8"
-    assert card["n_train"] + card["n_holdout"] == 1797
-    assert card["sha256"] == independent_sha256(d.images, d.labels, d.holdout)
+    assert card.model_dump() == json.loads((out / "card.json").read_text())
+    assert d.card == card
+    assert card.shape == [1797, 1, 8, 8] and card.labels is True
+    assert card.source == "digits" and card.dtype == "uint8"
+    assert card.n_train + card.n_holdout == 1797
+    assert card.sha256 == independent_sha256(d.images, d.labels, d.holdout)
 
 
 def test_digits_holdout_fraction_and_stratification(digits_dir: tuple[Path, dict]) -> None:
     d = load_prepared(digits_dir[0])
     assert d.holdout.dtype == bool and d.holdout.shape == (1797,)
-    assert d.holdout.sum() == math.ceil(1797 * 0.2) == d.card["n_holdout"]
-    assert len(d.train_images) == d.card["n_train"] == 1797 - d.holdout.sum()
+    assert d.holdout.sum() == math.ceil(1797 * 0.2) == d.card.n_holdout
+    assert len(d.train_images) == d.card.n_train == 1797 - d.holdout.sum()
     assert len(d.holdout_images) == d.holdout.sum()
     for k in range(10):
         in_class = d.labels == k
@@ -99,11 +92,11 @@ def test_digits_holdout_fraction_and_stratification(digits_dir: tuple[Path, dict
 
 def test_digits_are_deterministic_and_seeded(tmp_path: Path, digits_dir: tuple[Path, dict]) -> None:
     again = prepare(DataConfig(image_size=8, seed=0), tmp_path / "a")
-    assert again["sha256"] == digits_dir[1]["sha256"]
+    assert again.sha256 == digits_dir[1].sha256
     other = prepare(DataConfig(image_size=8, seed=1), tmp_path / "b")
-    assert other["sha256"] != again["sha256"]  # a different hold-out split
+    assert other.sha256 != again.sha256  # a different hold-out split
     frac = prepare(DataConfig(image_size=8, holdout_fraction=0.5), tmp_path / "c")
-    assert frac["n_holdout"] == math.ceil(1797 * 0.5)
+    assert frac.n_holdout == math.ceil(1797 * 0.5)
 
 
 def test_digits_resized() -> None:
@@ -112,13 +105,19 @@ def test_digits_resized() -> None:
     assert labels is not None and len(labels) == 1797
 
 
-def test_load_prepared_round_trips(digits_dir: tuple[Path, dict]) -> None:
+def test_load_prepared_returns_what_the_source_and_split_give(
+    digits_dir: tuple[Path, dict],
+) -> None:
+    """What comes back is the source, resized, with the seeded split: computed independently."""
     src, card = digits_dir
-    a, b = load_prepared(src), load_prepared(src)
-    np.testing.assert_array_equal(a.images, b.images)
-    np.testing.assert_array_equal(a.labels, b.labels)
-    np.testing.assert_array_equal(a.holdout, b.holdout)
-    assert a.card == card
+    cfg = DataConfig(image_size=8, holdout_fraction=0.2, seed=0)
+    images, labels = load_source(cfg)
+    holdout = split_holdout(len(images), labels, cfg.holdout_fraction, cfg.seed)
+    d = load_prepared(src)
+    np.testing.assert_array_equal(d.images, images)
+    np.testing.assert_array_equal(d.labels, labels)
+    np.testing.assert_array_equal(d.holdout, holdout)
+    assert d.card == card
 
 
 def test_load_prepared_detects_tampering(tmp_path: Path) -> None:
@@ -215,8 +214,8 @@ def test_folder_prepare_end_to_end(tmp_path: Path) -> None:
         write_image(src / "b" / f"{i}.jpg", 200, size=(9, 9))
     out = tmp_path / "data" / "prepared"
     card = prepare(folder_cfg(Path("imgs"), channels=3, holdout_fraction=0.5), out, root=tmp_path)
-    assert card["shape"] == [12, 3, 8, 8] and card["labels"] is True and card["n_classes"] == 2
-    assert card["path"] == "imgs"
+    assert card.shape == [12, 3, 8, 8] and card.labels is True and card.n_classes == 2
+    assert card.path == "imgs"
     d = load_prepared(out)
     assert d.labels.tolist() == [0] * 6 + [1] * 6
     assert d.holdout.sum() == 6
@@ -289,7 +288,7 @@ def test_npz_float_unit_range_and_labels(tmp_path: Path) -> None:
     np.testing.assert_array_equal(raw, np.round(images * 255.0).astype(np.uint8))
     assert got.dtype == np.int64 and got.tolist() == labels.tolist()
     card = prepare(npz_cfg(path, channels=3), tmp_path / "prepared")
-    assert card["shape"] == [12, 3, 8, 8] and card["n_classes"] == 3
+    assert card.shape == [12, 3, 8, 8] and card.n_classes == 3
     d = load_prepared(tmp_path / "prepared")
     np.testing.assert_array_equal(d.images, raw.transpose(0, 3, 1, 2))
 
@@ -414,7 +413,7 @@ def test_failure_while_writing_leaves_prepared_intact(
     assert all(os.fspath(out) not in os.fspath(f) for f in calls)  # staged elsewhere
     # The next successful prepare replaces it and cleans up the staging dir.
     new = prepare(DataConfig(image_size=8, seed=3), out)
-    assert new["sha256"] != card["sha256"] and load_prepared(out).card == new
+    assert new.sha256 != card.sha256 and load_prepared(out).card == new
     assert sorted(p.name for p in out.parent.iterdir()) == ["prepared"]
 
 
@@ -426,7 +425,7 @@ def test_prepare_replaces_labels_file(tmp_path: Path) -> None:
     np.savez(path, images=np.zeros((10, 8, 8), np.uint8))
     card = prepare(npz_cfg(path), out)
     assert not (out / "labels.npy").exists()
-    assert card["labels"] is False and card["n_classes"] == 0
+    assert card.labels is False and card.n_classes == 0
     assert load_prepared(out).labels is None
 
 

@@ -14,6 +14,8 @@ import yaml
 
 from tests.conftest import REPO, write_tiny_project
 
+pytestmark = pytest.mark.e2e  # real services: Prefect, DVC, S3 servers
+
 STAGES = ["prepare", "train@a", "train@b", "stack", "evaluate", "generate", "publish"]
 
 
@@ -22,6 +24,7 @@ def _sh(repo: Path, *cmd: str) -> str:
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
+        "PYTHONPATH": str(repo),  # the stages run this copy of the code, edits included
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
         "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
     }  # fmt: skip
@@ -94,3 +97,18 @@ def test_removing_a_member_restacks_and_reevaluates(dvc_repo: Path) -> None:
     assert set(metrics["members"]) == {"a"}
     stacker = json.loads((dvc_repo / "models" / "stacker" / "card.json").read_text())
     assert stacker["members"] == ["a"]
+
+
+def test_editing_the_sampling_code_makes_a_new_batch(dvc_repo: Path) -> None:
+    """An edit to the code that samples images reruns the stages that import it (not
+    training), and the batch it generates gets a new id instead of reusing the old one."""
+    before = json.loads((dvc_repo / "outputs" / "generated.json").read_text())["run_id"]
+    with open(dvc_repo / "ensgan" / "ensemble" / "combinations.py", "a") as f:
+        f.write("\n# an edit to the sampling code\n")
+    out = _sh(dvc_repo, "dvc", "repro")
+    for stage in ("stack", "evaluate", "generate", "publish"):
+        assert f"Running stage '{stage}'" in out
+    assert "Running stage 'train@a'" not in out and "Running stage 'prepare'" not in out
+    after = json.loads((dvc_repo / "outputs" / "generated.json").read_text())["run_id"]
+    assert after != before
+    assert (dvc_repo / "outputs" / "batches" / before).is_dir()  # the old batch is kept

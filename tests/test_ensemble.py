@@ -8,10 +8,10 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from ensgan.ensemble import METHODS, Ensemble, Sample, latents
-from ensgan.models import build_pair, to_uint8
-from ensgan.stacking import prob_real
-from ensgan.training import LoadedMember
+from ensgan.ensemble.combinations import METHODS, Ensemble, Sample, latents
+from ensgan.ensemble.stacking import prob_real
+from ensgan.gan.loaded import LoadedMember
+from ensgan.gan.models import build_pair, to_uint8
 
 Z = 8
 CPU = torch.device("cpu")
@@ -56,8 +56,7 @@ class MeanStacker:
 
 
 def member(name: str, gen: nn.Module, disc: nn.Module | None = None, z_dim: int = Z):
-    card = {"name": name, "z_dim": z_dim, "arch": "test", "image_size": 8, "channels": 1}
-    return LoadedMember(name, card, gen.eval(), (disc or MeanDisc()).eval(), CPU)
+    return LoadedMember(name, z_dim, gen.eval(), (disc or MeanDisc()).eval(), CPU)
 
 
 def const_members(spread: float = 0.0) -> dict[str, LoadedMember]:

@@ -11,10 +11,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
 from prefect.client.schemas.objects import StateType
 
-from ensgan.batches import list_batches, pull_batch
 from ensgan.config import ConfigError
-from ensgan.storage import LocalStore
+from ensgan.io.batches import list_batches, pull_batch
+from ensgan.io.storage import LocalStore
 from tests.conftest import write_tiny_project
+
+pytestmark = pytest.mark.e2e  # real services: Prefect, DVC, S3 servers
 
 
 def test_flow_runs_every_stage_and_publishes(flow_project: dict, tmp_path: Path) -> None:
@@ -63,7 +65,7 @@ async def _flow_runs() -> list:
 def test_second_run_retrains_and_publishes_nothing(flow_project: dict) -> None:
     import anyio
 
-    from flows.nightly import run
+    from ensgan.orchestration.flow import run
 
     root = flow_project["root"]
     ckpt = root / "models" / "members" / "a" / "checkpoint" / "generator_ema.safetensors"
@@ -82,7 +84,7 @@ def test_second_run_retrains_and_publishes_nothing(flow_project: dict) -> None:
 
 
 def test_invalid_params_stop_the_flow_before_any_work(tmp_path: Path, prefect_server) -> None:
-    from flows.nightly import run
+    from ensgan.orchestration.flow import run
 
     root = write_tiny_project(tmp_path / "bad")
     (root / "params.yaml").write_text((root / "params.yaml").read_text() + "\nbogus: 1\n")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from ensgan import metrics as m
+from ensgan.eval import features as f
+from ensgan.eval import metrics as m
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +21,9 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def net(digits: tuple[np.ndarray, np.ndarray]) -> m.FeatureNet:
+def net(digits: tuple[np.ndarray, np.ndarray]) -> f.FeatureNet:
     images, labels = digits
-    return m.train_feature_net(images[:1400], labels[:1400], n_classes=10, steps=60, seed=0)
+    return f.train_feature_net(images[:1400], labels[:1400], n_classes=10, steps=60, seed=0)
 
 
 def _gauss(n: int = 2000, d: int = 8, seed: int = 0) -> np.ndarray:
@@ -62,27 +63,27 @@ def test_fd_rejects_mismatched_shapes() -> None:
         m.frechet_distance(np.zeros((10, 3)), np.zeros((10, 4)))
 
 
-def test_feature_net_beats_chance(net: m.FeatureNet, digits: tuple[np.ndarray, np.ndarray]) -> None:
+def test_feature_net_beats_chance(net: f.FeatureNet, digits: tuple[np.ndarray, np.ndarray]) -> None:
     images, labels = digits
-    acc = (m.predict_classes(net, images[1400:]) == labels[1400:]).mean()
+    acc = (f.predict_classes(net, images[1400:]) == labels[1400:]).mean()
     assert acc > 0.5
-    feats = m.embed(net, images[:10])
+    feats = f.embed(net, images[:10])
     assert feats.shape == (10, 64) and feats.dtype == np.float64
 
 
 def test_training_is_deterministic(digits: tuple[np.ndarray, np.ndarray]) -> None:
     images, labels = digits
-    a = m.train_feature_net(images[:300], labels[:300], n_classes=10, steps=5, seed=3)
-    b = m.train_feature_net(images[:300], labels[:300], n_classes=10, steps=5, seed=3)
-    assert np.array_equal(m.embed(a, images[:50]), m.embed(b, images[:50]))
+    a = f.train_feature_net(images[:300], labels[:300], n_classes=10, steps=5, seed=3)
+    b = f.train_feature_net(images[:300], labels[:300], n_classes=10, steps=5, seed=3)
+    assert np.array_equal(f.embed(a, images[:50]), f.embed(b, images[:50]))
 
 
-def test_save_load_round_trip(tmp_path, net: m.FeatureNet, digits) -> None:
+def test_save_load_round_trip(tmp_path, net: f.FeatureNet, digits) -> None:
     images, _ = digits
-    path = m.save_feature_net(net, tmp_path / "sub" / "feature_net.safetensors")
-    loaded = m.load_feature_net(path)
+    path = f.save_feature_net(net, tmp_path / "sub" / "feature_net.safetensors")
+    loaded = f.load_feature_net(path)
     assert loaded.config == net.config
-    assert np.array_equal(m.embed(loaded, images[:100]), m.embed(net, images[:100]))
+    assert np.array_equal(f.embed(loaded, images[:100]), f.embed(net, images[:100]))
     assert not list(path.parent.glob("*.tmp"))
 
 
@@ -93,28 +94,28 @@ def test_load_rejects_foreign_safetensors(tmp_path) -> None:
     path = tmp_path / "other.safetensors"
     save_file({"w": torch.zeros(2)}, str(path))
     with pytest.raises(ValueError, match="not a feature net"):
-        m.load_feature_net(path)
+        f.load_feature_net(path)
 
 
 @pytest.mark.parametrize(("channels", "size"), [(1, 8), (3, 16), (1, 64)])
 def test_feature_net_shapes(channels: int, size: int) -> None:
-    net = m.FeatureNet(channels, size, n_classes=4, feature_dim=16)
+    net = f.FeatureNet(channels, size, n_classes=4, feature_dim=16)
     images = np.zeros((3, channels, size, size), np.uint8)
-    assert m.embed(net, images).shape == (3, 16)
-    assert m.predict_classes(net, images).shape == (3,)
+    assert f.embed(net, images).shape == (3, 16)
+    assert f.predict_classes(net, images).shape == (3,)
 
 
-def test_embed_rejects_wrong_channels(net: m.FeatureNet) -> None:
+def test_embed_rejects_wrong_channels(net: f.FeatureNet) -> None:
     with pytest.raises(ValueError, match="channels"):
-        m.embed(net, np.zeros((2, 3, 8, 8), np.uint8))
+        f.embed(net, np.zeros((2, 3, 8, 8), np.uint8))
 
 
 def test_pseudo_labels_make_n_clusters(digits: tuple[np.ndarray, np.ndarray]) -> None:
     images, _ = digits
-    labels = m.pseudo_labels(images[:500], n_classes=7, seed=0)
+    labels = f.pseudo_labels(images[:500], n_classes=7, seed=0)
     assert labels.shape == (500,)
     assert set(labels.tolist()) == set(range(7))
-    assert np.array_equal(labels, m.pseudo_labels(images[:500], n_classes=7, seed=0))
+    assert np.array_equal(labels, f.pseudo_labels(images[:500], n_classes=7, seed=0))
 
 
 def test_collapse_covers_one_class_with_large_kl() -> None:
@@ -140,10 +141,10 @@ def test_coverage_ignores_stray_samples() -> None:
 
 
 def test_evaluate_images_returns_plain_numbers(
-    net: m.FeatureNet, digits: tuple[np.ndarray, np.ndarray]
+    net: f.FeatureNet, digits: tuple[np.ndarray, np.ndarray]
 ) -> None:
     images, labels = digits
-    real_feats = m.embed(net, images[:1000])
+    real_feats = f.embed(net, images[:1000])
     out = m.evaluate_images(net, images[1000:1400], real_feats, labels[:1000], 10)
     assert set(out) == {"fd", "classes_covered", "class_kl"}
     assert type(out["fd"]) is float and type(out["class_kl"]) is float

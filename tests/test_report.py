@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ensgan import report
+from ensgan.eval import report
+from ensgan.io.images import save_grid
 
 METRICS = {
     "members": {
@@ -23,7 +24,7 @@ METRICS = {
 
 def test_save_grid_pixel_size(tmp_path) -> None:
     images = np.random.default_rng(0).integers(0, 256, (10, 1, 16, 16), dtype=np.uint8)
-    path = report.save_grid(images, tmp_path / "g" / "grid.png", nrow=4, pad=1, scale=4)
+    path = save_grid(images, tmp_path / "g" / "grid.png", nrow=4, pad=1, scale=4)
     with Image.open(path) as im:
         assert im.format == "PNG" and im.mode == "L"
         assert im.size == ((4 * 17 + 1) * 4, (3 * 17 + 1) * 4)
@@ -33,15 +34,15 @@ def test_save_grid_pixel_size(tmp_path) -> None:
 
 def test_save_grid_rgb_default_nrow(tmp_path) -> None:
     images = np.zeros((9, 3, 8, 8), np.uint8)
-    with Image.open(report.save_grid(images, tmp_path / "rgb.png", scale=2, pad=0)) as im:
+    with Image.open(save_grid(images, tmp_path / "rgb.png", scale=2, pad=0)) as im:
         assert im.mode == "RGB" and im.size == (48, 48)
 
 
 def test_save_grid_rejects_bad_input(tmp_path) -> None:
     with pytest.raises(ValueError):
-        report.save_grid(np.zeros((0, 1, 8, 8), np.uint8), tmp_path / "x.png")
+        save_grid(np.zeros((0, 1, 8, 8), np.uint8), tmp_path / "x.png")
     with pytest.raises(ValueError):
-        report.save_grid(np.zeros((2, 1, 8, 8), np.float32), tmp_path / "x.png")
+        save_grid(np.zeros((2, 1, 8, 8), np.float32), tmp_path / "x.png")
 
 
 def test_write_html(tmp_path) -> None:

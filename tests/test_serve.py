@@ -31,6 +31,8 @@ from prefect.client.schemas.schedules import CronSchedule
 
 from tests.conftest import _free_ports, _venv_tool, write_tiny_project
 
+pytestmark = pytest.mark.e2e  # real services: Prefect, DVC, S3 servers
+
 CRON, TZ = "17 3 * * 1", "Europe/Berlin"
 
 

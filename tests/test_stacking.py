@@ -17,8 +17,7 @@ from sklearn.preprocessing import FunctionTransformer, MinMaxScaler
 from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
-from ensgan.models import build_pair
-from ensgan.stacking import (
+from ensgan.ensemble.stacking import (
     MODEL_FILE,
     TRUSTED_TYPES,
     fit_stacker,
@@ -27,7 +26,9 @@ from ensgan.stacking import (
     prob_real,
     save_stacker,
 )
-from ensgan.training import LoadedMember
+from ensgan.gan.loaded import LoadedMember
+from ensgan.gan.models import build_pair
+from ensgan.io.cards import StackerCard
 
 MODELS = ("logistic", "random_forest", "gradient_boosting")
 
@@ -102,8 +103,7 @@ def _briefly_trained_member(arch: str, seed: int, real: torch.Tensor) -> LoadedM
         opt.zero_grad()
         loss.backward()
         opt.step()
-    card = {"name": f"{arch}{seed}", "arch": arch, "z_dim": 8}
-    return LoadedMember(card["name"], card, g.eval(), d.eval(), torch.device("cpu"))
+    return LoadedMember(f"{arch}{seed}", 8, g.eval(), d.eval(), torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -143,12 +143,17 @@ def test_stacker_over_trained_discriminators_tells_digits_from_noise(
 @pytest.mark.parametrize("model", MODELS)
 def test_save_load_round_trip_predicts_identically(fitted: dict, tmp_path, model: str) -> None:
     est, info = fitted[model]
-    card = {"stacker": info, "members": ["a", "b", "c", "d"]}
+    card = StackerCard(
+        **info, members=["a", "b", "c", "d"], data_sha256="d" * 64, member_fingerprints={}
+    )
     save_stacker(est, tmp_path / "stack", card)
     assert sorted(p.name for p in (tmp_path / "stack").iterdir()) == ["card.json", MODEL_FILE]
     loaded, loaded_card = load_stacker(tmp_path / "stack")
     assert type(loaded) is type(est)
-    assert loaded_card == json.loads(json.dumps(card))
+    assert loaded_card == card
+    assert json.loads((tmp_path / "stack" / "card.json").read_text())[
+        "cv_roc_auc"
+    ] == pytest.approx(info["cv_roc_auc"])
     x = np.vstack(synthetic_features(np.random.default_rng(2), 50))
     np.testing.assert_array_equal(loaded.predict_proba(x), est.predict_proba(x))
     np.testing.assert_array_equal(prob_real(loaded, x), prob_real(est, x))

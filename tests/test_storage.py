@@ -16,7 +16,9 @@ import pytest
 from botocore.stub import Stubber
 from PIL import Image
 
-from ensgan.batches import (
+from ensgan.config import StorageConfig
+from ensgan.errors import StorageError
+from ensgan.io.batches import (
     BATCH_JSON,
     MANIFEST,
     BatchError,
@@ -27,17 +29,8 @@ from ensgan.batches import (
     verify_batch,
     write_batch,
 )
-from ensgan.config import StorageConfig
-from ensgan.storage import (
-    MIB,
-    LocalStore,
-    S3Store,
-    StorageError,
-    Store,
-    open_store,
-    safe_key,
-    safe_local_path,
-)
+from ensgan.io.s3 import MIB, S3Store
+from ensgan.io.storage import LocalStore, Store, open_store, safe_key, safe_local_path
 
 DAY = dt.date(2026, 3, 14)
 EXTRA = {"data_sha256": "d" * 64, "params_sha256": "p" * 64, "method": "vote"}
@@ -61,7 +54,11 @@ def manifest(batch_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (batch_dir / MANIFEST).read_text().splitlines()]
 
 
-@pytest.fixture(params=["local", "seaweedfs", "moto_s3"])
+E2E = pytest.mark.e2e  # starts a real S3 server
+SERVERS = [pytest.param("seaweedfs", marks=E2E), pytest.param("moto_s3", marks=E2E)]
+
+
+@pytest.fixture(params=["local", *SERVERS])
 def store(request: pytest.FixtureRequest, tmp_path: Path, s3_bucket: Callable) -> Store:
     """The same Store API over each backend; S3 stores also use a key prefix."""
     if request.param == "local":
@@ -307,7 +304,7 @@ def test_pull_refuses_to_overwrite_different_content(store: Store, tmp_path: Pat
 # --- S3 specifics ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("server_name", ["seaweedfs", "moto_s3"])
+@pytest.mark.parametrize("server_name", SERVERS)
 def test_missing_bucket_is_a_clear_error(
     request: pytest.FixtureRequest, tmp_path: Path, server_name: str
 ) -> None:
@@ -320,6 +317,7 @@ def test_missing_bucket_is_a_clear_error(
         store.put_file(batch / BATCH_JSON, "x/batch.json")
 
 
+@E2E
 def test_multipart_upload_on_seaweedfs(seaweedfs, s3_bucket: Callable, tmp_path: Path) -> None:
     bucket = s3_bucket(seaweedfs)
     store = S3Store(bucket, "", seaweedfs.endpoint_url, "us-east-1", multipart_threshold=5 * MIB)

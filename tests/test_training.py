@@ -4,7 +4,10 @@ divergence and bagging. Tiny nets on 8x8 digits, a dozen steps each, on the CPU.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,19 +16,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ensgan.config import DataConfig, MemberConfig, Params, parse_params
-from ensgan.data import load_prepared, prepare
-from ensgan.training import (
-    LOG_FIELDS,
-    WEIGHT_FILES,
-    DivergedError,
-    bootstrap_indices,
-    checkpoint_state,
-    fingerprint,
-    load_member,
-    read_log,
-    train_member,
-)
+from ensgan.config import DataConfig, MemberConfig, Params, TrainConfig, parse_params
+from ensgan.data.prepared import load_prepared, prepare
+from ensgan.errors import DivergedError
+from ensgan.gan.checkpoint import WEIGHT_FILES, checkpoint_state
+from ensgan.gan.loaded import load_member
+from ensgan.gan.losslog import LOG_FIELDS, read_log
+from ensgan.gan.member import fingerprint, train_member
+from ensgan.gan.samplers import bootstrap_indices
 
 ARCH_WIDTH = {"dcgan": 4, "upsample": 4, "mlp": 8}
 STEPS = 12
@@ -48,6 +46,12 @@ def make_params(*, train: dict | None = None, seed: int = 1, bootstrap: bool = T
     return parse_params(
         {"data": {"image_size": 8}, "members": members, "train": {**TRAIN, **(train or {})}}
     )
+
+
+def train(params: Params, name: str, data_dir: Path, out: Path, **kw) -> dict:
+    """Train member `name` of `params`; its card as the JSON it is written as."""
+    card = train_member(name, params.members[name], params.train, data_dir, out, **kw)
+    return card.model_dump(mode="json")
 
 
 def weights(member_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -110,7 +114,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[st
     root = tmp_path_factory.mktemp("ensgan-members")
     params = make_params()
     for arch in ARCH_WIDTH:
-        train_member(params, arch, data_dir, root / arch, progress=False)
+        train(params, arch, data_dir, root / arch, progress=False)
     return {arch: root / arch for arch in ARCH_WIDTH}
 
 
@@ -130,7 +134,12 @@ def test_member_outputs(arch: str, trained: dict[str, Path], data_dir: Path) -> 
         assert (ck / f"{f}.safetensors").is_file()
     assert (ck / "optim.pt").is_file()
     assert json.loads((ck / "state.json").read_text())["step"] == STEPS
-    assert not (out / "checkpoint.new").exists() and not (out / "checkpoint.old").exists()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "card.json",
+        "checkpoint",
+        "grids",
+        "losses.csv",
+    ]
     assert checkpoint_state(out)["step"] == STEPS
 
     header = (out / "losses.csv").read_text().splitlines()[0]
@@ -148,11 +157,9 @@ def test_member_outputs(arch: str, trained: dict[str, Path], data_dir: Path) -> 
     assert card["name"] == arch and card["arch"] == arch and card["width"] == ARCH_WIDTH[arch]
     assert card["steps"] == STEPS and card["image_size"] == 8 and card["channels"] == 1
     assert card["z_dim"] == 8 and card["device"] == "cpu"
-    assert card["data_sha256"] == data.card["sha256"]
-    assert card["fingerprint"] == fingerprint(
-        data.card["sha256"], params.members[arch], params.train
-    )
-    assert card["n_train"] == data.card["n_train"]
+    assert card["data_sha256"] == data.card.sha256
+    assert card["fingerprint"] == fingerprint(data.card.sha256, params.members[arch], params.train)
+    assert card["n_train"] == data.card.n_train
     assert 0 < card["n_unique_images"] < card["n_train"]  # bootstrap: some drawn twice
 
     # The EMA generator lags the raw one: a separate set of weights.
@@ -199,14 +206,14 @@ def test_interrupted_member_resumes_exactly(
     out = tmp_path / "dcgan"
     seen: list[int] = []
     with pytest.raises(KeyboardInterrupt):
-        train_member(params, "dcgan", data_dir, out, callback=stop_at(10, seen), progress=False)
+        train(params, "dcgan", data_dir, out, callback=stop_at(10, seen), progress=False)
     assert seen == list(range(1, 11))
     assert checkpoint_state(out)["step"] == 8
     assert not (out / "card.json").exists()  # not finished
     assert logged_steps(out) == [2, 4, 6, 8, 10]  # 10 was logged after the last checkpoint
 
     resumed: list[int] = []
-    card = train_member(params, "dcgan", data_dir, out, callback=resumed.append, progress=False)
+    card = train(params, "dcgan", data_dir, out, callback=resumed.append, progress=False)
     assert resumed == [9, 10, 11, 12]  # from step 8, to the same end as an uninterrupted run
     assert card["steps"] == STEPS and checkpoint_state(out)["step"] == STEPS
     assert logged_steps(out) == [2, 4, 6, 8, 10, 12]  # nothing lost, nothing repeated
@@ -232,10 +239,10 @@ def test_interrupt_before_first_checkpoint_starts_over(tmp_path: Path, data_dir:
     params = make_params()
     out = tmp_path / "mlp"
     with pytest.raises(KeyboardInterrupt):
-        train_member(params, "mlp", data_dir, out, callback=stop_at(3, []), progress=False)
+        train(params, "mlp", data_dir, out, callback=stop_at(3, []), progress=False)
     assert checkpoint_state(out) is None and logged_steps(out) == [2]
     seen: list[int] = []
-    train_member(params, "mlp", data_dir, out, callback=seen.append, progress=False)
+    train(params, "mlp", data_dir, out, callback=seen.append, progress=False)
     assert seen == list(range(1, STEPS + 1))
     assert logged_steps(out) == list(range(2, STEPS + 1, 2))
 
@@ -243,12 +250,12 @@ def test_interrupt_before_first_checkpoint_starts_over(tmp_path: Path, data_dir:
 def test_torn_checkpoint_swap_is_recovered(
     tmp_path: Path, trained: dict[str, Path], data_dir: Path
 ) -> None:
-    """A crash between `checkpoint -> checkpoint.old` and `checkpoint.new -> checkpoint`."""
+    """A crash between `checkpoint -> .checkpoint.old` and `.checkpoint.partial -> checkpoint`."""
     out = copy_member(trained["upsample"], tmp_path / "upsample")
-    (out / "checkpoint").rename(out / "checkpoint.old")
-    (out / "checkpoint.new").mkdir()  # a half-written next snapshot
+    (out / "checkpoint").rename(out / ".checkpoint.old")
+    (out / ".checkpoint.partial").mkdir()  # a half-written next snapshot
     seen: list[int] = []
-    card = train_member(make_params(), "upsample", data_dir, out, callback=seen.append)
+    card = train(make_params(), "upsample", data_dir, out, callback=seen.append)
     assert seen == [] and card["steps"] == STEPS
     assert checkpoint_state(out)["step"] == STEPS
     assert_same_weights(out, trained["upsample"])
@@ -267,7 +274,7 @@ def test_finished_member_is_not_retrained(
     def never(step: int) -> None:
         raise AssertionError(f"callback called at step {step}: the member was retrained")
 
-    card = train_member(make_params(), "dcgan", data_dir, out, callback=never, progress=False)
+    card = train(make_params(), "dcgan", data_dir, out, callback=never, progress=False)
     assert card == card_before
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
@@ -279,7 +286,7 @@ def test_raising_steps_continues_a_finished_member(
     out = copy_member(trained["mlp"], tmp_path / "mlp")
     more = make_params(train={"steps": 16})
     seen: list[int] = []
-    card = train_member(more, "mlp", data_dir, out, callback=seen.append, progress=False)
+    card = train(more, "mlp", data_dir, out, callback=seen.append, progress=False)
     assert seen == [13, 14, 15, 16]
     assert card["steps"] == 16 and checkpoint_state(out)["step"] == 16
     assert logged_steps(out) == list(range(2, 17, 2))
@@ -287,7 +294,7 @@ def test_raising_steps_continues_a_finished_member(
 
     # The same as training 16 steps in one go.
     ref = tmp_path / "ref"
-    train_member(more, "mlp", data_dir, ref, progress=False)
+    train(more, "mlp", data_dir, ref, progress=False)
     assert_same_weights(out, ref)
     assert losses(out) == losses(ref)
 
@@ -300,15 +307,14 @@ def test_interrupted_continuation_leaves_no_stale_card(
     out = copy_member(trained["mlp"], tmp_path / "mlp")
     more = make_params(train={"steps": 16, "checkpoint_every": 2})
     with pytest.raises(KeyboardInterrupt):
-        train_member(more, "mlp", data_dir, out, callback=stop_at(15, []), progress=False)
+        train(more, "mlp", data_dir, out, callback=stop_at(15, []), progress=False)
     assert checkpoint_state(out)["step"] == 14
-    card_path = out / "card.json"
-    assert not card_path.exists() or json.loads(card_path.read_text())["steps"] == 14
-    with pytest.raises(FileNotFoundError):
+    assert not (out / "card.json").exists()
+    with pytest.raises(FileNotFoundError, match="no finished member"):
         load_member(out)
     # Going back to 12 steps cannot reuse a step-14 checkpoint: it trains from scratch.
     seen: list[int] = []
-    card = train_member(make_params(), "mlp", data_dir, out, callback=seen.append)
+    card = train(make_params(), "mlp", data_dir, out, callback=seen.append)
     assert seen[0] == 1 and card["steps"] == STEPS
     assert_same_weights(out, trained["mlp"])
 
@@ -318,9 +324,7 @@ def test_lowering_steps_starts_from_scratch(
 ) -> None:
     out = copy_member(trained["dcgan"], tmp_path / "dcgan")
     seen: list[int] = []
-    card = train_member(
-        make_params(train={"steps": 4}), "dcgan", data_dir, out, callback=seen.append
-    )
+    card = train(make_params(train={"steps": 4}), "dcgan", data_dir, out, callback=seen.append)
     assert seen == [1, 2, 3, 4] and card["steps"] == 4
     assert logged_steps(out) == [2, 4]
 
@@ -331,7 +335,7 @@ def test_changing_the_seed_starts_from_scratch(
     out = copy_member(trained["dcgan"], tmp_path / "dcgan")
     other = make_params(seed=7, train={"steps": 4})
     seen: list[int] = []
-    card = train_member(other, "dcgan", data_dir, out, callback=seen.append, progress=False)
+    card = train(other, "dcgan", data_dir, out, callback=seen.append, progress=False)
     assert seen == [1, 2, 3, 4]
     assert card["seed"] == 7 and card["steps"] == 4
     assert logged_steps(out) == [2, 4]
@@ -348,7 +352,7 @@ def test_log_and_checkpoint_cadence_do_not_restart(
     out = copy_member(trained["dcgan"], tmp_path / "dcgan")
     p = make_params(train={"log_every": 3, "checkpoint_every": 5})
     seen: list[int] = []
-    train_member(p, "dcgan", data_dir, out, callback=seen.append, progress=False)
+    train(p, "dcgan", data_dir, out, callback=seen.append, progress=False)
     assert seen == []
 
 
@@ -358,7 +362,7 @@ def test_log_and_checkpoint_cadence_do_not_restart(
 def test_divergence_names_the_member(tmp_path: Path, data_dir: Path) -> None:
     params = make_params(train={"max_loss": 1e-3})
     with pytest.raises(DivergedError, match="member upsample diverged at step 1"):
-        train_member(params, "upsample", data_dir, tmp_path / "upsample", progress=False)
+        train(params, "upsample", data_dir, tmp_path / "upsample", progress=False)
     assert not (tmp_path / "upsample" / "card.json").exists()
 
 
@@ -367,28 +371,61 @@ def test_divergence_names_the_member(tmp_path: Path, data_dir: Path) -> None:
 
 def test_bootstrap_indices() -> None:
     n = 200
-    a = bootstrap_indices(n, MemberConfig(seed=1, bootstrap=True))
-    b = bootstrap_indices(n, MemberConfig(seed=2, bootstrap=True))
+    a = bootstrap_indices(n, seed=1, bootstrap=True)
+    b = bootstrap_indices(n, seed=2, bootstrap=True)
     assert a.shape == (n,) and a.min() >= 0 and a.max() < n
     assert len(np.unique(a)) < n  # drawn with replacement: repeats
     assert not np.array_equal(a, b)
-    np.testing.assert_array_equal(a, bootstrap_indices(n, MemberConfig(seed=1, bootstrap=True)))
+    np.testing.assert_array_equal(a, bootstrap_indices(n, seed=1, bootstrap=True))
     for seed in (1, 2):
-        ident = bootstrap_indices(n, MemberConfig(seed=seed, bootstrap=False))
-        np.testing.assert_array_equal(ident, np.arange(n))
+        np.testing.assert_array_equal(bootstrap_indices(n, seed, bootstrap=False), np.arange(n))
 
 
 def test_no_bootstrap_member_sees_every_image(tmp_path: Path, data_dir: Path) -> None:
     params = make_params(bootstrap=False, train={"steps": 2})
-    card = train_member(params, "mlp", data_dir, tmp_path / "mlp", progress=False)
+    card = train(params, "mlp", data_dir, tmp_path / "mlp", progress=False)
     assert card["bootstrap"] is False
     assert card["n_unique_images"] == card["n_train"]
 
 
-def test_fingerprint_follows_the_training_code(monkeypatch) -> None:
-    from ensgan import training
-    from ensgan.config import MemberConfig, TrainConfig
+FINGERPRINT_AFTER_EDITS = """
+import sys
+from pathlib import Path
+import ensgan
+from ensgan.config import MemberConfig, TrainConfig
+from ensgan.gan.member import fingerprint
 
-    before = training.fingerprint("data", MemberConfig(), TrainConfig())
-    monkeypatch.setattr(training, "CODE_VERSION", "edited")
-    assert training.fingerprint("data", MemberConfig(), TrainConfig()) != before
+pkg = Path(ensgan.__file__).parent
+assert pkg == Path(sys.argv[1]), pkg  # the copy, not the installed package
+fp = lambda: fingerprint("data", MemberConfig(), TrainConfig())
+before = fp()
+with open(pkg / "eval" / "report.py", "a") as f:  # not training code
+    f.write("# an edit\\n")
+untouched = fp()
+with open(pkg / "gan" / "loop.py", "a") as f:  # the training loop
+    f.write("# an edit\\n")
+print(before, untouched, fp())
+"""
+
+
+def test_fingerprint_follows_the_training_code(tmp_path: Path) -> None:
+    """Editing the training loop's file (in a copy of the package) changes every member's
+    fingerprint, so members retrain; editing the report does not."""
+    import ensgan
+
+    copy = tmp_path / "ensgan"
+    shutil.copytree(Path(ensgan.__file__).parent, copy, ignore=shutil.ignore_patterns("__py*"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    res = subprocess.run(
+        [sys.executable, "-c", FINGERPRINT_AFTER_EDITS, str(copy)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    before, untouched, edited = res.stdout.split()
+    assert before == fingerprint("data", MemberConfig(), TrainConfig())  # same bytes, same fp
+    assert untouched == before
+    assert edited != before

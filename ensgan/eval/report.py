@@ -1,4 +1,4 @@
-"""What humans look at: sample grids, a one-page HTML report and a plain-text metrics table.
+"""What humans look at: a one-page HTML report and a plain-text metrics table.
 
 `metrics` is shaped `{"members": {name: {metric: value}}, "ensemble": {method: {...}},
 "real": {...}}`; a section whose values are all mappings gives one row per key, any other
@@ -15,13 +15,11 @@ from pathlib import Path
 
 import numpy as np
 from jinja2 import Environment
-from PIL import Image
 from tabulate import tabulate
 
-from ensgan.files import atomic_write
+from ensgan.io.files import atomic_write
 
 MISSING = "—"
-PAD_VALUE = 128  # mid-grey borders separate tiles on both black and white backgrounds
 _KIND = {"members": "member", "ensemble": "ensemble", "real": "real"}
 _ORDER = ("members", "ensemble", "real")
 _NOTES = {
@@ -35,31 +33,6 @@ _NOTES = {
 _BETTER = {"fd": min, "class_kl": min, "classes_covered": max}
 
 Row = tuple[str, str, Mapping[str, object]]
-
-
-def save_grid(
-    images: np.ndarray, path: str | Path, nrow: int | None = None, pad: int = 1, scale: int = 4
-) -> Path:
-    """Tile uint8 (N, C, H, W) images into a PNG, `nrow` per row, upscaled by nearest.
-
-    The result is (rows*(H+pad)+pad)*scale pixels high and (nrow*(W+pad)+pad)*scale wide.
-    """
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError("images must be a uint8 numpy array shaped (N, C, H, W)")
-    n, c, h, w = images.shape
-    if n == 0 or c not in (1, 3):
-        raise ValueError(f"need at least one image with 1 or 3 channels, got shape {images.shape}")
-    if pad < 0 or scale < 1:
-        raise ValueError(f"pad must be >= 0 and scale >= 1, got pad={pad}, scale={scale}")
-    cols = nrow or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), PAD_VALUE, np.uint8)
-    for i, img in enumerate(images):
-        y, x = pad + (i // cols) * (h + pad), pad + (i % cols) * (w + pad)
-        grid[y : y + h, x : x + w] = img.transpose(1, 2, 0)
-    pil = Image.fromarray(grid[..., 0] if c == 1 else grid, "L" if c == 1 else "RGB")
-    pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
-    return atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
 
 
 def _rows(metrics: Mapping[str, object]) -> list[Row]:

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ensgan.models import to_uint8
-from ensgan.stacking import prob_real
-from ensgan.training import LoadedMember
+from ensgan.ensemble.stacking import prob_real
+from ensgan.gan.loaded import LoadedMember
+from ensgan.gan.models import to_uint8
+from ensgan.registry import COMBINATIONS
 
-METHODS = ("mixture", "mean", "vote")
+METHODS = tuple(COMBINATIONS)  # every combination, in the registry's order
 
 
 def latents(seeds: np.ndarray, z_dim: int) -> torch.Tensor:
@@ -86,50 +87,56 @@ class Ensemble:
         return self.members[name].generate_u8(latents(seeds, self.z_dim)).numpy()
 
     def sample(self, method: str, n: int, seed: int) -> Sample:
-        rng = np.random.default_rng(seed)
-        if method == "mixture":
-            out = self._mixture(n, rng)
-        elif method == "mean":
-            out = self._mean(n, rng)
-        elif method == "vote":
-            return self._vote(n, rng)
-        else:
-            raise ValueError(f"unknown combination method {method!r}; choose from {METHODS}")
-        out.scores = self.score(out.images)
+        """`n` images from the named combination (ensgan/registry.py COMBINATIONS)."""
+        try:
+            combine = COMBINATIONS.load(method)
+        except ValueError:
+            raise ValueError(
+                f"unknown combination method {method!r}; choose from {METHODS}"
+            ) from None
+        out = combine(self, n, np.random.default_rng(seed))
+        if out.scores is None:
+            out.scores = self.score(out.images)
         return out
 
-    def _mixture(self, n: int, rng: np.random.Generator) -> Sample:
-        names = list(self.members)
-        p = np.array([self.weights.get(m, 0.0) for m in names])
-        which = rng.choice(len(names), size=n, p=p / p.sum())
-        seeds = rng.integers(0, 2**31 - 1, size=n)
-        images = None
-        for k, name in enumerate(names):
-            sel = np.flatnonzero(which == k)
-            if len(sel) == 0:
-                continue
-            imgs = self.member_sample(name, seeds[sel])
-            if images is None:
-                images = np.empty((n, *imgs.shape[1:]), dtype=np.uint8)
-            images[sel] = imgs
-        return Sample(images, [names[k] for k in which], seeds)
 
-    def _mean(self, n: int, rng: np.random.Generator) -> Sample:
-        seeds = rng.integers(0, 2**31 - 1, size=n)
-        z = latents(seeds, self.z_dim)
-        total = None
-        for m in self.members.values():
-            x = m.generate(z)
-            total = x if total is None else total + x
-        images = to_uint8(total / len(self.members)).numpy()
-        return Sample(images, ["mean"] * n, seeds)
+def mixture(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
+    """Each image from one member, drawn with the mixture weights."""
+    names = list(ens.members)
+    p = np.array([ens.weights.get(m, 0.0) for m in names])
+    which = rng.choice(len(names), size=n, p=p / p.sum())
+    seeds = rng.integers(0, 2**31 - 1, size=n)
+    images = None
+    for k, name in enumerate(names):
+        sel = np.flatnonzero(which == k)
+        if len(sel) == 0:
+            continue
+        imgs = ens.member_sample(name, seeds[sel])
+        if images is None:
+            images = np.empty((n, *imgs.shape[1:]), dtype=np.uint8)
+        images[sel] = imgs
+    return Sample(images, [names[k] for k in which], seeds)
 
-    def _vote(self, n: int, rng: np.random.Generator) -> Sample:
-        if self.stacker is None:
-            raise ValueError("the vote needs a fitted stacker: run `ensgan stack` first")
-        cand = self._mixture(n * self.vote_oversample, rng)
-        scores = self.score(cand.images)
-        keep = np.sort(np.argsort(-scores, kind="stable")[:n])
-        return Sample(
-            cand.images[keep], [cand.members[i] for i in keep], cand.seeds[keep], scores[keep]
-        )
+
+def mean(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
+    """The pixel mean of every member's output for the same latent."""
+    seeds = rng.integers(0, 2**31 - 1, size=n)
+    z = latents(seeds, ens.z_dim)
+    total = None
+    for m in ens.members.values():
+        x = m.generate(z)
+        total = x if total is None else total + x
+    images = to_uint8(total / len(ens.members)).numpy()
+    return Sample(images, ["mean"] * n, seeds)
+
+
+def vote(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
+    """`vote_oversample` mixture candidates per image; the stacker's favourites are kept."""
+    if ens.stacker is None:
+        raise ValueError("the vote needs a fitted stacker: run `ensgan stack` first")
+    cand = mixture(ens, n * ens.vote_oversample, rng)
+    scores = ens.score(cand.images)
+    keep = np.sort(np.argsort(-scores, kind="stable")[:n])
+    return Sample(
+        cand.images[keep], [cand.members[i] for i in keep], cand.seeds[keep], scores[keep]
+    )

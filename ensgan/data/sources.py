@@ -1,54 +1,21 @@
-"""Datasets in, `data/prepared/` out: uint8 (N, C, H, W) images, optional labels, a card.
+"""Dataset readers: each returns raw images (HxW or HxWxC uint8) and labels, without pickle.
 
-Readers: scikit-learn's `digits` (ships with the package, so the main job needs no download), a
-folder of PNG/JPEG images (labels from sub-folder names when every image sits in one), and a
-.npz with an `images` array (and optionally `labels`). Everything is loaded without pickle.
+scikit-learn's `digits` ships with the package, so the main job needs no download; a folder of
+PNG/JPEG images gets labels from sub-folder names when every image sits in one; a .npz holds
+an `images` array (and optionally `labels`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import os
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from sklearn.model_selection import train_test_split
 
 from ensgan.config import DataConfig
+from ensgan.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-
-
-class DataError(ValueError):
-    """A dataset that cannot be read; the message names the file."""
-
-
-@dataclass(frozen=True)
-class Prepared:
-    images: np.ndarray  # uint8 (N, C, H, W)
-    labels: np.ndarray | None  # int64 (N,) or None
-    holdout: np.ndarray  # bool (N,): kept out of member training (stacking, evaluation)
-    card: dict
-
-    @property
-    def train_images(self) -> np.ndarray:
-        return self.images[~self.holdout]
-
-    @property
-    def holdout_images(self) -> np.ndarray:
-        return self.images[self.holdout]
-
-    @property
-    def n_classes(self) -> int:
-        return int(self.card.get("n_classes") or 0)
-
-
-# Readers: each returns raw images as a list/array of HxW or HxWxC uint8 arrays, and labels.
 
 
 def read_digits() -> tuple[list[np.ndarray], np.ndarray]:
@@ -150,72 +117,3 @@ def load_source(cfg: DataConfig, root: Path = Path(".")) -> tuple[np.ndarray, np
     else:
         raw, labels = read_npz(root / cfg.path)
     return to_array(raw, cfg.image_size, cfg.channels), labels
-
-
-def sha256_arrays(*arrays: np.ndarray | None) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        if a is not None:
-            h.update(str((a.dtype.str, a.shape)).encode())
-            h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
-
-
-def split_holdout(n: int, labels: np.ndarray | None, fraction: float, seed: int) -> np.ndarray:
-    """Boolean hold-out mask, stratified by label when every class has at least two images."""
-    idx = np.arange(n)
-    stratify = None
-    if labels is not None:
-        counts = np.bincount(labels)
-        n_held = math.ceil(n * fraction)  # as train_test_split counts
-        if counts[counts > 0].min() >= 2 and min(n_held, n - n_held) >= len(counts[counts > 0]):
-            stratify = labels
-    _, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
-    mask = np.zeros(n, dtype=bool)
-    mask[held] = True
-    return mask
-
-
-def prepare(cfg: DataConfig, out_dir: Path, root: Path = Path(".")) -> dict:
-    """Read the configured source and write `out_dir` (replaced only once complete)."""
-    images, labels = load_source(cfg, root)
-    if len(images) < 10:
-        raise DataError(f"need at least 10 images, found {len(images)}")
-    holdout = split_holdout(len(images), labels, cfg.holdout_fraction, cfg.seed)
-    card = {
-        "source": cfg.source,
-        "path": cfg.path,
-        "shape": list(images.shape),
-        "dtype": "uint8",
-        "labels": labels is not None,
-        "n_classes": int(labels.max()) + 1 if labels is not None else 0,
-        "n_train": int((~holdout).sum()),
-        "n_holdout": int(holdout.sum()),
-        "sha256": sha256_arrays(images, labels, holdout),
-    }
-    tmp = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "images.npy", images)
-    np.save(tmp / "holdout.npy", holdout)
-    if labels is not None:
-        np.save(tmp / "labels.npy", labels)
-    (tmp / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return card
-
-
-def load_prepared(data_dir: Path) -> Prepared:
-    card_path = data_dir / "card.json"
-    if not card_path.exists():
-        raise DataError(f"no prepared data at {data_dir}: run `ensgan prepare` first")
-    card = json.loads(card_path.read_text())
-    images = np.load(data_dir / "images.npy", allow_pickle=False)
-    holdout = np.load(data_dir / "holdout.npy", allow_pickle=False)
-    lp = data_dir / "labels.npy"
-    labels = np.load(lp, allow_pickle=False) if lp.exists() else None
-    if sha256_arrays(images, labels, holdout) != card["sha256"]:
-        raise DataError(f"{data_dir}: contents do not match card.json's sha256 (re-run prepare)")
-    return Prepared(images, labels, holdout, card)

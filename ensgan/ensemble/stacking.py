@@ -9,7 +9,6 @@ or a user could have planted (no pickle, no joblib).
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -22,7 +21,10 @@ from sklearn.model_selection import StratifiedKFold, cross_validate
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ensgan.files import write_json
+from ensgan.errors import StackerError
+from ensgan.io.cards import StackerCard, read_card, write_card
+from ensgan.io.files import atomic_dir
+from ensgan.registry import META_LEARNERS
 
 MODEL_FILE = "stacker.skops"
 
@@ -64,19 +66,24 @@ TRUSTED_TYPES = [
 ]
 
 
-class StackerError(ValueError):
-    """The meta-learner cannot be fitted or loaded as asked; the message says why."""
+# The meta-learners named in ensgan/registry.py META_LEARNERS, each unfitted.
+
+
+def logistic(seed: int) -> Pipeline:
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=1.0))
+
+
+def random_forest(seed: int) -> RandomForestClassifier:
+    return RandomForestClassifier(n_estimators=200, min_samples_leaf=3, random_state=seed)
+
+
+def gradient_boosting(seed: int) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(max_iter=200, random_state=seed)
 
 
 def make_meta_learner(model: str, seed: int = 0) -> ClassifierMixin | Pipeline:
     """The named meta-learner, unfitted (scikit-learn conventions: fit/predict_proba)."""
-    if model == "logistic":
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=1.0))
-    if model == "random_forest":
-        return RandomForestClassifier(n_estimators=200, min_samples_leaf=3, random_state=seed)
-    if model == "gradient_boosting":
-        return HistGradientBoostingClassifier(max_iter=200, random_state=seed)
-    raise ValueError(f"unknown stacker model {model!r}")
+    return META_LEARNERS.load(model)(seed)
 
 
 def fit_stacker(
@@ -107,15 +114,14 @@ def fit_stacker(
     return est, info
 
 
-def save_stacker(est: ClassifierMixin | Pipeline, out_dir: Path, card: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{MODEL_FILE}.tmp"
-    sio.dump(est, tmp)
-    os.replace(tmp, out_dir / MODEL_FILE)
-    write_json(out_dir / "card.json", card)
+def save_stacker(est: ClassifierMixin | Pipeline, out_dir: Path, card: StackerCard) -> None:
+    """The model and its card, swapped in together."""
+    with atomic_dir(out_dir) as tmp:
+        sio.dump(est, tmp / MODEL_FILE)
+        write_card(tmp, card)
 
 
-def load_stacker(stack_dir: Path) -> tuple[ClassifierMixin | Pipeline, dict]:
+def load_stacker(stack_dir: Path) -> tuple[ClassifierMixin | Pipeline, StackerCard]:
     """Load the meta-learner, refusing any type not on TRUSTED_TYPES."""
     path = stack_dir / MODEL_FILE
     if not path.exists():
@@ -127,8 +133,7 @@ def load_stacker(stack_dir: Path) -> tuple[ClassifierMixin | Pipeline, dict]:
     if untrusted:
         raise StackerError(f"{path} contains types not on the allow-list: {untrusted}")
     est = sio.load(path, trusted=TRUSTED_TYPES)
-    card = json.loads((stack_dir / "card.json").read_text())
-    return est, card
+    return est, read_card(StackerCard, stack_dir)
 
 
 def _schema_types(path: Path) -> set[str]:

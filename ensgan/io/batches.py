@@ -14,19 +14,20 @@ import datetime as dt
 import hashlib
 import io
 import json
-import os
 import re
-import shutil
 import tarfile
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
+from ensgan.errors import BatchError
+from ensgan.io.files import atomic_dir
+from ensgan.io.storage import Store, safe_local_path
 
-from ensgan.storage import Store, safe_local_path
+if TYPE_CHECKING:
+    import numpy as np
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 BATCH_JSON = "batch.json"
@@ -36,10 +37,6 @@ ROOT = "batches/"
 _PUBLISHED_RE = re.compile(r"^batches/(\d{4}-\d{2}-\d{2})/([^/]+)/" + re.escape(MANIFEST) + "$")
 _ROW_RESERVED = frozenset({"id", "shard", "file", "sha256"})
 _BATCH_RESERVED = frozenset({"run_id", "created", "n_images", "shards"})
-
-
-class BatchError(RuntimeError):
-    """A batch is invalid, incomplete, tampered with, or would overwrite another one."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,8 @@ class BatchInfo:
 
 def _jsonable(value: object) -> object:
     """numpy scalars/arrays (scores, seeds) as plain JSON numbers and lists."""
+    import numpy as np
+
     if isinstance(value, np.generic | np.ndarray):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
@@ -73,16 +72,8 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def _png(image: np.ndarray) -> bytes:
-    """(C, H, W) uint8 -> PNG bytes; Pillow infers 'L' from 2-D and 'RGB' from (H, W, 3)."""
-    pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _check_inputs(images: np.ndarray, rows: list[dict], shard_size: int, extra: dict) -> None:
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+    if images.dtype != "uint8" or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise BatchError(
             f"images must be uint8 (N, C, H, W) with C in {{1, 3}}, "
             f"got {images.dtype} {images.shape}"
@@ -108,6 +99,8 @@ def _write_shards(
     work: Path, images: np.ndarray, rows: list[dict], shard_size: int, extra: dict
 ) -> tuple[list[dict], list[dict]]:
     """Write the tar shards into `work`; return (manifest rows, shard records)."""
+    from ensgan.io.images import png_bytes  # numpy and Pillow: only for writing, not `ls`
+
     manifest: list[dict] = []
     shards: list[dict] = []
     for index, start in enumerate(range(0, len(images), shard_size)):
@@ -115,7 +108,7 @@ def _write_shards(
         stop = min(start + shard_size, len(images))
         with tarfile.open(work / name, "w", format=tarfile.USTAR_FORMAT) as tar:
             for i in range(start, stop):
-                png, member = _png(images[i]), f"{i:06d}.png"
+                png, member = png_bytes(images[i]), f"{i:06d}.png"
                 _add_member(tar, member, png)
                 row = {**rows[i], "id": i, "shard": name, "file": member, "sha256": _sha256(png)}
                 manifest.append({**row, **extra})
@@ -143,34 +136,28 @@ def write_batch(
     """Write `out_dir/<run_id>/` atomically (built aside, renamed); never overwrite a batch."""
     check_run_id(run_id)
     _check_inputs(images, rows, shard_size, extra)
-    out_dir = Path(out_dir)
-    final = out_dir / run_id
+    final = Path(out_dir) / run_id
     if final.exists():
         raise BatchError(f"batch {final} already exists; refusing to overwrite it")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = out_dir / f".{run_id}.partial"
-    shutil.rmtree(work, ignore_errors=True)  # leftover of a crashed write of this same run
-    work.mkdir()
     try:
-        manifest, shards = _write_shards(work, images, rows, shard_size, extra)
-        meta = {
-            "run_id": run_id,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "n_images": len(images),
-            **extra,
-            "shards": shards,
-        }
-        text = json.dumps(meta, indent=2, sort_keys=True, default=_jsonable)
-        (work / BATCH_JSON).write_text(text + "\n")
-        compact = {"sort_keys": True, "separators": (",", ":"), "default": _jsonable}
-        lines = (json.dumps(r, **compact) + "\n" for r in manifest)
-        (work / MANIFEST).write_text("".join(lines))  # last: marks the batch complete
-        if final.exists():
-            raise BatchError(f"batch {final} appeared while writing; refusing to overwrite it")
-        os.rename(work, final)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        with atomic_dir(final, replace=False) as work:
+            manifest, shards = _write_shards(work, images, rows, shard_size, extra)
+            meta = {
+                "run_id": run_id,
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "n_images": len(images),
+                **extra,
+                "shards": shards,
+            }
+            text = json.dumps(meta, indent=2, sort_keys=True, default=_jsonable)
+            (work / BATCH_JSON).write_text(text + "\n")
+            compact = {"sort_keys": True, "separators": (",", ":"), "default": _jsonable}
+            lines = (json.dumps(r, **compact) + "\n" for r in manifest)
+            (work / MANIFEST).write_text("".join(lines))  # last: marks the batch complete
+    except FileExistsError:
+        raise BatchError(
+            f"batch {final} appeared while writing; refusing to overwrite it"
+        ) from None
     return final
 
 

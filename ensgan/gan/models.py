@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ensgan.registry import ARCHS
+
 
 def _n_up(size: int) -> int:
     return int(math.log2(size)) - 2  # 4x4 -> size
@@ -159,20 +161,17 @@ class MLPDiscriminator(nn.Module):
         return self.main(x).flatten()
 
 
-ARCHS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
-    "dcgan": (DCGANGenerator, DCGANDiscriminator),
-    "upsample": (UpsampleGenerator, UpsampleDiscriminator),
-    "mlp": (MLPGenerator, MLPDiscriminator),
-}
+# (generator, discriminator) per architecture, named in ensgan/registry.py ARCHS.
+DCGAN = (DCGANGenerator, DCGANDiscriminator)
+UPSAMPLE = (UpsampleGenerator, UpsampleDiscriminator)
+MLP = (MLPGenerator, MLPDiscriminator)
 
 
 def build_pair(
     arch: str, *, z_dim: int, size: int, channels: int, width: int
 ) -> tuple[nn.Module, nn.Module]:
     """A freshly initialised (generator, discriminator) of the named architecture."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHS)}")
-    g_cls, d_cls = ARCHS[arch]
+    g_cls, d_cls = ARCHS.load(arch)
     g = g_cls(z_dim, size, channels, width)
     d = d_cls(size, channels, width)
     g.apply(weights_init)

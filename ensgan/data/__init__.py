@@ -1,0 +1,1 @@
+"""Data in: dataset readers, and the prepared arrays every later stage reads."""

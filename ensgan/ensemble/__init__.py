@@ -1,0 +1,1 @@
+"""Combining members: sampling combinations and the stacking meta-learner."""

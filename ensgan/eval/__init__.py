@@ -1,0 +1,1 @@
+"""Evaluation: the feature net, the metrics, and the report people read."""

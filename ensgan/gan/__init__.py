@@ -1,0 +1,1 @@
+"""GANs: architectures, losses, real-image samplers, the training loop, checkpoints, members."""

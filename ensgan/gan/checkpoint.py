@@ -1,0 +1,70 @@
+"""A member's resumable state: `checkpoint/` holds the generator, its EMA copy and the
+discriminator as safetensors, the optimizers' state (loaded back with `weights_only=True`) and
+`state.json` ({step, fingerprint}). The whole directory is swapped in at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_file
+from torch import nn
+
+from ensgan.io.files import atomic_dir, recover_dir
+
+WEIGHT_FILES = ("generator", "generator_ema", "discriminator")
+CHECKPOINT = "checkpoint"
+
+
+def save_checkpoint(
+    out_dir: Path,
+    step: int,
+    fingerprint: str,
+    modules: tuple[nn.Module, nn.Module, nn.Module],
+    optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+) -> None:
+    """Write (g, g_ema, d) and (opt_g, opt_d) at `step`, replacing the last checkpoint."""
+    meta = {"step": str(step), "fingerprint": fingerprint}
+    opt_g, opt_d = optimizers
+    with atomic_dir(Path(out_dir) / CHECKPOINT) as new:
+        for name, module in zip(WEIGHT_FILES, modules, strict=True):
+            save_file(_tensors(module), str(new / f"{name}.safetensors"), metadata=meta)
+        torch.save({"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}, new / "optim.pt")
+        (new / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
+
+
+def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict in standard layout (safetensors stores no strides: channels-last
+    weights are written as the same values in NCHW order and loaded back into any layout)."""
+    return {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+
+
+def checkpoint_state(out_dir: Path) -> dict | None:
+    """The last complete checkpoint's {step, fingerprint}, recovering from a torn swap."""
+    ck = Path(out_dir) / CHECKPOINT
+    recover_dir(ck)
+    state = ck / "state.json"
+    return json.loads(state.read_text()) if state.exists() else None
+
+
+def load_checkpoint(
+    out_dir: Path,
+    modules: tuple[nn.Module, nn.Module, nn.Module],
+    optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+    device: torch.device,
+) -> None:
+    """Load the last checkpoint into freshly built modules and optimizers."""
+    ck = Path(out_dir) / CHECKPOINT
+    for name, module in zip(WEIGHT_FILES, modules, strict=True):
+        load_model(module, str(ck / f"{name}.safetensors"), device=str(device))
+    opt = torch.load(ck / "optim.pt", map_location=device, weights_only=True)
+    optimizers[0].load_state_dict(opt["opt_g"])
+    optimizers[1].load_state_dict(opt["opt_d"])
+
+
+def load_weights(out_dir: Path, generator: nn.Module, discriminator: nn.Module, device) -> None:
+    """What sampling needs: the EMA generator and the discriminator."""
+    ck = Path(out_dir) / CHECKPOINT
+    load_model(generator, str(ck / "generator_ema.safetensors"), device=str(device))
+    load_model(discriminator, str(ck / "discriminator.safetensors"), device=str(device))

@@ -1,0 +1,138 @@
+"""The training loop alone, read top to bottom (after NVlabs/edm `training_loop`).
+
+It never names a concrete class: networks, optimizers, the loss and the real-image sampler are
+passed in, and what happens at a checkpoint (files) is the caller's `on_checkpoint`. Step t's
+batch and latents come from a generator seeded by (seed, t), so a resumed run draws exactly
+what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ensgan.errors import DivergedError
+from ensgan.gan.losses import GANLoss
+from ensgan.gan.samplers import RealSampler
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
+
+
+def ema_beta(batch_size: int, halflife_images: int) -> float:
+    """Per-step EMA decay from a half-life counted in images (independent of batch size)."""
+    return 0.5 ** (batch_size / halflife_images)
+
+
+@torch.no_grad()
+def ema_update(g_ema: nn.Module, g: nn.Module, beta: float) -> None:
+    for p_ema, p in zip(g_ema.parameters(), g.parameters(), strict=True):
+        p_ema.lerp_(p, 1.0 - beta)
+    for b_ema, b in zip(g_ema.buffers(), g.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+def training_loop(
+    *,
+    name: str,  # the member, for messages and the progress bar
+    generator: nn.Module,
+    generator_ema: nn.Module,
+    discriminators: list[nn.Module],  # one, or several sharing the loss (GMAN)
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,  # over every discriminator's parameters
+    loss: GANLoss,
+    sampler: RealSampler,
+    real_images: torch.Tensor,  # the training split, float in [-1, 1], on the device
+    seed: int,  # seeds step t's batch and latents
+    start_step: int,  # steps already done (resume)
+    total_steps: int,  # optimizer steps in all
+    batch_size: int,  # images per step
+    z_dim: int,  # latent size
+    ema_halflife_images: int,  # EMA half-life, counted in images
+    max_loss: float,  # a loss above this (or non-finite) is divergence
+    log_every: int,  # steps between loss-log rows
+    checkpoint_every: int,  # steps between checkpoints
+    log_row: Callable[[dict], None],  # appends one loss-log row
+    on_checkpoint: Callable[[int], None],  # saves state after this many steps
+    callback: Callable[[int], None] | None = None,  # told each finished step
+    progress: bool | None = None,  # a progress bar: None = only on a terminal
+    channels_last: bool = False,  # NHWC batches (the modules are converted by the caller)
+) -> None:
+    device = real_images.device
+    beta = ema_beta(batch_size, ema_halflife_images)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    t0 = time.perf_counter()
+    acc, n_acc = np.zeros(4), 0
+    generator.train()
+    for d in discriminators:
+        d.train()
+    disable = None if progress is None else not progress
+    bar = tqdm(total=total_steps, initial=start_step, desc=name, unit="step", disable=disable)
+    for step in range(start_step, total_steps):
+        # Draw this step's real images and latents.
+        gen = step_generator(seed, step)
+        real = real_images[sampler.draw(gen, batch_size)].contiguous(memory_format=memory_format)
+        z = torch.randn(batch_size, z_dim, generator=gen).to(device)
+
+        # D step: real -> 1, fake -> 0.
+        fake = generator(z)
+        d_real = [d(real) for d in discriminators]
+        d_fake = [d(fake.detach()) for d in discriminators]
+        d_loss = loss.d_loss(d_real, d_fake)
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+
+        # G step.
+        g_loss = loss.g_loss([d(fake) for d in discriminators])
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+
+        # Update EMA.
+        ema_update(generator_ema, generator, beta)
+
+        # Check for divergence.
+        dl, gl = d_loss.item(), g_loss.item()
+        if not (math.isfinite(dl) and math.isfinite(gl)) or max(dl, gl) > max_loss:
+            raise DivergedError(
+                f"member {name} diverged at step {step + 1} (d_loss={dl:.3g}, "
+                f"g_loss={gl:.3g}); its last checkpoint is kept"
+            )
+        p_real = torch.stack([torch.sigmoid(x).mean() for x in d_real]).mean().item()
+        p_fake = torch.stack([torch.sigmoid(x).mean() for x in d_fake]).mean().item()
+        acc += (dl, gl, p_real, p_fake)
+        n_acc += 1
+        done = step + 1
+
+        # Append stats.
+        if done % log_every == 0 or done == total_steps:
+            m = acc / n_acc
+            log_row(
+                {
+                    "step": done,
+                    "kimg": round(done * batch_size / 1000, 3),
+                    "d_loss": round(m[0], 5),
+                    "g_loss": round(m[1], 5),
+                    "d_real": round(m[2], 5),
+                    "d_fake": round(m[3], 5),
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            )
+            acc[:], n_acc = 0, 0
+            bar.set_postfix(d=f"{m[0]:.3f}", g=f"{m[1]:.3f}")
+
+        # Save network snapshot.
+        if done % checkpoint_every == 0 or done == total_steps:
+            on_checkpoint(done)
+        bar.update(1)
+        if callback is not None:
+            callback(done)
+    bar.close()

@@ -1,0 +1,255 @@
+"""Train one ensemble member: find it finished, or resume or reset it, run the loop, write its card.
+
+A member is a (generator, EMA generator, discriminator) triple trained with Adam on what its
+sampler draws from the training split (bagging by default). Its fingerprint says what makes two
+runs the same member (data, member and train params, the training code); `steps` is left out,
+so raising `train.steps` continues a finished member instead of starting it again. `card.json`
+exists only while the member is finished as it describes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ensgan.config import MemberConfig, TrainConfig
+from ensgan.data.prepared import load_prepared
+from ensgan.errors import DivergedError
+from ensgan.gan.checkpoint import CHECKPOINT, checkpoint_state, load_checkpoint, save_checkpoint
+from ensgan.gan.device import resolve_device
+from ensgan.gan.loop import training_loop
+from ensgan.gan.losses import GANLoss, make_loss
+from ensgan.gan.losslog import LossLog, trim_log
+from ensgan.gan.models import build_pair, to_uint8, to_unit
+from ensgan.gan.samplers import RealSampler, UniformSampler, bootstrap_indices
+from ensgan.io.cards import CARD, DataCard, MemberCard, read_card, read_card_if_any, write_card
+from ensgan.io.images import save_grid
+from ensgan.provenance import code_version
+
+log = logging.getLogger(__name__)
+
+LOSSES_CSV = "losses.csv"
+GRIDS = "grids"  # a fixed-latent sample grid per checkpoint: watch a long run
+GRID_IMAGES = 64
+
+# The code that determines a member's weights: editing it makes members retrain.
+TRAINING_CODE = (
+    "ensgan.gan.models",
+    "ensgan.gan.losses",
+    "ensgan.gan.samplers",
+    "ensgan.gan.loop",
+    "ensgan.gan.member",
+)
+# Train params that change how a run is carried out or watched, not the member it makes.
+_NOT_IDENTITY = {
+    "steps",
+    "device",
+    "workers",
+    "checkpoint_every",
+    "log_every",
+    "max_loss",
+    "channels_last",
+}
+
+
+def fingerprint(data_sha: str, member: MemberConfig, train: TrainConfig) -> str:
+    """What makes two runs the same member (steps excluded: raising them continues it)."""
+    blob = json.dumps(
+        {
+            "data": data_sha,
+            "member": member.model_dump(),
+            "train": train.model_dump(exclude=_NOT_IDENTITY),
+            "code": code_version(TRAINING_CODE),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def weights_sha256(*modules: nn.Module) -> str:
+    """A hash of the tensors themselves (safetensors files order their metadata at random, so
+    two identical saves need not be identical files)."""
+    h = hashlib.sha256()
+    for m in modules:
+        for key, t in sorted(m.state_dict().items()):
+            h.update(key.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def member_is_finished(out_dir: Path, fp: str, steps: int) -> MemberCard | None:
+    """The member's card when `out_dir` holds it finished at `steps` with fingerprint `fp`:
+    the one check both the flow's cache and training trust."""
+    state = checkpoint_state(out_dir)  # also recovers a torn checkpoint swap
+    card = read_card_if_any(MemberCard, out_dir)
+    if card is None or state is None:
+        return None
+    if (card.fingerprint, card.steps) != (fp, steps) or state != {"step": steps, "fingerprint": fp}:
+        return None
+    return card
+
+
+def resume_or_reset(
+    out_dir: Path,
+    fp: str,
+    steps: int,
+    modules: tuple[nn.Module, nn.Module, nn.Module],
+    optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+    device: torch.device,
+) -> int:
+    """Load the last checkpoint when it is this member's and not past `steps`; otherwise
+    clear the member's files. Returns the step to start from."""
+    state = checkpoint_state(out_dir)
+    if state and state["fingerprint"] == fp and state["step"] <= steps:
+        load_checkpoint(out_dir, modules, optimizers, device)
+        start = state["step"]
+        trim_log(out_dir / LOSSES_CSV, start)
+        # Continuing (steps raised, or interrupted): the checkpoint is about to move on, so a
+        # card would no longer describe what is on disk.
+        (out_dir / CARD).unlink(missing_ok=True)
+        if start < steps:
+            log.info("member %s: resuming from step %d of %d", out_dir.name, start, steps)
+        return start
+    if state:
+        why = "params, data or code changed" if state["fingerprint"] != fp else "steps lowered"
+        log.warning("member %s: %s since its checkpoint; training from scratch", out_dir.name, why)
+    shutil.rmtree(out_dir / CHECKPOINT, ignore_errors=True)
+    shutil.rmtree(out_dir / GRIDS, ignore_errors=True)
+    (out_dir / CARD).unlink(missing_ok=True)
+    (out_dir / LOSSES_CSV).unlink(missing_ok=True)
+    return 0
+
+
+def fixed_latents(seed: int, n: int, z_dim: int) -> torch.Tensor:
+    """The same latents at every checkpoint (own generator: the steps' draws are untouched)."""
+    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def train_member(
+    name: str,
+    member: MemberConfig,
+    train: TrainConfig,
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    sampler: RealSampler | None = None,  # default: uniform over the member's bootstrap
+    loss: GANLoss | None = None,  # default: train.loss from the registry
+    callback: Callable[[int], None] | None = None,
+    progress: bool | None = None,
+) -> MemberCard:
+    """Train (or resume, or find already finished) member `name`; returns its card."""
+    out_dir = Path(out_dir)
+    data_card = read_card(DataCard, data_dir)
+    fp = fingerprint(data_card.sha256, member, train)
+    finished = member_is_finished(out_dir, fp, train.steps)
+    if finished is not None:
+        return finished  # nothing to do: no networks built, no data loaded
+
+    # Load dataset.
+    device = resolve_device(train.device)
+    data = load_prepared(data_dir)
+    real = to_unit(torch.from_numpy(data.train_images)).to(device)
+    _, c, size, _ = real.shape
+    if sampler is None:
+        sampler = UniformSampler(bootstrap_indices(len(real), member.seed, member.bootstrap))
+
+    # Construct networks and optimizers.
+    torch.manual_seed(member.seed)
+    g, d = build_pair(member.arch, z_dim=train.z_dim, size=size, channels=c, width=member.width)
+    memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+    g, d = g.to(device, memory_format=memory_format), d.to(device, memory_format=memory_format)
+    g_ema = copy.deepcopy(g).eval().requires_grad_(False)
+    opt_g = torch.optim.Adam(g.parameters(), lr=train.lr_g, betas=(train.beta1, train.beta2))
+    opt_d = torch.optim.Adam(d.parameters(), lr=train.lr_d, betas=(train.beta1, train.beta2))
+    modules, optimizers = (g, g_ema, d), (opt_g, opt_d)
+
+    # Resume from the last checkpoint when it belongs to this member and these params.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = resume_or_reset(out_dir, fp, train.steps, modules, optimizers, device)
+    z_grid = fixed_latents(member.seed, GRID_IMAGES, train.z_dim).to(device)
+
+    def on_checkpoint(step: int) -> None:
+        losses.flush()
+        save_checkpoint(out_dir, step, fp, modules, optimizers)
+        with torch.no_grad():
+            images = to_uint8(g_ema(z_grid)).cpu().numpy()
+        save_grid(images, out_dir / GRIDS / f"step-{step:07d}.png", nrow=8)
+
+    # Main training loop.
+    t0 = time.perf_counter()
+    with LossLog(out_dir / LOSSES_CSV) as losses:
+        try:
+            training_loop(
+                name=name,
+                generator=g,
+                generator_ema=g_ema,
+                discriminators=[d],
+                opt_g=opt_g,
+                opt_d=opt_d,
+                loss=loss or make_loss(train.loss),
+                sampler=sampler,
+                real_images=real,
+                seed=member.seed,
+                start_step=start,
+                total_steps=train.steps,
+                batch_size=train.batch_size,
+                z_dim=train.z_dim,
+                ema_halflife_images=train.ema_halflife_images,
+                max_loss=train.max_loss,
+                log_every=train.log_every,
+                checkpoint_every=train.checkpoint_every,
+                log_row=losses.append,
+                on_checkpoint=on_checkpoint,
+                callback=callback,
+                progress=progress,
+                channels_last=train.channels_last,
+            )
+        except DivergedError as exc:
+            raise DivergedError(f"{exc} in {out_dir}") from None
+
+    card = member_card(name, member, train, data_card, fp, sampler, modules, device, size, c)
+    card = card.model_copy(update={"seconds_this_run": round(time.perf_counter() - t0, 2)})
+    write_card(out_dir, card)
+    return card
+
+
+def member_card(
+    name: str,
+    member: MemberConfig,
+    train: TrainConfig,
+    data: DataCard,
+    fp: str,
+    sampler: RealSampler,
+    modules: tuple[nn.Module, nn.Module, nn.Module],
+    device: torch.device,
+    size: int,
+    channels: int,
+) -> MemberCard:
+    """What a finished member is: written last, read by every later stage."""
+    _, g_ema, d = modules
+    return MemberCard(
+        name=name,
+        **member.model_dump(),
+        steps=train.steps,
+        z_dim=train.z_dim,
+        image_size=size,
+        channels=channels,
+        batch_size=train.batch_size,
+        loss=train.loss,
+        data_sha256=data.sha256,
+        fingerprint=fp,
+        n_train=data.n_train,
+        n_unique_images=sampler.n_unique,
+        device=str(device),
+        seconds_this_run=0.0,
+        weights_sha256=weights_sha256(g_ema, d),
+    )

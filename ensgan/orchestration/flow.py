@@ -1,0 +1,118 @@
+"""The nightly Prefect flow: the same stages as `dvc repro`, as tasks with retries.
+
+Members train as mapped tasks, in parallel on the configured task runner (local processes by
+default, each with its share of the cores; see benchmarks/parallel_members.py), the longest
+first, so that the pool does not end with one long member training alone. `flows/nightly.py`
+is the thin entrypoint a Prefect deployment names (`flows/nightly.py:nightly`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prefect import flow, unmapped
+from prefect.artifacts import create_markdown_artifact
+
+from ensgan.config import Params, load_params
+from ensgan.eval.report import metrics_table
+from ensgan.gan.member import fingerprint, member_is_finished
+from ensgan.io.files import project_lock
+from ensgan.layout import Layout
+from ensgan.orchestration.runners import make_runner, shared_api, worker_count
+from ensgan.orchestration.schedule import longest_first
+from ensgan.orchestration.tasks import (
+    evaluate_task,
+    generate_task,
+    prepare_task,
+    publish_task,
+    setup,
+    stack_task,
+    train_task,
+)
+from ensgan.pipeline.common import params_sha256
+
+
+@flow(name="nightly", log_prints=True)
+def nightly(params_path: str = "params.yaml", root: str = ".") -> dict:
+    """prepare -> train (mapped over members) -> stack -> evaluate -> generate -> publish."""
+    params, layout = setup(params_path, root)  # invalid params stop the run here
+    with project_lock(layout.root):
+        return _nightly(params, layout, params_path)
+
+
+def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
+    root = str(layout.root.resolve())
+    data = prepare_task(params_path, root)
+    workers = worker_count(params)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    names = longest_first(params, layout)
+    finished = {
+        n: member_is_finished(
+            layout.member(n),
+            fingerprint(data["sha256"], params.members[n], params.train),
+            params.train.steps,
+        )
+        is not None
+        for n in names
+    }
+    futures = []
+    for trusted in (True, False):  # untrusted: run even if a cache record exists
+        group = [n for n in names if finished[n] is trusted]
+        if group:
+            futures += train_task.with_options(refresh_cache=not trusted).map(
+                group,
+                unmapped(params_path),
+                unmapped(root),
+                unmapped(data["sha256"]),
+                unmapped(threads),
+            )
+    cards = [f.result() for f in futures]
+    stack = stack_task(params_path, root)
+    metrics = evaluate_task(params_path, root)
+    batch = generate_task(params_path, root)
+    receipt = publish_task(params_path, root, batch["run_id"])
+    report = layout.reports.resolve() / "index.html"
+    summary = {
+        "data_sha256": data["sha256"],
+        "params_sha256": params_sha256(params),
+        "members": {c["name"]: c["fingerprint"][:12] for c in cards},
+        "stacker_cv_roc_auc": stack["cv_roc_auc"],
+        "batch": batch,
+        "published": receipt,
+        "report": str(report),
+        "metrics": metrics,
+    }
+    create_markdown_artifact(
+        key="ensgan-nightly",
+        markdown=(
+            f"# ensgan nightly\n\nbatch `{batch['run_id']}` ({batch['n_images']} images), "
+            f"published: {receipt['status']} at `{receipt.get('url', receipt.get('prefix'))}`\n\n"
+            f"data `{data['sha256'][:12]}`, params `{summary['params_sha256'][:12]}`, "
+            f"stacker CV ROC AUC {stack['cv_roc_auc']:.3f}\n\n"
+            f"```\n{metrics_table(metrics)}\n```\n\nreport: `{report}`\n"
+        ),
+        description="members and combinations side by side",
+    )
+    return summary
+
+
+def run(params_path: str = "params.yaml", root: str = ".") -> dict:
+    """Run the flow once, members in parallel processes when there is more than one worker."""
+    params = load_params(Path(root) / params_path)
+    with shared_api():
+        return nightly.with_options(task_runner=make_runner(params))(
+            params_path=params_path, root=root
+        )
+
+
+def serve(params_path: str = "params.yaml", root: str = ".") -> None:
+    """Serve the flow on params.yaml's cron schedule (a real Prefect server must be running)."""
+    from prefect.schedules import Cron
+
+    params = load_params(Path(root) / params_path)
+    nightly.with_options(task_runner=make_runner(params)).serve(
+        name="nightly",
+        schedule=Cron(params.schedule.cron, timezone=params.schedule.timezone),
+        parameters={"params_path": params_path, "root": str(Path(root).resolve())},
+    )

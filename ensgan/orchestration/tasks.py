@@ -1,0 +1,96 @@
+"""The stages as Prefect tasks, with retries only for errors that may pass.
+
+A member's training is cached on (data hash, member and train params, training code, where it
+lives), and the cache is trusted only while `member_is_finished` says the output on disk still
+matches: a second run retrains nothing unchanged (its train tasks end `Cached`), and a deleted
+output is rebuilt rather than assumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from prefect import get_run_logger, task
+from prefect.context import TaskRunContext
+
+from ensgan.config import Params, load_params
+from ensgan.errors import USER_ERRORS
+from ensgan.gan.member import fingerprint
+from ensgan.layout import Layout
+from ensgan.pipeline import evaluate, generate, prepare, publish, stack, train
+
+
+def setup(params_path: str, root: str) -> tuple[Params, Layout]:
+    return load_params(Path(root) / params_path), Layout(Path(root))
+
+
+def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry what may pass next time (a dropped connection, a full disk), not a user error:
+    bad params, unreadable data or a diverged member fail the same way every time."""
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, USER_ERRORS)
+
+
+RETRY = {"retry_condition_fn": worth_retrying}
+
+
+@task(name="prepare", retries=1, retry_delay_seconds=2, **RETRY)
+def prepare_task(params_path: str, root: str) -> dict:
+    return prepare.run(*setup(params_path, root))
+
+
+def member_cache_key(ctx: TaskRunContext, args: dict[str, Any]) -> str:
+    """A member's training is the same work while data, member and train params are."""
+    params, layout = setup(args["params_path"], args["root"])
+    name = args["name"]
+    fp = fingerprint(args["data_sha"], params.members[name], params.train)
+    where = hashlib.sha256(str(layout.member(name).resolve()).encode()).hexdigest()[:12]
+    return f"ensgan-member-{name}-{fp[:24]}-{params.train.steps}-{where}"
+
+
+@task(
+    name="train-member",
+    retries=1,
+    retry_delay_seconds=5,
+    cache_key_fn=member_cache_key,
+    persist_result=True,
+    task_run_name="train-{name}",
+    **RETRY,
+)
+def train_task(name: str, params_path: str, root: str, data_sha: str, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    params, layout = setup(params_path, root)
+    logger = get_run_logger()
+    every = params.train.checkpoint_every
+
+    def report(step: int) -> None:  # a line per checkpoint in the Prefect UI, not a bar
+        if step % every == 0 or step == params.train.steps:
+            logger.info("member %s: step %d/%d", name, step, params.train.steps)
+
+    card = train.run(params, layout, name, progress=False, callback=report)
+    if card["data_sha256"] != data_sha:
+        raise RuntimeError(f"member {name} trained on {card['data_sha256']}, expected {data_sha}")
+    return card
+
+
+@task(name="stack", retries=1, retry_delay_seconds=2, **RETRY)
+def stack_task(params_path: str, root: str) -> dict:
+    return stack.run(*setup(params_path, root))
+
+
+@task(name="evaluate", retries=1, retry_delay_seconds=2, **RETRY)
+def evaluate_task(params_path: str, root: str) -> dict:
+    return evaluate.run(*setup(params_path, root))
+
+
+@task(name="generate", retries=1, retry_delay_seconds=2, **RETRY)
+def generate_task(params_path: str, root: str) -> dict:
+    return generate.run(*setup(params_path, root))
+
+
+@task(name="publish", retries=3, retry_delay_seconds=[2, 10, 30], **RETRY)
+def publish_task(params_path: str, root: str, run_id: str) -> dict:
+    return publish.run(*setup(params_path, root), run_id)

@@ -1,0 +1,40 @@
+"""What several stages share: the params hash they record, and the loaded ensemble."""
+
+from __future__ import annotations
+
+from ensgan.config import Params
+from ensgan.ensemble.combinations import Ensemble
+from ensgan.ensemble.stacking import load_stacker
+from ensgan.errors import ConfigError
+from ensgan.gan.device import resolve_device
+from ensgan.gan.loaded import load_member
+from ensgan.layout import Layout
+
+# Sections that change what the pipeline produces (not where it is stored or when it runs).
+PRODUCT_SECTIONS = ("data", "members", "train", "stack", "ensemble", "evaluate", "generate")
+
+
+def params_sha256(params: Params) -> str:
+    return params.digest(*PRODUCT_SECTIONS)
+
+
+def load_ensemble(params: Params, layout: Layout, *, with_stacker: bool = True) -> Ensemble:
+    """The finished members (and the stacker, whose feature columns fix their order)."""
+    device = resolve_device(params.train.device)
+    names = list(params.members)
+    stacker = None
+    if with_stacker:
+        stacker, card = load_stacker(layout.stacker)
+        if sorted(card.members) != sorted(names):
+            raise ConfigError(
+                f"the stacker was fitted on members {card.members}, params list "
+                f"{names}: run `ensgan stack` again"
+            )
+        names = card.members
+    members = {name: load_member(layout.member(name), device) for name in names}
+    return Ensemble(
+        members,
+        weights=params.mixture_weights(),
+        stacker=stacker,
+        vote_oversample=params.ensemble.vote_oversample,
+    )

@@ -1,0 +1,70 @@
+"""Stage `generate`: N images from the chosen combination -> outputs/batches/RUN_ID/."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+from ensgan.config import Params
+from ensgan.io.batches import verify_batch, write_batch
+from ensgan.io.cards import DataCard, MemberCard, StackerCard, read_card
+from ensgan.io.files import write_json
+from ensgan.layout import Layout
+from ensgan.pipeline.common import load_ensemble, params_sha256
+from ensgan.provenance import code_version
+
+log = logging.getLogger(__name__)
+
+# What the generated images depend on: not evaluation settings, storage or the schedule.
+BATCH_SECTIONS = ("data", "members", "stack", "ensemble", "generate")
+# The code that samples, scores and writes a batch's images: editing it makes a new batch.
+SAMPLING_CODE = (
+    "ensgan.ensemble.combinations",
+    "ensgan.ensemble.stacking",
+    "ensgan.gan.loaded",
+    "ensgan.gan.models",
+    "ensgan.io.batches",
+    "ensgan.io.images",
+    "ensgan.pipeline.generate",
+)
+
+
+def batch_run_id(params: Params, layout: Layout) -> str:
+    """A batch's id is a hash of everything that made its images (the params that shape them,
+    the data, each member's weights, the stacker, the sampling code), so an unchanged nightly
+    run produces and publishes nothing new, `dvc repro` writes the same path every time, and a
+    retrained member whose weights came out different (CUDA is not bit-reproducible) or an
+    edited sampler gets a new batch."""
+    parts: dict = {"params": params.digest(*BATCH_SECTIONS), "code": code_version(SAMPLING_CODE)}
+    parts["data"] = read_card(DataCard, layout.prepared).sha256
+    for name in params.members:
+        parts[name] = read_card(MemberCard, layout.member(name)).weights_sha256
+    stack = read_card(StackerCard, layout.stacker).model_dump(exclude={"member_fingerprints"})
+    parts["stacker"] = stack
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return f"{params.ensemble.method}-{digest[:12]}"
+
+
+def run(params: Params, layout: Layout) -> dict:
+    run_id = batch_run_id(params, layout)
+    batch_dir = layout.batches / run_id
+    if batch_dir.exists():
+        n, status = verify_batch(batch_dir), "exists"
+        log.info("batch %s already generated (%d images, checksums verified)", run_id, n)
+    else:
+        ens = load_ensemble(params, layout)
+        gc = params.generate
+        s = ens.sample(params.ensemble.method, gc.n_images, seed=gc.seed)
+        extra = {
+            "method": params.ensemble.method,
+            "data_sha256": read_card(DataCard, layout.prepared).sha256,
+            "params_sha256": params_sha256(params),
+        }
+        write_batch(
+            layout.batches, run_id, s.images, s.rows(), shard_size=gc.shard_size, extra=extra
+        )
+        n, status = len(s.images), "new"
+    result = {"run_id": run_id, "path": str(batch_dir), "n_images": n}
+    write_json(layout.generated, result)
+    return {**result, "status": status}

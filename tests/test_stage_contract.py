@@ -1,0 +1,99 @@
+"""The stage contract: one module per stage, dvc.yaml lists every file of ensgan each stage can
+run, data flows one way through the package, and the CLI starts without the heavy libraries."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.codedeps import closure, module_path
+from tests.conftest import REPO
+
+STAGES = ("prepare", "train", "stack", "evaluate", "generate", "publish")
+DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def _runs_code(path: Path) -> bool:
+    """A package __init__ that imports nothing cannot change what a stage does."""
+    if path.name != "__init__.py":
+        return True
+    tree = ast.parse((REPO / path).read_text())
+    return any(isinstance(n, ast.Import | ast.ImportFrom) for n in ast.walk(tree))
+
+
+def _stage(name: str) -> dict:
+    stage = DVC[name]
+    return stage.get("do", stage)  # `foreach` stages keep theirs under `do`
+
+
+def test_every_stage_is_one_module_and_one_dvc_stage() -> None:
+    modules = {p.stem for p in (REPO / "ensgan" / "pipeline").glob("*.py")}
+    assert set(STAGES) <= modules
+    assert set(DVC) == set(STAGES)
+    for name in STAGES:
+        assert _stage(name)["cmd"].split()[:2] == ["ensgan", name]
+        tree = ast.parse((REPO / "ensgan" / "pipeline" / f"{name}.py").read_text())
+        assert "run" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, name
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_dvc_lists_every_code_dep_of_the_stage(name: str) -> None:
+    """A stage whose code changed must rerun: every ensgan file its module can reach through
+    imports (lazy ones and registry look-ups included) is a dep, and no other file is."""
+    needed = {p.as_posix() for p in closure(REPO, f"ensgan.pipeline.{name}") if _runs_code(p)}
+    listed = {d for d in _stage(name)["deps"] if d.startswith("ensgan/")}
+    assert not needed - listed, f"dvc.yaml stage {name} is missing code deps"
+    assert not listed - needed, f"dvc.yaml stage {name} lists code it does not import"
+
+
+def test_the_walker_sees_lazy_and_registry_imports() -> None:
+    """The walker must not miss what a stage imports inside a function or resolves by name."""
+    publish = {p.as_posix() for p in closure(REPO, "ensgan.pipeline.publish")}
+    assert "ensgan/io/s3.py" in publish  # imported inside open_store
+    train = {p.as_posix() for p in closure(REPO, "ensgan.gan.member")}
+    assert "ensgan/gan/losses.py" in train and "ensgan/gan/models.py" in train
+    assert module_path(REPO, "ensgan.no_such_module") is None
+
+
+def _files(module: str) -> set[str]:
+    return {p.as_posix() for p in closure(REPO, module)}
+
+
+def test_data_flows_one_way() -> None:
+    """Concepts never import the drivers, and sampling never imports training."""
+    drivers = ("ensgan/pipeline/", "ensgan/orchestration/", "ensgan/cli.py")
+    for sub in ("data", "gan", "ensemble", "eval", "io"):
+        for path in (REPO / "ensgan" / sub).glob("*.py"):
+            module = f"ensgan.{sub}.{path.stem}".removesuffix(".__init__")
+            bad = [f for f in _files(module) if f.startswith(drivers)]
+            assert not bad, f"{module} imports drivers: {bad}"
+    training = {"ensgan/gan/member.py", "ensgan/gan/loop.py", "ensgan/gan/losses.py"}
+    for module in ("ensgan.ensemble.combinations", "ensgan.gan.loaded", "ensgan.pipeline.generate"):
+        assert not _files(module) & training, module
+
+
+def test_cli_imports_no_heavy_library() -> None:
+    code = (
+        "import sys, ensgan.cli; "
+        "print(sorted(m for m in ('torch', 'sklearn', 'prefect', 'boto3', 'numpy') "
+        "if m in sys.modules))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"
+
+
+def test_flows_is_an_entrypoint_not_an_installed_package(tmp_path: Path) -> None:
+    from prefect.flows import load_flow_from_entrypoint
+
+    flow = load_flow_from_entrypoint(f"{REPO / 'flows' / 'nightly.py'}:nightly")
+    assert flow.name == "nightly"
+    code = "import importlib.util; print(importlib.util.find_spec('flows'))"
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert res.stdout.strip() == "None"
