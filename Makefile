@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv pip install -q --python $(BIN)/python
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: run test setup lint repro clean
+.PHONY: run test test-fast setup lint repro clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ run: $(VENV)/.base  ## the nightly flow, once, on the embedded defaults
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
+
+test-fast: $(VENV)/.dev  ## the inner loop: no test that starts a real service
+	$(BIN)/python -m pytest -m "not e2e"
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -97,3 +97,20 @@ def test_flows_is_an_entrypoint_not_an_installed_package(tmp_path: Path) -> None
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert res.stdout.strip() == "None"
+
+
+def test_code_versions_hash_code_the_output_depends_on() -> None:
+    """The member fingerprint and the batch id hash named modules: each must be code that the
+    stage really runs, and the core of what shapes the output must be among them."""
+    from ensgan.gan.member import TRAINING_CODE
+    from ensgan.pipeline.generate import SAMPLING_CODE
+
+    def files(modules: tuple[str, ...]) -> set[str]:
+        return {module_path(REPO, m).relative_to(REPO).as_posix() for m in modules}
+
+    assert files(TRAINING_CODE) <= _files("ensgan.pipeline.train")
+    assert {"ensgan/gan/loop.py", "ensgan/gan/losses.py", "ensgan/gan/models.py"} <= files(
+        TRAINING_CODE
+    )
+    assert files(SAMPLING_CODE) <= _files("ensgan.pipeline.generate")
+    assert {"ensgan/ensemble/combinations.py", "ensgan/io/batches.py"} <= files(SAMPLING_CODE)
