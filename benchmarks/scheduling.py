@@ -1,11 +1,13 @@
-"""Members on a process pool in params.yaml's order against the longest first.
+"""Members on a process pool: submitted in params.yaml's order, reversed, longest first, or planned.
 
     .venv/bin/python benchmarks/scheduling.py [--steps 600] [--workers 2]
 
 Trains the default five members (params.yaml) on a pool of one-thread worker processes, as the
-flow does, twice: submitted in params.yaml's order, then in `longest_first` order (remaining
-steps x FLOPs per step). Prints each member's FLOP estimate and measured time, the wall time of
-the train phase for both orders and their ratio.
+flow does, four times: submitted in params.yaml's order, in the reverse of it (what the order a
+user writes can do), longest first (LPT, by the measured step times), and in the order the flow
+plans (`ensgan.orchestration.schedule.plan`: the order whose simulated pool finishes first).
+Prints each member's estimated and measured seconds, and the wall time of the train phase for
+each order as a ratio to the planned one (process start-up included).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import yaml
 
 from ensgan.config import parse_params
 from ensgan.layout import Layout
-from ensgan.orchestration.schedule import longest_first, step_flops
+from ensgan.orchestration.schedule import plan
 from ensgan.pipeline import prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,26 +57,29 @@ def main() -> None:
     params = parse_params(raw)
     params_yaml = yaml.safe_dump(raw)
     with tempfile.TemporaryDirectory() as tmp:
-        roots = {k: Path(tmp) / k for k in ("given", "longest")}
-        for root in roots.values():
-            prepare.run(params, Layout(root))
         given = list(params.members)
-        longest = longest_first(params, Layout(roots["longest"]))
-        t_given, secs = _phase(given, params_yaml, roots["given"], a.workers)
-        t_longest, _ = _phase(longest, params_yaml, roots["longest"], a.workers)
+        prepare.run(params, Layout(Path(tmp) / "probe"))
+        planned, cost = plan(params, Layout(Path(tmp) / "probe"), a.workers)
+        orders = {
+            "params.yaml order": given,
+            "reversed": given[::-1],
+            "longest first": sorted(given, key=lambda n: -cost[n]),
+            "planned": planned,
+        }
+        wall: dict[str, float] = {}
+        for k, (label, order) in enumerate(orders.items()):
+            root = Path(tmp) / str(k)
+            prepare.run(params, Layout(root))
+            wall[label], secs = _phase(order, params_yaml, root, a.workers)
 
     print(f"{len(given)} members x {a.steps} steps on {a.workers} one-thread workers")
-    print(f"{'member':<12} {'arch':<9} {'MFLOP/step':>11} {'seconds':>8}")
-    for n in longest:
-        m = params.members[n]
-        flops = step_flops(m, params.train, params.data.image_size, params.data.channels)
-        print(f"{n:<12} {m.arch:<9} {flops / 1e6:11.0f} {secs[n]:8.1f}")
-    print(f"params.yaml order {given}: {t_given:6.1f} s")
-    print(f"longest first     {longest}: {t_longest:6.1f} s")
-    print(
-        f"speed-up: {t_given / t_longest:.2f} x (ideal: sum / workers = "
-        f"{sum(secs.values()) / a.workers:.1f} s)"
-    )
+    print(f"{'member':<12} {'arch':<9} {'estimated s':>11} {'measured s':>10}")
+    for n in orders["longest first"]:
+        print(f"{n:<12} {params.members[n].arch:<9} {cost[n]:11.1f} {secs[n]:10.1f}")
+    best = wall["planned"]
+    for label, order in orders.items():
+        print(f"{label:<18} {wall[label]:6.1f} s  {wall[label] / best:5.2f} x  {order}")
+    print(f"a perfect split of the measured times: {sum(secs.values()) / a.workers:.1f} s")
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ class TrainConfig(_Strict):
     workers: Annotated[int, Field(ge=0, le=64)] = 0  # members trained at once; 0 = one per core
     max_loss: Annotated[float, Field(gt=0)] = 50.0  # a member whose loss passes this has diverged
     loss: Loss = "non_saturating"  # the GAN loss (ensgan/registry.py LOSSES)
-    channels_last: bool = True  # NHWC memory format: ~15% faster convolutions on CPU
+    channels_last: bool = True  # NHWC memory format: 1.07-1.4x faster conv members on CPU
 
 
 class StackConfig(_Strict):

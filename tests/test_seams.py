@@ -150,6 +150,17 @@ def test_train_member_takes_a_loss_and_a_weighted_sampler(tmp_path: Path, data_d
     assert set(sampler.drawn) <= set(range(5)) and len(sampler.drawn) == 6 * 8
     assert card.n_unique_images == 5
 
+    # Other weights make another member: it is trained afresh, not found finished.
+    weights[:5], weights[5:10] = 0.0, 1.0
+    other = RecordingSampler(weights)
+    seen: list[int] = []
+    again = train_member(
+        "m", p.members["m"], p.train, data_dir, tmp_path / "m",
+        sampler=other, loss=RecordingLoss(), callback=seen.append,
+    )  # fmt: skip
+    assert seen[0] == 1 and again.fingerprint != card.fingerprint
+    assert set(other.drawn) <= set(range(5, 10))
+
 
 def test_a_grid_per_checkpoint_from_fixed_latents(tmp_path: Path, data_dir: Path) -> None:
     p = _params()

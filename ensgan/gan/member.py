@@ -61,17 +61,23 @@ _NOT_IDENTITY = {
 }
 
 
-def fingerprint(data_sha: str, member: MemberConfig, train: TrainConfig) -> str:
-    """What makes two runs the same member (steps excluded: raising them continues it)."""
-    blob = json.dumps(
-        {
-            "data": data_sha,
-            "member": member.model_dump(),
-            "train": train.model_dump(exclude=_NOT_IDENTITY),
-            "code": code_version(TRAINING_CODE),
-        },
-        sort_keys=True,
-    )
+def fingerprint(
+    data_sha: str,
+    member: MemberConfig,
+    train: TrainConfig,
+    seams: dict[str, str] | None = None,
+) -> str:
+    """What makes two runs the same member (steps excluded: raising them continues it).
+    `seams` names a sampler or loss passed in instead of the ones the params imply."""
+    parts = {
+        "data": data_sha,
+        "member": member.model_dump(),
+        "train": train.model_dump(exclude=_NOT_IDENTITY),
+        "code": code_version(TRAINING_CODE),
+    }
+    if seams:
+        parts["seams"] = seams
+    blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -149,7 +155,12 @@ def train_member(
     """Train (or resume, or find already finished) member `name`; returns its card."""
     out_dir = Path(out_dir)
     data_card = read_card(DataCard, data_dir)
-    fp = fingerprint(data_card.sha256, member, train)
+    seams = {}
+    if sampler is not None:
+        seams["sampler"] = sampler.identity
+    if loss is not None:
+        seams["loss"] = getattr(loss, "identity", f"{type(loss).__module__}.{type(loss).__name__}")
+    fp = fingerprint(data_card.sha256, member, train, seams)
     finished = member_is_finished(out_dir, fp, train.steps)
     if finished is not None:
         return finished  # nothing to do: no networks built, no data loaded

@@ -8,6 +8,7 @@ per-image weights (boosting reweights the data each round) draw in proportion to
 
 from __future__ import annotations
 
+import hashlib
 from typing import Protocol
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 class RealSampler(Protocol):
     n_unique: int  # how many distinct training images the sampler can ever draw
+    identity: str  # a hash of what it draws from: part of a member's fingerprint
 
     def draw(self, gen: torch.Generator, batch_size: int) -> torch.Tensor:
         """int64 indices into the training split, one per image of the batch."""
@@ -30,6 +32,7 @@ class UniformSampler:
             raise ValueError("a sampler needs at least one image to draw from")
         self.pool = torch.as_tensor(pool, dtype=torch.int64)
         self.n_unique = int(torch.unique(self.pool).numel())
+        self.identity = "uniform-" + _digest(self.pool.numpy())
 
     def draw(self, gen: torch.Generator, batch_size: int) -> torch.Tensor:
         return self.pool[torch.randint(len(self.pool), (batch_size,), generator=gen)]
@@ -46,6 +49,7 @@ class WeightedSampler:
             raise ValueError("weights must not all be zero")
         self.weights = torch.as_tensor(w / w.sum())
         self.n_unique = int((w > 0).sum())
+        self.identity = "weighted-" + _digest(self.weights.numpy())
 
     def draw(self, gen: torch.Generator, batch_size: int) -> torch.Tensor:
         return torch.multinomial(self.weights, batch_size, replacement=True, generator=gen)
@@ -56,3 +60,7 @@ def bootstrap_indices(n: int, seed: int, bootstrap: bool) -> np.ndarray:
     if not bootstrap:
         return np.arange(n)
     return np.random.default_rng(seed).integers(0, n, size=n)
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]

@@ -1,8 +1,8 @@
 """The nightly Prefect flow: the same stages as `dvc repro`, as tasks with retries.
 
 Members train as mapped tasks, in parallel on the configured task runner (local processes by
-default, each with its share of the cores; see benchmarks/parallel_members.py), the longest
-first, so that the pool does not end with one long member training alone. `flows/nightly.py`
+default, each with its share of the cores; see benchmarks/parallel_members.py), submitted in
+the order that finishes soonest (ensgan/orchestration/schedule.py). `flows/nightly.py`
 is the thin entrypoint a Prefect deployment names (`flows/nightly.py:nightly`).
 """
 
@@ -20,7 +20,7 @@ from ensgan.gan.member import fingerprint, member_is_finished
 from ensgan.io.files import project_lock
 from ensgan.layout import Layout
 from ensgan.orchestration.runners import make_runner, shared_api, worker_count
-from ensgan.orchestration.schedule import longest_first
+from ensgan.orchestration.schedule import plan
 from ensgan.orchestration.tasks import (
     evaluate_task,
     generate_task,
@@ -46,7 +46,7 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
     data = prepare_task(params_path, root)
     workers = worker_count(params)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    names = longest_first(params, layout)
+    names, _ = plan(params, layout, workers)
     finished = {
         n: member_is_finished(
             layout.member(n),
