@@ -12,8 +12,6 @@ from typer.testing import CliRunner
 from ensgan.cli import app
 from tests.conftest import tiny_params, write_tiny_project
 
-pytestmark = pytest.mark.e2e  # real services: Prefect, DVC, S3 servers
-
 runner = CliRunner()
 
 
@@ -25,6 +23,7 @@ def _files(d: Path) -> dict[str, str]:
     return {p.name: _sha(p) for p in sorted(d.iterdir())}
 
 
+@pytest.mark.e2e  # the nightly flow on a Prefect server, then S3 servers
 @pytest.mark.parametrize("backend", ["local", "seaweedfs", "moto_s3"])
 def test_publish_ls_pull_roundtrip(
     backend: str, request, flow_project: dict, s3_bucket, tmp_path: Path, monkeypatch
@@ -61,6 +60,7 @@ def test_publish_ls_pull_roundtrip(
     assert res.exit_code == 0 and "already-published" in res.output
 
 
+@pytest.mark.e2e
 def test_pull_unknown_batch_is_a_clear_error(flow_project: dict, tmp_path: Path) -> None:
     store = str(flow_project["root"] / "store")
     res = runner.invoke(app, ["batches", "pull", "no-such-run", str(tmp_path), "--store", store])

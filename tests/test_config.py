@@ -58,6 +58,26 @@ def test_repository_params_yaml_shows_every_knob() -> None:
 
 
 @pytest.mark.parametrize(
+    ("key", "registry"),
+    [("arch", ARCHS), ("loss", LOSSES), ("method", COMBINATIONS), ("model", META_LEARNERS)],
+)
+def test_params_yaml_comments_list_exactly_the_registered_names(key: str, registry) -> None:
+    """params.yaml shows the choices beside each name; they must be the registry's."""
+    for line in REPO_PARAMS.read_text().splitlines():
+        setting, _, comment = line.partition("#")
+        if setting.strip().startswith(f"{key}:"):  # `key: value  # a | b | c: why`
+            listed = comment.split(":")[0]
+            break
+        if not setting.strip() and comment.strip().startswith(f"{key}:"):  # `# key: a | b`
+            listed = comment.strip()[len(key) + 1 :]
+            break
+    else:
+        pytest.fail(f"params.yaml shows no choices for `{key}`")
+    names = [n.strip() for n in listed.split("|")]
+    assert names == list(registry), line
+
+
+@pytest.mark.parametrize(
     ("raw", "key"),
     [
         (with_({"bogus": 1}), "bogus"),

@@ -49,6 +49,34 @@ def test_atomic_dir_without_replace_refuses_an_existing_directory(tmp_path: Path
     assert _tree(target) == {"keep.txt": "mine"}
 
 
+def test_a_failure_between_the_renames_puts_the_old_directory_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "out"
+    with atomic_dir(target) as work:
+        (work / "a.txt").write_text("old")
+    real_replace = os.replace
+
+    def fail_second(src, dst):  # the old one moved aside, then the new one fails to land
+        if Path(src).name == ".out.partial":
+            raise OSError("disk gone")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_second)
+    with pytest.raises(OSError, match="disk gone"), atomic_dir(target) as work:
+        (work / "a.txt").write_text("new")
+    monkeypatch.undo()
+    assert _tree(target) == {"a.txt": "old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_card_readers_recover_a_torn_swap(tmp_path: Path) -> None:
+    """A crash between the renames left the previous output aside: readers still find it."""
+    write_card(tmp_path / ".prepared.old", DataCard(**DATA))
+    assert read_card(DataCard, tmp_path / "prepared").sha256 == "a" * 64
+    assert (tmp_path / "prepared" / "card.json").is_file()
+
+
 def test_recover_dir_undoes_a_torn_swap(tmp_path: Path) -> None:
     target = tmp_path / "out"
     old = tmp_path / ".out.old"

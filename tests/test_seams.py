@@ -113,6 +113,8 @@ def _params(**train):
 class RecordingLoss(NonSaturating):
     """The default loss, counting how often each term is asked for."""
 
+    identity = "recording"
+
     def __init__(self) -> None:
         self.calls = {"d": 0, "g": 0}
 
@@ -148,7 +150,7 @@ def test_train_member_takes_a_loss_and_a_weighted_sampler(tmp_path: Path, data_d
     )
     assert loss.calls == {"d": 6, "g": 6}
     assert set(sampler.drawn) <= set(range(5)) and len(sampler.drawn) == 6 * 8
-    assert card.n_unique_images == 5
+    assert card.n_unique_images == 5 and card.loss == "recording"
 
     # Other weights make another member: it is trained afresh, not found finished.
     weights[:5], weights[5:10] = 0.0, 1.0

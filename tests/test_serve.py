@@ -180,6 +180,8 @@ def test_serve_registers_the_cron_schedule_on_a_real_server(tmp_path: Path) -> N
     assert not dep.paused
     assert dep.parameters["root"] == str(root.resolve())
     assert dep.parameters["params_path"] == "params.yaml"
+    # Importable wherever the package is installed, whatever directory `serve` ran in.
+    assert dep.entrypoint == "ensgan.orchestration.flow.nightly"
 
     # Upcoming runs, all at 03:17 on a Monday in Berlin, in the future, none started.
     assert len(runs) >= 3

@@ -396,7 +396,11 @@ def test_local_store_replaces_atomically_and_lists_sorted(tmp_path: Path) -> Non
     assert store.list_keys("b/") == ["b/1", "b/2"]
     store.get_file("b/2", tmp_path / "got")
     assert (tmp_path / "got").read_text() == "new"
-    assert not [p for p in (tmp_path / "s").rglob("*") if p.name.startswith(".tmp-")]
+    assert [p.name for p in (tmp_path / "s").rglob("*") if p.is_file()] != []
+    assert not [p for p in (tmp_path / "s").rglob("*") if p.name.endswith(".tmp")]
+    # A write in flight (atomic_write's temp name) is never listed.
+    (tmp_path / "s" / "b" / ".3.0123abcd.tmp").write_text("half")
+    assert store.list_keys("b/") == ["b/1", "b/2"]
     with pytest.raises(StorageError, match="no object"):
         store.get_file("missing", tmp_path / "x")
 

@@ -20,7 +20,15 @@ from ensgan.errors import DataError
 from ensgan.io.cards import DataCard, read_card, write_card
 from ensgan.io.files import atomic_dir
 
-__all__ = ["DataError", "Prepared", "load_prepared", "prepare", "sha256_arrays", "split_holdout"]
+__all__ = [
+    "DataError",
+    "Prepared",
+    "load_prepared",
+    "prepare",
+    "read_data_card",
+    "sha256_arrays",
+    "split_holdout",
+]
 
 
 @dataclass(frozen=True)
@@ -93,12 +101,17 @@ def prepare(cfg: DataConfig, out_dir: Path, root: Path = Path(".")) -> DataCard:
     return card
 
 
-def load_prepared(data_dir: Path) -> Prepared:
-    """The prepared arrays, checked against the card's sha256."""
+def read_data_card(data_dir: Path) -> DataCard:
+    """The prepared data's card alone (cheap: no arrays are read)."""
     try:
-        card = read_card(DataCard, data_dir)
+        return read_card(DataCard, data_dir)
     except FileNotFoundError:
         raise DataError(f"no prepared data at {data_dir}: run `ensgan prepare` first") from None
+
+
+def load_prepared(data_dir: Path) -> Prepared:
+    """The prepared arrays, checked against the card's sha256."""
+    card = read_data_card(data_dir)
     images = np.load(data_dir / "images.npy", allow_pickle=False)
     holdout = np.load(data_dir / "holdout.npy", allow_pickle=False)
     lp = data_dir / "labels.npy"

@@ -16,6 +16,8 @@ from ensgan.registry import LOSSES
 
 
 class GANLoss(Protocol):
+    identity: str  # its name and settings: part of the fingerprint of a member trained with it
+
     def d_loss(self, real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
         """What the discriminators minimise, from their logits on real and generated images."""
         ...
@@ -28,6 +30,8 @@ class GANLoss(Protocol):
 class NonSaturating:
     """Real -> 1, fake -> 0 for D; -log D(G(z)) for G (Goodfellow et al. 2014, section 3).
     Several discriminators' terms are averaged."""
+
+    identity = "non_saturating"
 
     def d_loss(self, real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
         terms = [

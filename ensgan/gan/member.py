@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ensgan.config import MemberConfig, TrainConfig
-from ensgan.data.prepared import load_prepared
+from ensgan.data.prepared import load_prepared, read_data_card
 from ensgan.errors import DivergedError
 from ensgan.gan.checkpoint import CHECKPOINT, checkpoint_state, load_checkpoint, save_checkpoint
 from ensgan.gan.device import resolve_device
@@ -31,9 +31,10 @@ from ensgan.gan.losses import GANLoss, make_loss
 from ensgan.gan.losslog import LossLog, trim_log
 from ensgan.gan.models import build_pair, to_uint8, to_unit
 from ensgan.gan.samplers import RealSampler, UniformSampler, bootstrap_indices
-from ensgan.io.cards import CARD, DataCard, MemberCard, read_card, read_card_if_any, write_card
+from ensgan.io.cards import CARD, DataCard, MemberCard, read_card_if_any, write_card
 from ensgan.io.images import save_grid
 from ensgan.provenance import code_version
+from ensgan.registry import ARCHS, LOSSES
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,24 @@ LOSSES_CSV = "losses.csv"
 GRIDS = "grids"  # a fixed-latent sample grid per checkpoint: watch a long run
 GRID_IMAGES = 64
 
-# The code that determines a member's weights: editing it makes members retrain.
-TRAINING_CODE = (
-    "ensgan.gan.models",
-    "ensgan.gan.losses",
-    "ensgan.gan.samplers",
-    "ensgan.gan.loop",
-    "ensgan.gan.member",
+# Modules in the training code's import closure that cannot change a member's weights, or
+# whose effect is hashed another way (param values, the data's sha256). Everything else the
+# training code imports is hashed into the fingerprint: editing it makes members retrain, and
+# a module added later is hashed unless it is named here.
+NOT_WEIGHTS_CODE = frozenset(
+    {
+        "ensgan.config",  # validates params; their values are in the fingerprint
+        "ensgan.data.prepared",  # the data's sha256 is in the fingerprint
+        "ensgan.data.sources",
+        "ensgan.errors",
+        "ensgan.provenance",
+        "ensgan.registry",  # all kinds of names; the two entries a member uses are hashed
+        "ensgan.gan.device",
+        "ensgan.gan.losslog",  # what is logged, not what is learned
+        "ensgan.io.cards",
+        "ensgan.io.files",
+        "ensgan.io.images",  # the checkpoint grids
+    }
 )
 # Train params that change how a run is carried out or watched, not the member it makes.
 _NOT_IDENTITY = {
@@ -73,7 +85,8 @@ def fingerprint(
         "data": data_sha,
         "member": member.model_dump(),
         "train": train.model_dump(exclude=_NOT_IDENTITY),
-        "code": code_version(TRAINING_CODE),
+        "code": code_version("ensgan.gan.member", NOT_WEIGHTS_CODE),
+        "implementations": [ARCHS[member.arch], LOSSES[train.loss]],
     }
     if seams:
         parts["seams"] = seams
@@ -104,6 +117,15 @@ def member_is_finished(out_dir: Path, fp: str, steps: int) -> MemberCard | None:
     return card
 
 
+def resumable_step(out_dir: Path, fp: str, steps: int) -> int | None:
+    """The last checkpoint's step when it is this member's (`fp`) and not past `steps`: where
+    training resumes, and what the flow's scheduler counts as done."""
+    state = checkpoint_state(out_dir)
+    if state and state["fingerprint"] == fp and state["step"] <= steps:
+        return int(state["step"])
+    return None
+
+
 def resume_or_reset(
     out_dir: Path,
     fp: str,
@@ -114,10 +136,9 @@ def resume_or_reset(
 ) -> int:
     """Load the last checkpoint when it is this member's and not past `steps`; otherwise
     clear the member's files. Returns the step to start from."""
-    state = checkpoint_state(out_dir)
-    if state and state["fingerprint"] == fp and state["step"] <= steps:
+    start = resumable_step(out_dir, fp, steps)
+    if start is not None:
         load_checkpoint(out_dir, modules, optimizers, device)
-        start = state["step"]
         trim_log(out_dir / LOSSES_CSV, start)
         # Continuing (steps raised, or interrupted): the checkpoint is about to move on, so a
         # card would no longer describe what is on disk.
@@ -125,6 +146,7 @@ def resume_or_reset(
         if start < steps:
             log.info("member %s: resuming from step %d of %d", out_dir.name, start, steps)
         return start
+    state = checkpoint_state(out_dir)
     if state:
         why = "params, data or code changed" if state["fingerprint"] != fp else "steps lowered"
         log.warning("member %s: %s since its checkpoint; training from scratch", out_dir.name, why)
@@ -154,12 +176,12 @@ def train_member(
 ) -> MemberCard:
     """Train (or resume, or find already finished) member `name`; returns its card."""
     out_dir = Path(out_dir)
-    data_card = read_card(DataCard, data_dir)
-    seams = {}
+    data_card = read_data_card(data_dir)
+    seams = {}  # a sampler or loss passed in: part of what the member is
     if sampler is not None:
         seams["sampler"] = sampler.identity
     if loss is not None:
-        seams["loss"] = getattr(loss, "identity", f"{type(loss).__module__}.{type(loss).__name__}")
+        seams["loss"] = loss.identity
     fp = fingerprint(data_card.sha256, member, train, seams)
     finished = member_is_finished(out_dir, fp, train.steps)
     if finished is not None:
@@ -167,6 +189,7 @@ def train_member(
 
     # Load dataset.
     device = resolve_device(train.device)
+    loss = loss or make_loss(train.loss)
     data = load_prepared(data_dir)
     real = to_unit(torch.from_numpy(data.train_images)).to(device)
     _, c, size, _ = real.shape
@@ -206,7 +229,7 @@ def train_member(
                 discriminators=[d],
                 opt_g=opt_g,
                 opt_d=opt_d,
-                loss=loss or make_loss(train.loss),
+                loss=loss,
                 sampler=sampler,
                 real_images=real,
                 seed=member.seed,
@@ -227,7 +250,7 @@ def train_member(
         except DivergedError as exc:
             raise DivergedError(f"{exc} in {out_dir}") from None
 
-    card = member_card(name, member, train, data_card, fp, sampler, modules, device, size, c)
+    card = member_card(name, member, train, data_card, fp, sampler, loss, modules, device, size, c)
     card = card.model_copy(update={"seconds_this_run": round(time.perf_counter() - t0, 2)})
     write_card(out_dir, card)
     return card
@@ -240,6 +263,7 @@ def member_card(
     data: DataCard,
     fp: str,
     sampler: RealSampler,
+    loss: GANLoss,
     modules: tuple[nn.Module, nn.Module, nn.Module],
     device: torch.device,
     size: int,
@@ -255,7 +279,7 @@ def member_card(
         image_size=size,
         channels=channels,
         batch_size=train.batch_size,
-        loss=train.loss,
+        loss=loss.identity,
         data_sha256=data.sha256,
         fingerprint=fp,
         n_train=data.n_train,

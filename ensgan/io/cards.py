@@ -15,7 +15,7 @@ from typing import ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ensgan.errors import CardError
-from ensgan.io.files import write_json
+from ensgan.io.files import recover_dir, write_json
 
 CARD = "card.json"
 
@@ -86,6 +86,7 @@ C = TypeVar("C", bound=Card)
 
 def read_card(kind: type[C], directory: Path) -> C:
     """The card in `directory`; FileNotFoundError (saying what to run) when there is none."""
+    recover_dir(directory)  # a swap torn by a crash: the previous output is still there
     path = Path(directory) / CARD
     try:
         raw = json.loads(path.read_text())

@@ -42,13 +42,15 @@ def write_json(path: Path, obj: object) -> Path:
 def atomic_dir(path: Path, *, replace: bool = True) -> Iterator[Path]:
     """Yield an empty work directory beside `path`; on success it becomes `path` in one rename.
 
-    A crash or an error inside the block leaves `path` as it was (the work directory is
-    removed). With `replace=False` an existing `path` is an error rather than replaced; with
-    `replace=True` the old one is moved aside first and deleted only after the swap, and
-    `recover_dir` puts it back if a crash hit between the two renames.
+    An error inside the block (or during the swap) leaves `path` as it was: the work directory
+    is removed and a previous `path` put back. With `replace=False` an existing `path` is an
+    error rather than replaced. With `replace=True` the old one is moved aside and deleted only
+    after the swap; if a hard crash hits between the two renames, `recover_dir` (called here
+    and by every card reader) puts it back.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(path)
     work, old = _aside(path, "partial"), _aside(path, "old")
     shutil.rmtree(work, ignore_errors=True)  # leftover of a crashed write of this same path
     work.mkdir()
@@ -62,6 +64,7 @@ def atomic_dir(path: Path, *, replace: bool = True) -> Iterator[Path]:
         os.replace(work, path)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        recover_dir(path)  # interrupted between the renames: the old one comes back
         raise
     shutil.rmtree(old, ignore_errors=True)
 

@@ -3,7 +3,7 @@
 Members train as mapped tasks, in parallel on the configured task runner (local processes by
 default, each with its share of the cores; see benchmarks/parallel_members.py), submitted in
 the order that finishes soonest (ensgan/orchestration/schedule.py). `flows/nightly.py`
-is the thin entrypoint a Prefect deployment names (`flows/nightly.py:nightly`).
+re-exports the flow as the file entrypoint a `prefect deploy` names (`flows/nightly.py:nightly`).
 """
 
 from __future__ import annotations
@@ -107,7 +107,13 @@ def run(params_path: str = "params.yaml", root: str = ".") -> dict:
 
 
 def serve(params_path: str = "params.yaml", root: str = ".") -> None:
-    """Serve the flow on params.yaml's cron schedule (a real Prefect server must be running)."""
+    """Serve the flow on params.yaml's cron schedule (a real Prefect server must be running).
+
+    The deployment names the flow by module path (`ensgan.orchestration.flow.nightly`), which
+    imports wherever the package is installed; a file entrypoint would be a path relative to
+    the directory `serve` happened to start in. `prefect deploy` names `flows/nightly.py:nightly`.
+    """
+    from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
     params = load_params(Path(root) / params_path)
@@ -115,4 +121,5 @@ def serve(params_path: str = "params.yaml", root: str = ".") -> None:
         name="nightly",
         schedule=Cron(params.schedule.cron, timezone=params.schedule.timezone),
         parameters={"params_path": params_path, "root": str(Path(root).resolve())},
+        entrypoint_type=EntrypointType.MODULE_PATH,
     )

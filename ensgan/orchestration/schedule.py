@@ -18,9 +18,9 @@ import time
 import torch
 
 from ensgan.config import MemberConfig, Params, TrainConfig
-from ensgan.gan.checkpoint import checkpoint_state
+from ensgan.gan.device import resolve_device
 from ensgan.gan.losses import make_loss
-from ensgan.gan.member import fingerprint
+from ensgan.gan.member import fingerprint, resumable_step
 from ensgan.gan.models import build_pair
 from ensgan.io.cards import DataCard, read_card
 from ensgan.layout import Layout
@@ -31,34 +31,57 @@ EXHAUSTIVE_UP_TO = 8
 def step_seconds(
     member: MemberConfig, train: TrainConfig, size: int, channels: int, steps: int = 3
 ) -> float:
-    """Seconds per training step of this member on one CPU thread: a D step and a G step at
-    the real batch size on random data, after one warm-up step."""
+    """Seconds per training step of this member on its device (one thread on a CPU): a D step
+    and a G step at the real batch size on random data, after one warm-up step. The caller's
+    random state is left as it was."""
+    device = resolve_device(train.device)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(0)
-        g, d = build_pair(member.arch, z_dim=train.z_dim, size=size, channels=channels,
-                          width=member.width)  # fmt: skip
-        fmt = torch.channels_last if train.channels_last else torch.contiguous_format
-        g, d = g.to(memory_format=fmt), d.to(memory_format=fmt)
-        opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
-        loss = make_loss(train.loss)
-        real = torch.rand(train.batch_size, channels, size, size).contiguous(memory_format=fmt)
-        for i in range(steps + 1):
-            if i == 1:
-                t0 = time.perf_counter()
-            fake = g(torch.randn(train.batch_size, train.z_dim))
-            d_loss = loss.d_loss([d(real)], [d(fake.detach())])
-            opt_d.zero_grad()
-            d_loss.backward()
-            opt_d.step()
-            g_loss = loss.g_loss([d(fake)])
-            opt_g.zero_grad()
-            g_loss.backward()
-            opt_g.step()
-        return (time.perf_counter() - t0) / steps
+        with torch.random.fork_rng(devices=[]):
+            return _time_steps(member, train, size, channels, steps, device)
     finally:
         torch.set_num_threads(threads)
+
+
+def _time_steps(
+    member: MemberConfig,
+    train: TrainConfig,
+    size: int,
+    channels: int,
+    steps: int,
+    device: torch.device,
+) -> float:
+    torch.manual_seed(0)
+    g, d = build_pair(
+        member.arch, z_dim=train.z_dim, size=size, channels=channels, width=member.width
+    )
+    fmt = torch.channels_last if train.channels_last else torch.contiguous_format
+    g, d = g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
+    opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+    loss = make_loss(train.loss)
+    real = torch.rand(train.batch_size, channels, size, size, device=device)
+    real = real.contiguous(memory_format=fmt)
+    for i in range(steps + 1):
+        if i == 1:
+            _sync(device)
+            t0 = time.perf_counter()
+        fake = g(torch.randn(train.batch_size, train.z_dim, device=device))
+        d_loss = loss.d_loss([d(real)], [d(fake.detach())])
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        g_loss = loss.g_loss([d(fake)])
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+    _sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def makespan(order: list[str], cost: dict[str, float], workers: int) -> float:
@@ -83,12 +106,10 @@ def best_order(cost: dict[str, float], workers: int) -> list[str]:
 
 
 def remaining_steps(params: Params, layout: Layout, name: str, data_sha: str) -> int:
-    """Steps left to train: all of them unless the checkpoint is this member's and not past."""
-    state = checkpoint_state(layout.member(name))
+    """Steps left to train: all of them unless a checkpoint of this member can be resumed."""
     fp = fingerprint(data_sha, params.members[name], params.train)
-    if state and state["fingerprint"] == fp and state["step"] <= params.train.steps:
-        return params.train.steps - state["step"]
-    return params.train.steps
+    done = resumable_step(layout.member(name), fp, params.train.steps)
+    return params.train.steps - (done or 0)
 
 
 def plan(params: Params, layout: Layout, workers: int) -> tuple[list[str], dict[str, float]]:

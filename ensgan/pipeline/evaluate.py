@@ -57,7 +57,7 @@ def run(params: Params, layout: Layout) -> dict:
     rng = np.random.default_rng(ec.seed)
     seeds = rng.integers(0, 2**31 - 1, size=ec.n_samples)  # same latents for every member
     n_grid = ec.grid_size**2
-    tiles: dict[str, np.ndarray] = {}  # grid file stem -> its images, written together below
+    tiles: dict[str, tuple[str, np.ndarray]] = {}  # caption -> (file stem, images)
 
     reference = data.images[train_mask][: ec.n_samples]
     metrics: dict = {"real": measure(reference, ens.score(reference))}
@@ -65,12 +65,15 @@ def run(params: Params, layout: Layout) -> dict:
     for name in ens.members:
         images = ens.member_sample(name, seeds)
         metrics["members"][name] = measure(images, ens.score(images))
-        tiles[name] = images[:n_grid]
+        tiles[name] = (name, images[:n_grid])
     metrics["ensemble"] = {}
     for method in METHODS:
         s = ens.sample(method, ec.n_samples, seed=ec.seed)
         metrics["ensemble"][method] = measure(s.images, s.scores)
-        tiles[f"ensemble-{method}"] = s.images[:n_grid]
+        stem = f"ensemble-{method}"
+        if stem in params.members:  # a member named like a combination's grid file
+            tiles[stem] = (f"member-{stem}", tiles[stem][1])
+        tiles[f"ensemble: {method}"] = (stem, s.images[:n_grid])
 
     stack_card = read_card(StackerCard, layout.stacker)  # the model itself is in `ens`
     metrics["stacker_model"] = stack_card.model
@@ -78,9 +81,9 @@ def run(params: Params, layout: Layout) -> dict:
     metrics["data_sha256"] = data.card.sha256
     metrics["params_sha256"] = params_sha256(params)
     with atomic_dir(out / "grids") as tmp:  # no grid of a removed member survives
-        for stem, images in tiles.items():
+        for stem, images in tiles.values():
             save_grid(images, tmp / f"{stem}.png", nrow=ec.grid_size)
-    grids = {stem.replace("ensemble-", "ensemble: "): f"grids/{stem}.png" for stem in tiles}
+    grids = {caption: f"grids/{stem}.png" for caption, (stem, _) in tiles.items()}
     write_json(out / "metrics.json", metrics)
     _write_plots(params, layout, metrics)
     write_html(

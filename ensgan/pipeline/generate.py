@@ -18,15 +18,20 @@ log = logging.getLogger(__name__)
 
 # What the generated images depend on: not evaluation settings, storage or the schedule.
 BATCH_SECTIONS = ("data", "members", "stack", "ensemble", "generate")
-# The code that samples, scores and writes a batch's images: editing it makes a new batch.
-SAMPLING_CODE = (
-    "ensgan.ensemble.combinations",
-    "ensgan.ensemble.stacking",
-    "ensgan.gan.loaded",
-    "ensgan.gan.models",
-    "ensgan.io.batches",
-    "ensgan.io.images",
-    "ensgan.pipeline.generate",
+# Modules in generate's import closure that cannot change a batch's images, manifest or
+# scores; everything else it imports (sampling, scoring, writing, the mixture weights in
+# config.py) is hashed into the batch id, so an edit there makes a new batch.
+NOT_IMAGES_CODE = frozenset(
+    {
+        "ensgan.errors",
+        "ensgan.layout",
+        "ensgan.provenance",
+        "ensgan.gan.device",
+        "ensgan.io.cards",
+        "ensgan.io.files",
+        "ensgan.io.storage",  # where batches are published, not what is in them
+        "ensgan.io.s3",
+    }
 )
 
 
@@ -36,7 +41,10 @@ def batch_run_id(params: Params, layout: Layout) -> str:
     run produces and publishes nothing new, `dvc repro` writes the same path every time, and a
     retrained member whose weights came out different (CUDA is not bit-reproducible) or an
     edited sampler gets a new batch."""
-    parts: dict = {"params": params.digest(*BATCH_SECTIONS), "code": code_version(SAMPLING_CODE)}
+    parts: dict = {
+        "params": params.digest(*BATCH_SECTIONS),
+        "code": code_version(__name__, NOT_IMAGES_CODE),
+    }
     parts["data"] = read_card(DataCard, layout.prepared).sha256
     for name in params.members:
         parts[name] = read_card(MemberCard, layout.member(name)).weights_sha256
