@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
+from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
 from prefect.client.schemas.objects import StateType
@@ -91,3 +93,47 @@ def test_invalid_params_stop_the_flow_before_any_work(tmp_path: Path, prefect_se
     with pytest.raises(ConfigError, match="bogus"):
         run(params_path="params.yaml", root=str(root))
     assert not (root / "data").exists()
+
+
+@task
+def _noop(name: str) -> str:
+    return name
+
+
+@flow
+def _map_in_order(names: list[str]) -> list[str]:
+    return [f.result() for f in _noop.map(names)]
+
+
+def test_the_pool_gets_the_members_in_the_planned_order(prefect_server, monkeypatch) -> None:
+    """Prefect's process pool resolves and packs submissions on several threads, so they can
+    overtake each other on the way to the processes; the flow's runner hands them over in
+    submission order."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import prefect.task_runners as tr
+
+    from ensgan.orchestration.runners import OrderedProcessPoolTaskRunner
+
+    packed: dict[int, str] = {}  # id of each packed call -> the task's `name`
+    handed: list[str] = []  # the order the calls reach the process pool
+    pack, submit = tr.cloudpickle_wrapped_call, ProcessPoolExecutor.submit
+
+    def packing(fn, *args, **kwargs):
+        name = kwargs["parameters"]["name"]
+        if name == "m1":
+            time.sleep(0.5)  # one slow submission: with several threads, m2 would pass it
+        call = pack(fn, *args, **kwargs)
+        packed[id(call)] = name
+        return call
+
+    def submitting(self, fn, *args, **kwargs):
+        handed.append(packed[id(fn)])
+        return submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(tr, "cloudpickle_wrapped_call", packing)
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", submitting)
+    names = [f"m{i}" for i in range(12)]
+    runner = OrderedProcessPoolTaskRunner(max_workers=4)
+    assert _map_in_order.with_options(task_runner=runner)(names) == names
+    assert handed == names

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Self
 
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -19,9 +21,30 @@ def worker_count(params: Params) -> int:
     return max(1, min(n, len(params.members)))
 
 
-def make_runner(params: Params) -> ProcessPoolTaskRunner | ThreadPoolTaskRunner:
+class OrderedProcessPoolTaskRunner(ProcessPoolTaskRunner):
+    """A process pool that starts tasks in the order they were submitted.
+
+    Prefect's process pool resolves each submission's inputs on a pool of threads before it
+    hands the task to the processes, so two submissions can overtake each other (seen: the
+    third member starting before the second). The flow plans the members' order, so here the
+    inputs are resolved on one thread: tasks reach the first-come-first-served process pool in
+    submission order. Only the flow's train tasks, which wait on no other task, use the pool.
+    """
+
+    def __enter__(self) -> Self:
+        super().__enter__()
+        if not isinstance(getattr(self, "_resolver_executor", None), ThreadPoolExecutor):
+            raise RuntimeError("this Prefect's ProcessPoolTaskRunner has no resolver pool")
+        self._resolver_executor.shutdown(wait=True)
+        self._resolver_executor = ThreadPoolExecutor(max_workers=1)
+        return self
+
+
+def make_runner(params: Params) -> OrderedProcessPoolTaskRunner | ThreadPoolTaskRunner:
     n = worker_count(params)
-    return ProcessPoolTaskRunner(max_workers=n) if n > 1 else ThreadPoolTaskRunner(max_workers=1)
+    if n > 1:
+        return OrderedProcessPoolTaskRunner(max_workers=n)
+    return ThreadPoolTaskRunner(max_workers=1)
 
 
 @contextmanager
