@@ -37,8 +37,8 @@ class BusyError(RuntimeError):
 
 
 class CardError(ValueError):
-    """A card.json that is missing a field or holds a wrong type: the output is not ensgan's,
-    or was written by an incompatible version."""
+    """A card.json that is missing a field or holds a wrong type (the output is not ensgan's,
+    or was written by an incompatible version), or that does not describe what is on disk."""
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (

@@ -137,3 +137,19 @@ def test_the_pool_gets_the_members_in_the_planned_order(prefect_server, monkeypa
     runner = OrderedProcessPoolTaskRunner(max_workers=4)
     assert _map_in_order.with_options(task_runner=runner)(names) == names
     assert handed == names
+
+
+def test_persisted_task_results_are_plain_json(flow_project: dict) -> None:
+    """A cache hit reads the member's card back from result storage: it must be JSON that
+    loads without importing anything or unpickling."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    files = [p for p in Path(PREFECT_LOCAL_STORAGE_PATH.value()).rglob("*") if p.is_file()]
+    cards = []
+    for path in files:
+        record = json.loads(path.read_bytes())  # a pickle would not parse
+        serializer = record.get("metadata", record).get("serializer", {})
+        assert serializer.get("type") == "json", path
+        assert serializer.get("object_decoder") is None, path
+        cards.append(json.loads(record["result"]))
+    assert {c["name"] for c in cards} >= {"a", "b"}

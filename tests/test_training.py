@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from ensgan.config import DataConfig, MemberConfig, Params, TrainConfig, parse_params
 from ensgan.data.prepared import load_prepared, prepare
-from ensgan.errors import DivergedError
+from ensgan.errors import CardError, DivergedError
 from ensgan.gan.checkpoint import WEIGHT_FILES, checkpoint_state
 from ensgan.gan.loaded import load_member
 from ensgan.gan.losslog import LOG_FIELDS, read_log
@@ -189,6 +189,21 @@ def test_loaded_member_generates_and_scores(arch: str, trained: dict[str, Path])
     one_by_one = np.concatenate([m.score(images[i : i + 1]) for i in range(7)])
     np.testing.assert_allclose(one_by_one, s, rtol=1e-5, atol=1e-6)  # no batch dependence
     assert m.score(images[:0]).shape == (0,)
+
+
+@pytest.mark.parametrize("weights", ["generator_ema", "discriminator"])
+def test_load_member_refuses_weights_its_card_does_not_describe(
+    tmp_path: Path, trained: dict[str, Path], weights: str
+) -> None:
+    out = copy_member(trained["mlp"], tmp_path / "mlp")
+    path = out / "checkpoint" / f"{weights}.safetensors"
+    tensors = load_file(str(path))
+    key = next(k for k, t in tensors.items() if t.is_floating_point())
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] += 1e-3  # one number, slightly off
+    save_file(tensors, str(path))
+    with pytest.raises(CardError, match="member mlp: the weights"):
+        load_member(out)
 
 
 def test_load_member_without_card(tmp_path: Path) -> None:

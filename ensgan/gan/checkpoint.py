@@ -4,6 +4,7 @@ discriminator as safetensors, the optimizers' state (loaded back with `weights_o
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -61,6 +62,17 @@ def load_checkpoint(
     opt = torch.load(ck / "optim.pt", map_location=device, weights_only=True)
     optimizers[0].load_state_dict(opt["opt_g"])
     optimizers[1].load_state_dict(opt["opt_d"])
+
+
+def weights_sha256(*modules: nn.Module) -> str:
+    """A hash of the tensors themselves (safetensors files order their metadata at random, so
+    two identical saves need not be identical files)."""
+    h = hashlib.sha256()
+    for m in modules:
+        for key, t in sorted(m.state_dict().items()):
+            h.update(key.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def load_weights(out_dir: Path, generator: nn.Module, discriminator: nn.Module, device) -> None:

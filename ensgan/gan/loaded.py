@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ensgan.gan.checkpoint import load_weights
+from ensgan.errors import CardError
+from ensgan.gan.checkpoint import load_weights, weights_sha256
 from ensgan.gan.models import build_pair, to_uint8, to_unit
 from ensgan.io.cards import MemberCard, read_card
 
@@ -54,4 +55,9 @@ def load_member(member_dir: Path, device: str | torch.device = "cpu") -> LoadedM
         card.arch, z_dim=card.z_dim, size=card.image_size, channels=card.channels, width=card.width
     )
     load_weights(member_dir, g, d, dev)
+    if weights_sha256(g, d) != card.weights_sha256:
+        raise CardError(
+            f"member {card.name}: the weights in {member_dir / 'checkpoint'} are not the ones "
+            "its card.json describes (changed or corrupted since training); train it again"
+        )
     return LoadedMember(card.name, card.z_dim, g.to(dev).eval(), d.to(dev).eval(), dev, card)

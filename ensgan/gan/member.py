@@ -24,7 +24,13 @@ from torch import nn
 from ensgan.config import MemberConfig, TrainConfig
 from ensgan.data.prepared import load_prepared, read_data_card
 from ensgan.errors import DivergedError
-from ensgan.gan.checkpoint import CHECKPOINT, checkpoint_state, load_checkpoint, save_checkpoint
+from ensgan.gan.checkpoint import (
+    CHECKPOINT,
+    checkpoint_state,
+    load_checkpoint,
+    save_checkpoint,
+    weights_sha256,
+)
 from ensgan.gan.device import resolve_device
 from ensgan.gan.loop import training_loop
 from ensgan.gan.losses import GANLoss, make_loss
@@ -92,17 +98,6 @@ def fingerprint(
         parts["seams"] = seams
     blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def weights_sha256(*modules: nn.Module) -> str:
-    """A hash of the tensors themselves (safetensors files order their metadata at random, so
-    two identical saves need not be identical files)."""
-    h = hashlib.sha256()
-    for m in modules:
-        for key, t in sorted(m.state_dict().items()):
-            h.update(key.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def member_is_finished(out_dir: Path, fp: str, steps: int) -> MemberCard | None:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
+from prefect.serializers import JSONSerializer
 
 from ensgan.config import Params, load_params
 from ensgan.errors import USER_ERRORS
@@ -35,6 +36,10 @@ def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
 
 
 RETRY = {"retry_condition_fn": worth_retrying}
+
+# Persisted results (a member's card, read back on a cache hit) as plain JSON: Prefect's
+# default pickles them, and its default JSON decoder imports any class a file names.
+PLAIN_JSON = JSONSerializer(object_encoder=None, object_decoder=None)
 
 
 @task(name="prepare", retries=1, retry_delay_seconds=2, **RETRY)
@@ -57,6 +62,7 @@ def member_cache_key(ctx: TaskRunContext, args: dict[str, Any]) -> str:
     retry_delay_seconds=5,
     cache_key_fn=member_cache_key,
     persist_result=True,
+    result_serializer=PLAIN_JSON,
     task_run_name="train-{name}",
     **RETRY,
 )
