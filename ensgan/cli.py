@@ -174,7 +174,10 @@ def batches_ls(
     if not rows:
         typer.echo("no batches")
     for b in rows:
-        typer.echo(f"{b.date}  {b.run_id}  {b.n_images} images  {b.prefix}")
+        if b.error:
+            typer.echo(f"{b.date}  {b.run_id}  {b.error}", err=True)
+        else:
+            typer.echo(f"{b.date}  {b.run_id}  {b.n_images} images  {b.prefix}")
 
 
 @batches_app.command("pull")

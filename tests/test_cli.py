@@ -99,3 +99,21 @@ def test_a_second_writer_in_the_same_project_is_refused(tmp_path: Path, monkeypa
     assert res.exit_code == 2 and "another ensgan run" in res.output
     assert not (root / "data").exists()
     assert runner.invoke(app, ["prepare"]).exit_code == 0  # released: the next run proceeds
+
+
+def test_batches_ls_lists_an_unreadable_batch_with_its_key(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from ensgan.io.batches import BATCH_JSON, publish_batch
+    from ensgan.io.storage import LocalStore
+    from tests.test_storage import make_batch
+
+    store = LocalStore(tmp_path / "store")
+    day = dt.date(2026, 3, 14)
+    publish_batch(store, make_batch(tmp_path / "out", "run-1")[0], day)
+    prefix = publish_batch(store, make_batch(tmp_path / "out", "run-2", seed=1)[0], day)["prefix"]
+    (tmp_path / "store" / prefix / BATCH_JSON).write_text("{not json")
+    res = runner.invoke(app, ["batches", "ls", "--store", str(tmp_path / "store")])
+    assert res.exit_code == 0, res.output
+    assert "run-1  7 images" in res.output
+    assert f"run-2  unreadable {tmp_path / 'store'}/{prefix}{BATCH_JSON}" in res.output

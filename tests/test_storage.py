@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -242,9 +243,11 @@ def test_pull_detects_tampered_shard(store: Store, tmp_path: Path) -> None:
     data[700] ^= 0x01
     evil.write_bytes(bytes(data))
     store.put_file(evil, prefix + "shard-00001.tar")
-    with pytest.raises(BatchError, match=r"shard-00001\.tar: sha256.*left in .* for inspection"):
+    with pytest.raises(BatchError, match=r"nothing was kept.*shard-00001\.tar: sha256"):
         pull_batch(store, "run-1", tmp_path / "pulled")
-    assert (tmp_path / "pulled" / "run-1" / "shard-00001.tar").read_bytes() == bytes(data)
+    # Nothing that looks like a batch, and no staging folder, is left behind.
+    assert not (tmp_path / "pulled" / "run-1").exists()
+    assert list((tmp_path / "pulled").iterdir()) == []
 
 
 def test_pull_detects_tampered_manifest_row(store: Store, tmp_path: Path) -> None:
@@ -279,15 +282,65 @@ class _EvilListing:
         return self.inner.exists(key)
 
 
-@pytest.mark.parametrize("rel", ["../../escaped.tar", "/abs/escaped.tar"])
-def test_pull_refuses_keys_escaping_dest(store: Store, tmp_path: Path, rel: str) -> None:
+@pytest.mark.parametrize("rel", ["../../escaped.tar", "/abs/escaped.tar", "extra.bin"])
+def test_pull_copies_only_what_batch_json_lists(store: Store, tmp_path: Path, rel: str) -> None:
     batch, _ = make_batch(tmp_path / "out")
     prefix = publish_batch(store, batch, DAY)["prefix"]
-    evil = _EvilListing(store, prefix + rel)
-    with pytest.raises(StorageError, match="refusing to write"):
-        pull_batch(evil, "run-1", tmp_path / "dest")
-    assert not (tmp_path / "dest").exists()  # every path is checked before any download
+    evil = _EvilListing(store, prefix + rel)  # a listing that names one more key
+    pulled = pull_batch(evil, "run-1", tmp_path / "dest")
+    assert sorted(p.name for p in pulled.iterdir()) == sorted(p.name for p in batch.iterdir())
+    assert not list(tmp_path.rglob("escaped.tar")) and not list(tmp_path.rglob("extra.bin"))
+
+
+@pytest.mark.parametrize("name", ["../../escaped.tar", "/abs/escaped.tar", "notes.txt"])
+def test_pull_refuses_shard_names_that_are_not_plain(
+    store: Store, tmp_path: Path, name: str
+) -> None:
+    batch, _ = make_batch(tmp_path / "out")
+    prefix = publish_batch(store, batch, DAY)["prefix"]
+    meta = json.loads((batch / BATCH_JSON).read_text())
+    meta["shards"][0]["name"] = name
+    evil = tmp_path / "evil.json"
+    evil.write_text(json.dumps(meta))
+    store.put_file(evil, prefix + BATCH_JSON)
+    with pytest.raises(BatchError, match="bad shard names"):
+        pull_batch(store, "run-1", tmp_path / "dest")
     assert not list(tmp_path.rglob("escaped.tar"))
+    assert not (tmp_path / "dest" / "run-1").exists()
+
+
+@pytest.mark.parametrize("member", ["../evil.png", "/etc/evil.png", "sub/000000.png", ".hidden"])
+def test_verify_refuses_tar_members_a_consumer_could_not_extract_safely(
+    tmp_path: Path, member: str
+) -> None:
+    """A shard consistent with batch.json (its sha256 updated) but holding an unsafe name."""
+    batch, _ = make_batch(tmp_path / "out")
+    shard = batch / "shard-00000.tar"
+    with tarfile.open(shard, "a") as tar:
+        info = tarfile.TarInfo(member)
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    meta = json.loads((batch / BATCH_JSON).read_text())
+    meta["shards"][0]["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    meta["shards"][0]["bytes"] = shard.stat().st_size
+    (batch / BATCH_JSON).write_text(json.dumps(meta))
+    with pytest.raises(BatchError, match="unsafe tar members"):
+        verify_batch(batch)
+
+
+def test_one_unreadable_batch_does_not_hide_the_others(store: Store, tmp_path: Path) -> None:
+    good, _ = make_batch(tmp_path / "out", run_id="run-1")
+    bad, _ = make_batch(tmp_path / "out", run_id="run-2", seed=1)
+    publish_batch(store, good, DAY)
+    prefix = publish_batch(store, bad, DAY)["prefix"]
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    store.put_file(garbage, prefix + BATCH_JSON)
+    one, two = list_batches(store)
+    assert (one.run_id, one.n_images, one.error) == ("run-1", 7, None)
+    assert two.run_id == "run-2" and two.n_images is None
+    assert f"{prefix}{BATCH_JSON}: unreadable (Expecting property name" in two.error
+    assert "batches_" not in two.error  # the real key, not the temporary download's name
 
 
 def test_pull_refuses_to_overwrite_different_content(store: Store, tmp_path: Path) -> None:

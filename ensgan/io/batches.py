@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ensgan.errors import BatchError
+from ensgan.errors import BatchError, StorageError
 from ensgan.io.files import atomic_dir
 from ensgan.io.storage import Store, safe_local_path
 
@@ -44,7 +44,8 @@ class BatchInfo:
     date: dt.date
     run_id: str
     prefix: str  # store key prefix, ending in '/'
-    n_images: int
+    n_images: int | None  # None when its batch.json cannot be read
+    error: str | None = None  # why it cannot be read, naming the store key
 
 
 def _jsonable(value: object) -> object:
@@ -187,6 +188,12 @@ def _read_manifest(path: Path) -> list[dict]:
     return rows
 
 
+def _plain_member(member: tarfile.TarInfo) -> bool:
+    """A regular file named like `000123.png`: no folder, link, device, absolute path or '..'."""
+    name = member.name
+    return member.isfile() and "/" not in name and "\\" not in name and not name.startswith(".")
+
+
 def _verify_shard(batch_dir: Path, shard: dict, rows: list[dict]) -> None:
     """The shard's own sha256, then each listed PNG's sha256, read in memory from the tar."""
     name = str(shard.get("name", ""))
@@ -204,7 +211,10 @@ def _verify_shard(batch_dir: Path, shard: dict, rows: list[dict]) -> None:
         )
     try:
         with tarfile.open(path, "r:") as tar:
-            members = {m.name: m for m in tar.getmembers() if m.isfile()}
+            unsafe = [m.name for m in tar.getmembers() if not _plain_member(m)]
+            if unsafe:  # a consumer's extractall must not write outside its folder
+                raise BatchError(f"{path}: unsafe tar members {unsafe[:5]}")
+            members = {m.name: m for m in tar.getmembers()}
             for row in rows:
                 member = members.get(str(row.get("file")))
                 if member is None:
@@ -260,12 +270,21 @@ def _fetch(store: Store, key: str, tmp: Path) -> Path:
 
 
 def list_batches(store: Store) -> list[BatchInfo]:
-    """Complete batches in the store, by date then run_id; half uploads are invisible."""
+    """Complete batches in the store, by date then run_id; half uploads are invisible, and one
+    whose batch.json cannot be read is listed with the reason instead of hiding the others."""
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for day, run_id, prefix in _published(store):
-            meta = _read_json(_fetch(store, prefix + BATCH_JSON, Path(tmp)))
-            out.append(BatchInfo(day, run_id, prefix, int(meta.get("n_images", 0))))
+            key = f"{store.url.rstrip('/')}/{prefix}{BATCH_JSON}"
+            try:
+                n = _read_json(_fetch(store, prefix + BATCH_JSON, Path(tmp))).get("n_images")
+                if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                    raise BatchError(f"n_images is {n!r}, not a count")
+            except (BatchError, StorageError) as exc:
+                reason = str(exc).split(": ", 1)[-1]  # without the temporary file's name
+                out.append(BatchInfo(day, run_id, prefix, None, f"unreadable {key}: {reason}"))
+                continue
+            out.append(BatchInfo(day, run_id, prefix, n))
     return out
 
 
@@ -317,6 +336,18 @@ def _find_one(store: Store, run_id: str) -> str:
     return prefixes[0]
 
 
+def _listed_shards(batch_json: Path) -> list[str]:
+    """The shard names a downloaded batch.json lists, each a plain `shard-NNNNN.tar`."""
+    shards = _read_json(batch_json).get("shards")
+    if not isinstance(shards, list) or not all(isinstance(x, dict) for x in shards):
+        raise BatchError(f"{batch_json}: 'shards' must be a list of objects")
+    names = [str(x.get("name", "")) for x in shards]
+    bad = [n for n in names if not SHARD_RE.match(n)]
+    if bad:
+        raise BatchError(f"{batch_json}: bad shard names {bad}")
+    return names
+
+
 def pull_batch(store: Store, run_id: str, dest: Path) -> Path:
     """Download a complete batch into dest/<run_id>/ and verify it; refuse to clobber."""
     check_run_id(run_id)
@@ -332,15 +363,20 @@ def pull_batch(store: Store, run_id: str, dest: Path) -> Path:
                 f"{target} holds an incomplete earlier pull (no {MANIFEST}): delete it, pull again"
             )
         raise BatchError(f"{target} exists with different content; refusing to overwrite it")
-    keys = [k for k in store.list_keys(prefix) if k != prefix + MANIFEST and not k.endswith("/")]
-    plan = [(k, safe_local_path(target, k[len(prefix) :])) for k in keys + [prefix + MANIFEST]]
-    for key, local in plan:  # all paths checked before any download; manifest last
-        store.get_file(key, local)
+    # Only what batch.json lists is copied, into a staging folder that becomes dest/<run_id>/
+    # once every checksum matched: a failed pull leaves nothing that looks like a batch.
     try:
-        verify_batch(target)
+        with atomic_dir(target, replace=False) as work:
+            store.get_file(prefix + BATCH_JSON, safe_local_path(work, BATCH_JSON))
+            shards = _listed_shards(work / BATCH_JSON)
+            for name in shards:
+                store.get_file(prefix + name, safe_local_path(work, name))
+            store.get_file(prefix + MANIFEST, safe_local_path(work, MANIFEST))  # the marker
+            verify_batch(work)
     except BatchError as exc:
         raise BatchError(
-            f"pulled batch {run_id!r} from {store.url}/{prefix} failed verification: {exc} "
-            f"(files left in {target} for inspection)"
+            f"pulled batch {run_id!r} from {store.url}/{prefix} failed verification, so nothing "
+            f"was kept in {target}: {exc}. Pull again; if it fails the same way, the published "
+            "batch is damaged: tell whoever publishes it"
         ) from exc
     return target
