@@ -6,7 +6,9 @@ through registry look-ups (`ARCHS.load(name)` reaches every module the registry 
 lists each stage's closure as its code deps (tests/test_stage_contract.py checks it), and
 `code_version` hashes a closure for a member's fingerprint and a batch's id, so an edit to
 code an output depends on makes a new output instead of reusing the old one. Nothing is
-imported: files are parsed, so this costs milliseconds and no torch.
+imported: files are parsed, so this costs milliseconds and no torch. Not seen: a registry
+reached under another name (`from ensgan.registry import ARCHS as A`); dynamic imports it
+cannot resolve are an error rather than a silent gap.
 """
 
 from __future__ import annotations
@@ -49,9 +51,13 @@ def _registries(root: Path) -> dict[str, frozenset[str]]:
             and isinstance(node.value, ast.Call)
             and getattr(node.value.func, "id", None) == "Registry"
             and isinstance(node.targets[0], ast.Name)
-            and isinstance(node.value.args[1], ast.Dict)
         ):
-            values = node.value.args[1].values
+            call = node.value
+            entries = call.args[1] if len(call.args) > 1 else None
+            entries = entries or next((k.value for k in call.keywords if k.arg == "entries"), None)
+            if not isinstance(entries, ast.Dict):
+                raise ValueError(f"registry {node.targets[0].id}: entries must be a dict literal")
+            values = entries.values
             modules = {v.value.partition(":")[0] for v in values if isinstance(v, ast.Constant)}
             found[node.targets[0].id] = frozenset(modules)
     return found
@@ -86,18 +92,35 @@ def imports(root: Path, module: str) -> set[str]:
                 and func.value.id in registries
             ):
                 found.update(registries[func.value.id])
-            elif (
-                isinstance(func, ast.Name)
-                and func.id == "import_module"
-                and node.args
-                and isinstance(node.args[0], ast.JoinedStr)
-            ):  # import_module(f"ensgan.pipeline.{stage}"): any module of that package
-                head = node.args[0].values[0]
-                prefix = head.value if isinstance(head, ast.Constant) else ""
-                pkg = module_path(root, str(prefix).rstrip("."))
-                if pkg is not None and pkg.name == "__init__.py":
+            elif _name(func) in ("import_module", "__import__") and node.args:
+                arg = node.args[0]
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    found.add(arg.value)
+                elif isinstance(arg, ast.JoinedStr):  # f"ensgan.pipeline.{stage}": any of them
+                    head = arg.values[0] if arg.values else None
+                    prefix = head.value if isinstance(head, ast.Constant) else ""
+                    pkg = module_path(root, str(prefix).rstrip("."))
+                    if not prefix or pkg is None or pkg.name != "__init__.py":
+                        raise ValueError(f"{path}:{node.lineno}: cannot tell what this imports")
                     found.update(f"{prefix}{p.stem}" for p in pkg.parent.glob("*.py"))
     return {m.removesuffix(".__init__") for m in found if _ours(root, m)}
+
+
+def _name(func: ast.expr) -> str | None:
+    """`f` for f(...) and for x.f(...)."""
+    if isinstance(func, ast.Name):
+        return func.id
+    return func.attr if isinstance(func, ast.Attribute) else None
+
+
+def runs_code(path: Path) -> bool:
+    """False for a package __init__ that imports nothing (a docstring, constants): editing it
+    changes no behaviour, so it is neither a dvc dep nor part of a code version."""
+    if path.name != "__init__.py":
+        return True
+    return any(
+        isinstance(n, ast.Import | ast.ImportFrom) for n in ast.walk(ast.parse(path.read_text()))
+    )
 
 
 def _ours(root: Path, module: str) -> bool:
@@ -132,6 +155,8 @@ def code_version(module: str, exclude: frozenset[str] = frozenset()) -> str:
     root = package_root()
     h = hashlib.sha256()
     for m in sorted(closure(module, root) - exclude):
-        h.update(m.encode() + b"\0")
-        h.update(module_path(root, m).read_bytes())  # type: ignore[union-attr]
+        path = module_path(root, m)
+        if path is not None and runs_code(path):
+            h.update(m.encode() + b"\0")
+            h.update(path.read_bytes())
     return h.hexdigest()[:16]

@@ -12,18 +12,10 @@ import pytest
 import yaml
 
 from ensgan.pipeline import STAGES
-from ensgan.provenance import closure, closure_files, module_path
+from ensgan.provenance import closure, closure_files, module_path, runs_code
 from tests.conftest import REPO
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-
-
-def _runs_code(path: Path) -> bool:
-    """A package __init__ that imports nothing cannot change what a stage does."""
-    if path.name != "__init__.py":
-        return True
-    tree = ast.parse((REPO / path).read_text())
-    return any(isinstance(n, ast.Import | ast.ImportFrom) for n in ast.walk(tree))
 
 
 def _stage(name: str) -> dict:
@@ -47,7 +39,7 @@ def test_dvc_lists_every_code_dep_of_the_stage(name: str) -> None:
     every ensgan file its module can reach through imports (lazy ones and registry look-ups
     included) are deps, and no other file is."""
     files = closure_files(f"ensgan.pipeline.{name}", REPO)
-    needed = {p.as_posix() for p in files if _runs_code(p)} | {"ensgan/cli.py"}
+    needed = {p.as_posix() for p in files if runs_code(REPO / p)} | {"ensgan/cli.py"}
     listed = {d for d in _stage(name)["deps"] if d.startswith("ensgan/")}
     assert not needed - listed, f"dvc.yaml stage {name} is missing code deps"
     assert not listed - needed, f"dvc.yaml stage {name} lists code it does not import"
@@ -61,6 +53,31 @@ def test_the_walker_sees_lazy_and_registry_imports() -> None:
     cli = closure("ensgan.cli", REPO)  # import_module(f"ensgan.pipeline.{stage}")
     assert {f"ensgan.pipeline.{s}" for s in STAGES} <= cli
     assert module_path(REPO, "ensgan.no_such_module") is None
+
+
+def test_the_walker_resolves_every_way_of_importing(tmp_path: Path) -> None:
+    """On a scratch package: relative imports, aliases, lazy and dynamic imports, registries
+    written with keywords; and an import it cannot resolve is an error, not a silent gap."""
+    pkg = tmp_path / "ensgan"
+    (pkg / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": '"""docstring only"""',
+        "registry.py": "R = Registry('kind', entries={'x': 'ensgan.sub.impl:X'})",
+        "sub/__init__.py": "",
+        "sub/impl.py": "X = 1",
+        "sub/rel.py": "from . import impl\nfrom ..registry import R\n",
+        "sub/lazy.py": "def f():\n    import ensgan.sub.impl as i\n    return R.load('x')",
+        "sub/const.py": "import importlib\nimportlib.import_module('ensgan.sub.impl')",
+        "sub/bad.py": "from importlib import import_module\nimport_module(f'{x}.y')",
+    }
+    for name, text in files.items():
+        (pkg / name).write_text(text)
+    assert closure("ensgan.sub.rel", tmp_path) >= {"ensgan.sub.impl", "ensgan.registry"}
+    assert "ensgan.sub.impl" in closure("ensgan.sub.lazy", tmp_path)
+    assert "ensgan.sub.impl" in closure("ensgan.sub.const", tmp_path)
+    with pytest.raises(ValueError, match="cannot tell what this imports"):
+        closure("ensgan.sub.bad", tmp_path)
+    assert not runs_code(pkg / "__init__.py") and runs_code(pkg / "sub" / "impl.py")
 
 
 def _files(module: str) -> set[str]:

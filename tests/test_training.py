@@ -444,3 +444,13 @@ def test_fingerprint_follows_the_training_code(tmp_path: Path) -> None:
     assert before == fingerprint("data", MemberConfig(), TrainConfig())  # same bytes, same fp
     assert untouched == before
     assert edited != before
+
+
+def test_load_member_with_an_unreadable_weights_file_is_a_clear_error(
+    tmp_path: Path, trained: dict[str, Path]
+) -> None:
+    out = copy_member(trained["dcgan"], tmp_path / "dcgan")
+    path = out / "checkpoint" / "discriminator.safetensors"
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    with pytest.raises(CardError, match=r"member dcgan: cannot load .*delete .* and train it"):
+        load_member(out)

@@ -54,10 +54,17 @@ def load_member(member_dir: Path, device: str | torch.device = "cpu") -> LoadedM
     g, d = build_pair(
         card.arch, z_dim=card.z_dim, size=card.image_size, channels=card.channels, width=card.width
     )
-    load_weights(member_dir, g, d, dev)
+    fix = f"delete {member_dir} and train it again (`ensgan train {card.name}`)"
+    try:
+        load_weights(member_dir, g, d, dev)
+    except Exception as exc:  # safetensors' errors share no base class but Exception
+        raise CardError(
+            f"member {card.name}: cannot load {member_dir / 'checkpoint'} "
+            f"({type(exc).__name__}: {exc}); {fix}"
+        ) from None
     if weights_sha256(g, d) != card.weights_sha256:
         raise CardError(
             f"member {card.name}: the weights in {member_dir / 'checkpoint'} are not the ones "
-            "its card.json describes (changed or corrupted since training); train it again"
+            f"its card.json describes (changed or corrupted since training); {fix}"
         )
     return LoadedMember(card.name, card.z_dim, g.to(dev).eval(), d.to(dev).eval(), dev, card)

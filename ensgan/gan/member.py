@@ -55,8 +55,7 @@ GRID_IMAGES = 64
 NOT_WEIGHTS_CODE = frozenset(
     {
         "ensgan.config",  # validates params; their values are in the fingerprint
-        "ensgan.data.prepared",  # the data's sha256 is in the fingerprint
-        "ensgan.data.sources",
+        "ensgan.data.sources",  # what it reads is in the data's sha256, in the fingerprint
         "ensgan.errors",
         "ensgan.provenance",
         "ensgan.registry",  # all kinds of names; the two entries a member uses are hashed

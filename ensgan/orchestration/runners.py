@@ -3,6 +3,7 @@ and one Prefect API shared by the flow and its worker processes."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,10 +34,14 @@ class OrderedProcessPoolTaskRunner(ProcessPoolTaskRunner):
 
     def __enter__(self) -> Self:
         super().__enter__()
-        if not isinstance(getattr(self, "_resolver_executor", None), ThreadPoolExecutor):
-            raise RuntimeError("this Prefect's ProcessPoolTaskRunner has no resolver pool")
-        self._resolver_executor.shutdown(wait=True)
-        self._resolver_executor = ThreadPoolExecutor(max_workers=1)
+        resolver = getattr(self, "_resolver_executor", None)
+        if isinstance(resolver, ThreadPoolExecutor):
+            resolver.shutdown(wait=True)
+            self._resolver_executor = ThreadPoolExecutor(max_workers=1)
+        else:  # a Prefect that resolves differently: run, in whatever order it gives
+            logging.getLogger(__name__).warning(
+                "cannot keep the members' planned order on this Prefect version"
+            )
         return self
 
 

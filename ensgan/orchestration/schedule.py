@@ -38,7 +38,8 @@ def step_seconds(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with torch.random.fork_rng(devices=[]):
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
             return _time_steps(member, train, size, channels, steps, device)
     finally:
         torch.set_num_threads(threads)

@@ -18,7 +18,7 @@ from ensgan.eval.features import embed, pseudo_labels, save_feature_net, train_f
 from ensgan.eval.metrics import evaluate_images
 from ensgan.eval.report import write_html
 from ensgan.io.cards import StackerCard, read_card
-from ensgan.io.files import atomic_dir, write_json
+from ensgan.io.files import atomic_dir, atomic_write, write_json
 from ensgan.io.images import save_grid
 from ensgan.layout import Layout
 from ensgan.pipeline.common import load_ensemble, params_sha256
@@ -27,7 +27,9 @@ from ensgan.pipeline.common import load_ensemble, params_sha256
 def run(params: Params, layout: Layout) -> dict:
     ec = params.evaluate
     data = load_prepared(layout.prepared)
-    ens = load_ensemble(params, layout)
+    ens = load_ensemble(params, layout)  # fails before any report file is touched
+    out = layout.reports
+    out.mkdir(parents=True, exist_ok=True)
 
     # Feature space: a small classifier trained on the real training split (a domain FID).
     if data.labels is not None and len(np.unique(data.labels)) >= 2:
@@ -43,6 +45,7 @@ def run(params: Params, layout: Layout) -> dict:
         steps=ec.classifier_steps,
         seed=ec.seed,
     )
+    save_feature_net(net, out / "feature_net.safetensors")
     real_feats = embed(net, data.holdout_images)
     real_labels = labels[data.holdout]
 
@@ -77,49 +80,35 @@ def run(params: Params, layout: Layout) -> dict:
     metrics["stacker_cv_roc_auc"] = stack_card.cv_roc_auc
     metrics["data_sha256"] = data.card.sha256
     metrics["params_sha256"] = params_sha256(params)
-    # Write the report: every file at once, in one directory swap.
-    extra = {
-        "data sha256": data.card.sha256,
-        "params sha256": metrics["params_sha256"],
-        "stacker": f"{stack_card.model}, CV ROC AUC {stack_card.cv_roc_auc:.3f}",
-        "real row": "held-in real images vs the hold-out: the floor for every metric",
-    }
-    with atomic_dir(layout.reports) as out:
-        save_feature_net(net, out / "feature_net.safetensors")
+    with atomic_dir(out / "grids") as tmp:  # no grid of a removed member survives
         for stem, images in tiles.values():
-            save_grid(images, out / "grids" / f"{stem}.png", nrow=ec.grid_size)
-        grids = {caption: f"grids/{stem}.png" for caption, (stem, _) in tiles.items()}
-        write_json(out / "metrics.json", metrics)
-        _write_plots(params, layout, out / "plots", metrics)
-        write_html(out / "index.html", title="ensgan report", metrics=metrics, grids=grids,
-                   extra=extra)  # fmt: skip
-        _keep_the_users_files(layout.reports, out)
+            save_grid(images, tmp / f"{stem}.png", nrow=ec.grid_size)
+    grids = {caption: f"grids/{stem}.png" for caption, (stem, _) in tiles.items()}
+    write_json(out / "metrics.json", metrics)
+    _write_plots(params, layout, metrics)
+    write_html(
+        out / "index.html",
+        title="ensgan report",
+        metrics=metrics,
+        grids=grids,
+        extra={
+            "data sha256": data.card.sha256,
+            "params sha256": metrics["params_sha256"],
+            "stacker": f"{stack_card.model}, CV ROC AUC {stack_card.cv_roc_auc:.3f}",
+            "real row": "held-in real images vs the hold-out: the floor for every metric",
+        },
+    )
     return metrics
 
 
-def _keep_the_users_files(old: Path, new: Path) -> None:
-    """Anything in the old reports/ that evaluate does not write (a user's notes) is copied
-    over, so replacing the report never deletes it (copied, not moved: if the swap fails, the
-    old report is kept whole)."""
-    if not old.is_dir():
-        return
-    for entry in old.iterdir():
-        leftover = entry.name.startswith(".") and entry.name.endswith((".partial", ".old", ".tmp"))
-        if leftover or (new / entry.name).exists():
-            continue
-        if entry.is_dir():
-            shutil.copytree(entry, new / entry.name, symlinks=True)
-        else:
-            shutil.copy2(entry, new / entry.name, follow_symlinks=False)
-
-
-def _write_plots(params: Params, layout: Layout, plots: Path, metrics: dict) -> None:
-    """DVC plots: each member's loss log, and FD per member and combination."""
-    (plots / "losses").mkdir(parents=True)
-    for name in params.members:
-        shutil.copyfile(layout.member(name) / "losses.csv", plots / "losses" / f"{name}.csv")
+def _write_plots(params: Params, layout: Layout, metrics: dict) -> None:
+    plots = layout.reports / "plots"
+    with atomic_dir(plots / "losses") as losses:
+        for name in params.members:
+            shutil.copyfile(layout.member(name) / "losses.csv", losses / f"{name}.csv")
     rows = ["model,kind,fd,class_kl"]
     for kind, group in (("member", metrics["members"]), ("ensemble", metrics["ensemble"])):
         for name, m in group.items():
             rows.append(f"{name},{kind},{m['fd']:.6f},{m['class_kl']:.6f}")
-    (plots / "fd.csv").write_text("\n".join(rows) + "\n")
+    text = "\n".join(rows) + "\n"
+    atomic_write(plots / "fd.csv", lambda tmp: Path(tmp).write_text(text))
