@@ -28,6 +28,11 @@ class DivergedError(RuntimeError):
     """A member's loss became non-finite or passed `train.max_loss`."""
 
 
+class OutputError(RuntimeError):
+    """A member's output is unusable (non-finite values, or collapsed to one image): retrain
+    it rather than publish what it makes."""
+
+
 class StackerError(ValueError):
     """The meta-learner cannot be fitted or loaded as asked; the message says why."""
 
@@ -47,6 +52,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     StorageError,
     BatchError,
     DivergedError,
+    OutputError,
     StackerError,
     BusyError,
     CardError,

@@ -8,8 +8,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from ensgan.ensemble.combinations import METHODS, Ensemble, Sample, latents
+from ensgan.ensemble.combinations import METHODS, Ensemble, Sample, collapse, latents
 from ensgan.ensemble.stacking import prob_real
+from ensgan.errors import OutputError
 from ensgan.gan.loaded import LoadedMember
 from ensgan.gan.models import build_pair, to_uint8
 
@@ -276,3 +277,33 @@ def test_default_weights_are_uniform() -> None:
     ens = Ensemble(const_members())
     assert ens.weights == {"A": 0.5, "B": 0.5}
     assert ens.z_dim == Z
+
+
+# Collapsed and broken output never reaches a batch.
+
+
+def test_collapse_names_blank_and_identical_sets() -> None:
+    rng = np.random.default_rng(0)
+    varied = rng.integers(0, 256, (5, 1, 8, 8), dtype=np.uint8)
+    assert collapse(varied) is None
+    assert "blank" in collapse(np.zeros((5, 1, 8, 8), np.uint8))
+    same = np.repeat(varied[:1], 5, axis=0)
+    assert "same picture" in collapse(same)
+    assert collapse(varied[:1]) is None  # one varied image is not a collapse
+    assert collapse(varied[:0]) is None
+
+
+def test_sample_reports_which_members_collapsed() -> None:
+    members = {"A": member("A", ConstGen(-1.0)), "B": member("B", ConstGen(0.0, spread=0.9))}
+    s = Ensemble(members).sample("mixture", 60, seed=0)
+    assert set(s.collapsed()) == {"A"}  # a constant generator: every image blank
+
+
+class NaNGen(nn.Module):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(z), 1, 8, 8), float("nan"))
+
+
+def test_non_finite_output_is_refused_naming_the_member() -> None:
+    with pytest.raises(OutputError, match="member bad generated non-finite"):
+        member("bad", NaNGen()).generate(torch.zeros(3, Z))

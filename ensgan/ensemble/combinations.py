@@ -31,6 +31,19 @@ def latents(seeds: np.ndarray, z_dim: int) -> torch.Tensor:
     return out
 
 
+def collapse(images: np.ndarray) -> str | None:
+    """Why a set of one member's images is unusable, or None: every image the same picture,
+    or every image one flat value (blank)."""
+    if len(images) == 0:
+        return None
+    flat = images.reshape(len(images), -1)
+    if (flat == flat[0, 0]).all():
+        return f"all {len(images)} images are blank (every pixel {int(flat[0, 0])})"
+    if len(images) > 1 and (flat == flat[0]).all():
+        return f"all {len(images)} images are the same picture"
+    return None
+
+
 @dataclass
 class Sample:
     images: np.ndarray  # uint8 (N, C, H, W)
@@ -47,6 +60,12 @@ class Sample:
             }
             for i, (m, s) in enumerate(zip(self.members, self.seeds, strict=True))
         ]
+
+    def collapsed(self) -> dict[str, str]:
+        """{member: why} for each member whose images here have collapsed."""
+        members = np.asarray(self.members)
+        found = {m: collapse(self.images[members == m]) for m in dict.fromkeys(self.members)}
+        return {m: why for m, why in found.items() if why}
 
 
 @dataclass

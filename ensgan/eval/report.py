@@ -23,6 +23,8 @@ MISSING = "—"
 _KIND = {"members": "member", "ensemble": "ensemble", "real": "real"}
 _ORDER = ("members", "ensemble", "real")
 _NOTES = {
+    "collapsed": "yes when every one of a member's samples is the same picture or blank; "
+    "`generate` refuses to publish from such a member.",
     "fd": "Fréchet distance on the project's own feature net; lower is better. Comparable "
     "only between runs sharing that net, not with Inception-based FID.",
     "classes_covered": "classes (or k-means clusters) holding a minimum share of the "

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ensgan.errors import CardError
+from ensgan.errors import CardError, OutputError
 from ensgan.gan.checkpoint import load_weights, weights_sha256
 from ensgan.gan.models import build_pair, to_uint8, to_unit
 from ensgan.io.cards import MemberCard, read_card
@@ -32,7 +32,13 @@ class LoadedMember:
     def generate(self, z: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """Float images in [-1, 1] for latents z (N, z_dim), on the CPU."""
         out = [self.generator(zb.to(self.device)).cpu() for zb in z.split(batch_size)]
-        return torch.cat(out).contiguous() if out else torch.empty(0)
+        x = torch.cat(out).contiguous() if out else torch.empty(0)
+        if not torch.isfinite(x).all():
+            raise OutputError(
+                f"member {self.name} generated non-finite values (NaN or infinity): "
+                "its weights are broken; train it again"
+            )
+        return x
 
     @torch.no_grad()
     def score(self, images_u8: torch.Tensor, batch_size: int = 512) -> np.ndarray:

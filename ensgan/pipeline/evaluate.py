@@ -13,7 +13,7 @@ import numpy as np
 
 from ensgan.config import Params
 from ensgan.data.prepared import load_prepared
-from ensgan.ensemble.combinations import METHODS
+from ensgan.ensemble.combinations import METHODS, collapse
 from ensgan.eval.features import embed, pseudo_labels, save_feature_net, train_feature_net
 from ensgan.eval.metrics import evaluate_images
 from ensgan.eval.report import write_html
@@ -65,6 +65,7 @@ def run(params: Params, layout: Layout) -> dict:
     for name in ens.members:
         images = ens.member_sample(name, seeds)
         metrics["members"][name] = measure(images, ens.score(images))
+        metrics["members"][name]["collapsed"] = collapse(images) is not None
         tiles[name] = (name, images[:n_grid])
     metrics["ensemble"] = {}
     for method in METHODS:

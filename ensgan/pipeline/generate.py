@@ -7,6 +7,7 @@ import json
 import logging
 
 from ensgan.config import Params
+from ensgan.errors import OutputError
 from ensgan.io.batches import verify_batch, write_batch
 from ensgan.io.cards import DataCard, MemberCard, StackerCard, read_card
 from ensgan.io.files import write_json
@@ -64,6 +65,13 @@ def run(params: Params, layout: Layout) -> dict:
         ens = load_ensemble(params, layout)
         gc = params.generate
         s = ens.sample(params.ensemble.method, gc.n_images, seed=gc.seed)
+        collapsed = s.collapsed()
+        if collapsed:
+            why = "; ".join(f"{m}: {reason}" for m, reason in collapsed.items())
+            raise OutputError(
+                f"refusing to write batch {run_id}: collapsed output ({why}); retrain or "
+                "remove those members"
+            )
         extra = {
             "method": params.ensemble.method,
             "data_sha256": read_card(DataCard, layout.prepared).sha256,
