@@ -245,3 +245,17 @@ def flow_project(tmp_path_factory: pytest.TempPathFactory, prefect_server: None)
     root = write_tiny_project(tmp_path_factory.mktemp("flow-project"))
     summary = run(params_path="params.yaml", root=str(root))
     return {"root": root, "summary": summary}
+
+
+# =============================================================================================
+# One torch thread for modules that train tiny nets: they gain nothing from more, and the CPU
+# may be shared with other work. Use with `pytestmark = pytest.mark.usefixtures(...)`.
+# =============================================================================================
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

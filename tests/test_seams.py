@@ -3,7 +3,6 @@ optional weights, and train_member taking either; fixed-latent grids at every ch
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +20,7 @@ from ensgan.gan.member import GRIDS, member_is_finished, train_member
 from ensgan.gan.samplers import UniformSampler, WeightedSampler, bootstrap_indices
 from ensgan.io.cards import MemberCard
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Losses.
