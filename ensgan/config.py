@@ -45,13 +45,44 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Fraction = Annotated[float, Field(gt=0.0, lt=0.9)]
+
+
+class SplitConfig(_Strict):
+    """Real images held out of member training, a split per use, so that no step judges with
+    images a step before it learned from (the members' discriminators saw the training split)."""
+
+    stack: Fraction = 0.1  # fits the stacker (real against fresh fakes)
+    calibrate: Fraction = 0.1  # calibrates its probabilities (Platt / isotonic)
+    evaluate: Fraction = 0.2  # the reference for every metric
+
+    @model_validator(mode="after")
+    def _leave_training_data(self) -> SplitConfig:
+        total = self.stack + self.calibrate + self.evaluate
+        if total > 0.9:
+            raise ValueError(
+                f"the splits take {total:.2f} of the data; leave at least 0.1 to train"
+            )
+        return self
+
+
 class DataConfig(_Strict):
     source: Literal["digits", "folder", "npz"] = "digits"
     path: str | None = None  # folder of PNG/JPEG images, or a .npz with an `images` array
     image_size: Annotated[int, Field(ge=8, le=64)] = 16  # pixels per side, a power of two
     channels: Literal[1, 3] = 1  # 1 = grayscale, 3 = RGB; inputs are converted
-    holdout_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.2  # kept out of training
+    splits: SplitConfig = SplitConfig()  # real images kept out of member training
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "holdout_fraction" in data:
+            raise ValueError(
+                "holdout_fraction was replaced by splits: {stack: F, calibrate: F, evaluate: F}"
+                " (fractions of the data kept out of member training, one per use)"
+            )
+        return data
 
     @field_validator("image_size")
     @classmethod
@@ -72,6 +103,9 @@ class MemberConfig(_Strict):
     seed: int = 0
     width: Annotated[int, Field(ge=4, le=512)] = 32  # base channel count of G and D
     bootstrap: bool = True  # bagging: train on a bootstrap resample of the training split
+    discriminators: Annotated[int, Field(ge=1, le=8)] = 1  # GMAN: several, one generator
+    gman: Literal["mean", "max", "softmax", "learned"] = "mean"  # how G combines their losses
+    gman_lambda: Annotated[float, Field(ge=0)] = 1.0  # softmax temperature λ (gman: softmax)
 
 
 class TrainConfig(_Strict):
@@ -95,8 +129,10 @@ class TrainConfig(_Strict):
 class StackConfig(_Strict):
     model: MetaLearner = "logistic"
     cv_folds: Annotated[int, Field(ge=2, le=20)] = 5
-    n_fake: Annotated[int, Field(gt=0)] | None = None  # generated negatives; None = as many as
-    # there are held-out real images (the positives)
+    n_fake: Annotated[int, Field(gt=0)] | None = None  # generated negatives per split; None =
+    # as many as the split's real images (the positives)
+    calibration: Literal["sigmoid", "isotonic"] = "sigmoid"  # Platt scaling, or isotonic
+    burn_in: Annotated[int, Field(ge=10)] = 2000  # generated images per member: DRS's M, weights
     seed: int = 0
 
 
@@ -104,6 +140,14 @@ class EnsembleConfig(_Strict):
     method: Combination = "mixture"  # what `generate` publishes
     weights: dict[str, Annotated[float, Field(ge=0)]] | None = None  # mixture weights; uniform
     vote_oversample: Annotated[int, Field(ge=1, le=64)] = 4  # candidates drawn per kept image
+    drs_percentile: Annotated[float, Field(gt=0, le=100)] = 95.0  # M: this percentile of r̂
+    drs_gamma: float = 0.0  # DRS's γ: 0 = plain rejection sampling; > 0 accepts less
+    mh_chain: Annotated[int, Field(ge=1, le=10_000)] = 64  # MH proposals per output image
+    weight_floor: Annotated[float, Field(ge=0, le=1)] = 0.5  # `weighted`: no member below this
+    # share of its prior weight
+    training: Literal["bagging", "boosting"] = "bagging"  # members in parallel, or AdaGAN rounds
+    boosting_beta: Annotated[float, Field(gt=0, lt=1)] | None = None  # None: β_t = 1/t
+    boosting_epochs: Annotated[int, Field(ge=1, le=100)] = 5  # the mixture classifier's passes
 
 
 class EvaluateConfig(_Strict):
@@ -203,6 +247,11 @@ class Params(_Strict):
                 raise ValueError(f"ensemble.weights names unknown members: {unknown}")
             if sum(w.get(m, 0.0) for m in self.members) <= 0:
                 raise ValueError("ensemble.weights must give some member a positive weight")
+            if self.ensemble.training == "boosting":
+                raise ValueError(
+                    "ensemble.weights cannot be set with ensemble.training: boosting "
+                    "(AdaGAN sets the mixture weights); remove one of them"
+                )
         return self
 
     def digest(self, *sections: str) -> str:
@@ -213,11 +262,26 @@ class Params(_Strict):
         return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()
 
     def mixture_weights(self) -> dict[str, float]:
-        """Normalised mixture weights over the members, uniform unless params say otherwise."""
+        """Normalised mixture weights over the members: AdaGAN's when boosting, else uniform
+        unless params say otherwise."""
+        if self.ensemble.training == "boosting":
+            w = adagan_weights(len(self.members), self.ensemble.boosting_beta)
+            return dict(zip(self.members, w, strict=True))
         raw = self.ensemble.weights or {}
         w = {m: float(raw.get(m, 0.0 if raw else 1.0)) for m in self.members}
         total = sum(w.values())
         return {m: x / total for m, x in w.items()}
+
+
+def adagan_weights(n_rounds: int, beta: float | None) -> list[float]:
+    """AdaGAN's mixture weights after n rounds (ensgan/ensemble/boosting.py has the rule):
+    β_1 = 1, then β_t = 1/t or a constant; w <- (1 - β) w + [β]. Here so that params resolve
+    without importing torch."""
+    w: list[float] = []
+    for t in range(1, n_rounds + 1):
+        b = 1.0 if t == 1 else (1.0 / t if beta is None else beta)
+        w = [x * (1.0 - b) for x in w] + [b]
+    return w
 
 
 def _format(err: ValidationError) -> str:

@@ -51,7 +51,10 @@ ARCHS = Registry(
 )
 LOSSES = Registry(
     "loss",
-    {"non_saturating": "ensgan.gan.losses:NonSaturating"},  # -log D(G(z)), Goodfellow et al.
+    {
+        "non_saturating": "ensgan.gan.losses:NonSaturating",  # -log D(G(z)), Goodfellow et al.
+        "hinge": "ensgan.gan.losses:Hinge",  # margins, Lim & Ye 2017
+    },
 )
 COMBINATIONS = Registry(
     "combination",
@@ -59,6 +62,9 @@ COMBINATIONS = Registry(
         "mixture": "ensgan.ensemble.combinations:mixture",  # each image from one member
         "mean": "ensgan.ensemble.combinations:mean",  # pixel mean over members, same latent
         "vote": "ensgan.ensemble.combinations:vote",  # keep the stacker's favourites (narrows)
+        "drs": "ensgan.ensemble.combinations:drs",  # rejection sampling per member, then mixed
+        "mh": "ensgan.ensemble.combinations:mh",  # independence Metropolis-Hastings chains
+        "weighted": "ensgan.ensemble.combinations:weighted",  # mixture reweighted by the stacker
     },
 )
 META_LEARNERS = Registry(

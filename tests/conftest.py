@@ -205,10 +205,22 @@ TINY = {
         "steps": 30, "batch_size": 32, "checkpoint_every": 10, "log_every": 5,
         "device": "cpu", "workers": 2,
     },
-    "stack": {"cv_folds": 3},
+    "stack": {"cv_folds": 3, "burn_in": 200},
+    "ensemble": {"mh_chain": 8},
     "evaluate": {"n_samples": 100, "classifier_steps": 30, "grid_size": 4},
     "generate": {"n_images": 40, "shard_size": 16},
 }  # fmt: skip
+
+
+# The flow's project bags, with a GMAN member, and publishes MH samples (the DVC project
+# boosts and publishes DRS samples): every method runs under both drivers.
+TINY_FLOW = {
+    "members": {
+        "a": {"arch": "dcgan", "seed": 1, "width": 8},
+        "b": {"arch": "upsample", "seed": 2, "width": 4, "discriminators": 2, "gman": "softmax"},
+    },
+    "ensemble": {"method": "mh", "mh_chain": 8},
+}
 
 
 def tiny_params(**sections: dict) -> str:
@@ -242,7 +254,7 @@ def flow_project(tmp_path_factory: pytest.TempPathFactory, prefect_server: None)
     """The nightly flow, run once on the tiny project; tests read what it left behind."""
     from ensgan.orchestration.flow import run
 
-    root = write_tiny_project(tmp_path_factory.mktemp("flow-project"))
+    root = write_tiny_project(tmp_path_factory.mktemp("flow-project"), **TINY_FLOW)
     summary = run(params_path="params.yaml", root=str(root))
     return {"root": root, "summary": summary}
 

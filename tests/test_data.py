@@ -13,7 +13,13 @@ import pytest
 from PIL import Image
 
 from ensgan.config import DataConfig
-from ensgan.data.prepared import DataError, load_prepared, prepare, split_holdout
+from ensgan.data.prepared import (
+    DataError,
+    assign_splits,
+    load_prepared,
+    prepare,
+    split_holdout,
+)
 from ensgan.data.sources import load_source, read_folder, read_npz, to_array
 
 # Helpers.
@@ -51,7 +57,7 @@ def npz_cfg(path: Path, **kw) -> DataConfig:
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("digits") / "data" / "prepared"
-    card = prepare(DataConfig(image_size=8, holdout_fraction=0.2, seed=0), out)
+    card = prepare(DataConfig(image_size=8, seed=0), out)
     return out, card
 
 
@@ -59,9 +65,9 @@ def test_digits_prepare_shape_labels_and_card(digits_dir: tuple[Path, dict]) -> 
     out, card = digits_dir
     assert sorted(p.name for p in out.iterdir()) == [
         "card.json",
-        "holdout.npy",
         "images.npy",
         "labels.npy",
+        "split.npy",
     ]
     assert not list(out.parent.glob(".prepared.*"))  # no staging dir left behind
     d = load_prepared(out)
@@ -74,20 +80,24 @@ def test_digits_prepare_shape_labels_and_card(digits_dir: tuple[Path, dict]) -> 
     assert d.card == card
     assert card.shape == [1797, 1, 8, 8] and card.labels is True
     assert card.source == "digits" and card.dtype == "uint8"
-    assert card.n_train + card.n_holdout == 1797
-    assert card.sha256 == independent_sha256(d.images, d.labels, d.holdout)
+    assert card.n_train + card.n_stack + card.n_calibrate + card.n_evaluate == 1797
+    assert card.sha256 == independent_sha256(d.images, d.labels, d.split)
 
 
-def test_digits_holdout_fraction_and_stratification(digits_dir: tuple[Path, dict]) -> None:
+def test_digits_splits_fractions_and_stratification(digits_dir: tuple[Path, dict]) -> None:
     d = load_prepared(digits_dir[0])
-    assert d.holdout.dtype == bool and d.holdout.shape == (1797,)
-    assert d.holdout.sum() == math.ceil(1797 * 0.2) == d.card.n_holdout
-    assert len(d.train_images) == d.card.n_train == 1797 - d.holdout.sum()
-    assert len(d.holdout_images) == d.holdout.sum()
-    for k in range(10):
-        in_class = d.labels == k
-        held = (d.holdout & in_class).sum()
-        assert abs(held - 0.2 * in_class.sum()) <= 1, (k, held, in_class.sum())
+    assert d.split.dtype == np.int8 and d.split.shape == (1797,)
+    assert set(np.unique(d.split).tolist()) == {0, 1, 2, 3}
+    for name, fraction in (("stack", 0.1), ("calibrate", 0.1), ("evaluate", 0.2)):
+        n = int(d.mask(name).sum())
+        assert n == getattr(d.card, f"n_{name}") == len(d.images_of(name))
+        assert abs(n - fraction * 1797) <= 2, (name, n)
+        for k in range(10):  # stratified: each class in its share
+            in_class = d.labels == k
+            held = (d.mask(name) & in_class).sum()
+            assert abs(held - fraction * in_class.sum()) <= 2, (name, k, held)
+    assert len(d.train_images) == d.card.n_train == (d.split == 0).sum()
+    np.testing.assert_array_equal(d.labels_of("evaluate"), d.labels[d.split == 3])
 
 
 def test_digits_are_deterministic_and_seeded(tmp_path: Path, digits_dir: tuple[Path, dict]) -> None:
@@ -95,8 +105,10 @@ def test_digits_are_deterministic_and_seeded(tmp_path: Path, digits_dir: tuple[P
     assert again.sha256 == digits_dir[1].sha256
     other = prepare(DataConfig(image_size=8, seed=1), tmp_path / "b")
     assert other.sha256 != again.sha256  # a different hold-out split
-    frac = prepare(DataConfig(image_size=8, holdout_fraction=0.5), tmp_path / "c")
-    assert frac.n_holdout == math.ceil(1797 * 0.5)
+    splits = {"stack": 0.2, "calibrate": 0.2, "evaluate": 0.1}
+    frac = prepare(DataConfig(image_size=8, splits=splits), tmp_path / "c")
+    assert frac.n_evaluate == math.ceil(1797 * 0.1)
+    assert abs(frac.n_stack - 0.2 * 1797) <= 2 and abs(frac.n_calibrate - 0.2 * 1797) <= 2
 
 
 def test_digits_resized() -> None:
@@ -110,13 +122,13 @@ def test_load_prepared_returns_what_the_source_and_split_give(
 ) -> None:
     """What comes back is the source, resized, with the seeded split: computed independently."""
     src, card = digits_dir
-    cfg = DataConfig(image_size=8, holdout_fraction=0.2, seed=0)
+    cfg = DataConfig(image_size=8, seed=0)
     images, labels = load_source(cfg)
-    holdout = split_holdout(len(images), labels, cfg.holdout_fraction, cfg.seed)
+    split = assign_splits(len(images), labels, cfg.splits.model_dump(), cfg.seed)
     d = load_prepared(src)
     np.testing.assert_array_equal(d.images, images)
     np.testing.assert_array_equal(d.labels, labels)
-    np.testing.assert_array_equal(d.holdout, holdout)
+    np.testing.assert_array_equal(d.split, split)
     assert d.card == card
 
 
@@ -130,11 +142,11 @@ def test_load_prepared_detects_tampering(tmp_path: Path) -> None:
         load_prepared(out)
 
 
-def test_load_prepared_detects_tampered_holdout(tmp_path: Path) -> None:
+def test_load_prepared_detects_tampered_split(tmp_path: Path) -> None:
     out = tmp_path / "prepared"
     prepare(DataConfig(image_size=8), out)
-    holdout = np.load(out / "holdout.npy")
-    np.save(out / "holdout.npy", ~holdout)
+    split = np.load(out / "split.npy")
+    np.save(out / "split.npy", (split + 1) % 4)
     with pytest.raises(DataError, match="sha256"):
         load_prepared(out)
 
@@ -213,13 +225,16 @@ def test_folder_prepare_end_to_end(tmp_path: Path) -> None:
         write_image(src / "a" / f"{i}.png", (10 * i, 0, 0), size=(32, 32))
         write_image(src / "b" / f"{i}.jpg", 200, size=(9, 9))
     out = tmp_path / "data" / "prepared"
-    card = prepare(folder_cfg(Path("imgs"), channels=3, holdout_fraction=0.5), out, root=tmp_path)
+    splits = {"stack": 0.17, "calibrate": 0.17, "evaluate": 0.34}
+    card = prepare(folder_cfg(Path("imgs"), channels=3, splits=splits), out, root=tmp_path)
     assert card.shape == [12, 3, 8, 8] and card.labels is True and card.n_classes == 2
     assert card.path == "imgs"
     d = load_prepared(out)
     assert d.labels.tolist() == [0] * 6 + [1] * 6
-    assert d.holdout.sum() == 6
-    assert (d.holdout & (d.labels == 0)).sum() == 3  # stratified
+    held = d.mask("evaluate")
+    assert 4 <= held.sum() <= 5  # 0.34 of 12, as scikit-learn rounds a stratified split
+    assert abs((held & (d.labels == 0)).sum() - (held & (d.labels == 1)).sum()) <= 1
+    assert d.card.n_train >= 2
 
 
 def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
@@ -401,7 +416,7 @@ def test_failure_while_writing_leaves_prepared_intact(
 
     def failing_save(file, arr, *a, **kw):
         calls.append(file)
-        if len(calls) == 2:  # images.npy written, holdout.npy fails (e.g. disk full)
+        if len(calls) == 2:  # images.npy written, split.npy fails (e.g. disk full)
             raise OSError("No space left on device")
         return real_save(file, arr, *a, **kw)
 
@@ -449,3 +464,17 @@ def test_split_holdout_many_classes_few_images() -> None:
     labels = np.repeat(np.arange(8), [3, 3, 3, 3, 2, 2, 2, 2])
     m = split_holdout(20, labels, 0.615, 0)
     assert m.sum() == 13
+
+
+def test_splits_validation_and_the_renamed_key() -> None:
+    with pytest.raises(ValueError, match="leave at least 0.1 to train"):
+        DataConfig(splits={"stack": 0.4, "calibrate": 0.3, "evaluate": 0.3})
+    with pytest.raises(ValueError, match="holdout_fraction was replaced by splits"):
+        DataConfig(holdout_fraction=0.2)
+    with pytest.raises(ValueError):
+        DataConfig(splits={"stack": 0.0, "calibrate": 0.1, "evaluate": 0.1})
+
+
+def test_assign_splits_refuses_too_few_images() -> None:
+    with pytest.raises(DataError, match="too few images"):
+        assign_splits(3, None, {"stack": 0.3, "calibrate": 0.3, "evaluate": 0.3}, 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -9,10 +11,11 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from ensgan.ensemble.combinations import METHODS, Ensemble, Sample, collapse, latents
-from ensgan.ensemble.stacking import prob_real
-from ensgan.errors import OutputError
+from ensgan.ensemble.stacking import Stacker, ratio_features
+from ensgan.errors import OutputError, StackerError
 from ensgan.gan.loaded import LoadedMember
 from ensgan.gan.models import build_pair, to_uint8
+from ensgan.io.cards import StackerCard
 
 Z = 8
 CPU = torch.device("cpu")
@@ -47,13 +50,35 @@ class MeanDisc(nn.Module):
 
 
 class MeanStacker:
-    """A 'fitted' stacker: P(real) = sigmoid(mean of the member logits)."""
+    """A 'fitted' stacker: log r̂ = mean of the member logits, P(real) = sigmoid of it."""
 
-    classes_ = np.array([0, 1])
+    def __init__(self, log_m: float = 1.0, weights: dict | None = None) -> None:
+        self.card = SimpleNamespace(
+            drs_log_m={"A": log_m, "B": log_m, "dcgan": log_m, "mlp": log_m},
+            member_weights=weights or {"A": 0.5, "B": 0.5, "dcgan": 0.5, "mlp": 0.5},
+        )
+        self.real_log_ratios = np.array([0.5, 1.0, 1.5])
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-x.mean(axis=1)))
-        return np.column_stack([1 - p, p])
+    def log_ratio(self, logits: np.ndarray) -> np.ndarray:
+        return logits.mean(axis=1)
+
+    def prob_real(self, logits: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.log_ratio(logits)))
+
+
+def fitted_stacker(est, members: list[str]) -> Stacker:
+    """A real Stacker around `est` (fitted on ratio_features of uniform weights)."""
+    k = len(members)
+    card = StackerCard(
+        model="logistic", cv_folds=2, cv_roc_auc=1.0, cv_roc_auc_std=0.0, cv_accuracy=1.0,
+        cv_log_loss=0.0, n_real=1, n_fake=1, members=members,
+        mixture_weights={m: 1 / k for m in members}, calibration="sigmoid",
+        calibration_roc_auc=1.0, ece_raw=0.0, ece_calibrated=0.0, brier_raw=0.0,
+        brier_calibrated=0.0, n_calibrate_real=1, n_calibrate_fake=1, log_prior_ratio=0.0,
+        burn_in=10, drs_log_m={m: 0.0 for m in members}, member_weights={m: 1 / k for m in members},
+        data_sha256="0" * 64, member_fingerprints={},
+    )  # fmt: skip
+    return Stacker(est, card, np.zeros(3))
 
 
 def member(name: str, gen: nn.Module, disc: nn.Module | None = None, z_dim: int = Z):
@@ -158,13 +183,15 @@ def test_vote_with_a_fitted_logistic_regression() -> None:
     ens = Ensemble(members)
     a = ens.member_sample("A", np.arange(100))
     b = ens.member_sample("B", np.arange(100, 200))
-    x = np.vstack([ens.features(b), ens.features(a)])
+    x = ratio_features(np.vstack([ens.features(b), ens.features(a)]), np.array([0.5, 0.5]))
     y = np.r_[np.ones(100, dtype=int), np.zeros(100, dtype=int)]
-    ens.stacker = LogisticRegression().fit(x, y)  # B's images count as "real"
+    est = LogisticRegression().fit(x, y)  # B's images count as "real"
+    ens.stacker = fitted_stacker(est, ["A", "B"])
     s = ens.sample("vote", 30, seed=7)
     assert s.members == ["B"] * 30
     assert (s.images >= 128).all()
-    np.testing.assert_allclose(s.scores, prob_real(ens.stacker, ens.features(s.images)))
+    feats = ratio_features(ens.features(s.images), np.array([0.5, 0.5]))
+    np.testing.assert_allclose(s.scores, est.predict_proba(feats)[:, 1])
 
 
 @pytest.mark.parametrize("weights", [None, {"A": 0.9, "B": 0.1}])
@@ -196,11 +223,12 @@ def test_vote_selection_is_consistent_with_scores(weights) -> None:
 
 def test_vote_needs_a_stacker_and_methods_are_checked() -> None:
     ens = Ensemble(const_members())
-    with pytest.raises(ValueError, match="stacker"):
-        ens.sample("vote", 4, seed=0)
+    for method in ("vote", "drs", "mh", "weighted"):
+        with pytest.raises(StackerError, match="needs a fitted stacker"):
+            ens.sample(method, 4, seed=0)
     with pytest.raises(ValueError, match="unknown combination method"):
         ens.sample("median", 4, seed=0)
-    assert METHODS == ("mixture", "mean", "vote")
+    assert METHODS == ("mixture", "mean", "vote", "drs", "mh", "weighted")
 
 
 def test_scores_are_attached_when_a_stacker_is_present(net_members) -> None:

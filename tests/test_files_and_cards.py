@@ -101,7 +101,8 @@ def test_atomic_write_gives_the_umask_mode_not_0600(tmp_path: Path) -> None:
 
 DATA = {
     "source": "digits", "path": None, "shape": [10, 1, 8, 8], "dtype": "uint8", "labels": True,
-    "n_classes": 10, "n_train": 8, "n_holdout": 2, "sha256": "a" * 64,
+    "n_classes": 10, "n_train": 8, "n_stack": 1, "n_calibrate": 1, "n_evaluate": 2,
+    "sha256": "a" * 64,
 }  # fmt: skip
 
 

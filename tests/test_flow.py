@@ -14,6 +14,7 @@ from prefect.client.schemas.filters import FlowRunFilter
 from prefect.client.schemas.objects import StateType
 
 from ensgan.config import ConfigError
+from ensgan.ensemble.combinations import METHODS
 from ensgan.io.batches import list_batches, pull_batch
 from ensgan.io.storage import LocalStore
 from tests.conftest import write_tiny_project
@@ -28,13 +29,25 @@ def test_flow_runs_every_stage_and_publishes(flow_project: dict, tmp_path: Path)
 
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     assert set(metrics["members"]) == {"a", "b"}
-    assert set(metrics["ensemble"]) == {"mixture", "mean", "vote"}
+    assert set(metrics["ensemble"]) == set(METHODS)
     for row in [*metrics["members"].values(), *metrics["ensemble"].values()]:
         assert row["fd"] > 0 and 0 <= row["classes_covered"] <= 10
         assert 0.0 <= row["stacker_score"] <= 1.0
+        assert all(0.0 <= row[k] <= 1.0 for k in ("precision", "recall", "coverage"))
+        assert len(row["coverage_per_class"]) == 10
+    for method, row in metrics["ensemble"].items():
+        assert 0 < row["accept_rate"] <= 1 and row["ess"] > 0, method
+    stacker = metrics["stacker"]
+    assert stacker["ece_calibrated"] >= 0 and stacker["calibration"] == "sigmoid"
+    assert sum(stacker["member_weights"].values()) == pytest.approx(1.0)
+    # Held-out real images as candidates: no class is thinned to under half the average rate.
+    assert min(r for r in stacker["real_acceptance_by_class"] if r is not None) > 0.5
+    card = json.loads((root / "models" / "members" / "b" / "card.json").read_text())
+    assert card["loss"] == "non_saturating+gman-softmax(λ=1)" and card["discriminators"] == 2
+    assert s["batch"]["run_id"].startswith("mh-")
     assert metrics["data_sha256"] == s["data_sha256"]
     assert metrics["params_sha256"] == s["params_sha256"]
-    assert (root / "reports" / "index.html").read_text().count("<img") == 5
+    assert (root / "reports" / "index.html").read_text().count("<img") == 2 + len(METHODS)
 
     # The batch is in the store, listed, and pulls back with verified checksums.
     store = LocalStore(root / "store")
@@ -155,3 +168,30 @@ def test_persisted_task_results_are_plain_json(flow_project: dict) -> None:
         assert serializer.get("object_decoder") is None, path
         cards.append(json.loads(record["result"]))
     assert {c["name"] for c in cards} >= {"a", "b"}
+
+
+def test_boosting_runs_as_a_chain_of_tasks(tmp_path: Path, prefect_server) -> None:
+    """AdaGAN rounds in the flow: each member's task starts after the one before finished,
+    and the later member trains on its round's data weights."""
+    import anyio
+
+    from ensgan.orchestration.flow import run
+
+    root = write_tiny_project(
+        tmp_path, ensemble={"training": "boosting", "boosting_epochs": 1, "method": "weighted"}
+    )
+    summary = run(params_path="params.yaml", root=str(root))
+    assert set(summary["members"]) == {"a", "b"}
+    assert summary["batch"]["run_id"].startswith("weighted-")
+    assert (root / "models" / "members" / "b" / "boost_weights.npz").exists()
+    runs = anyio.run(_flow_runs)
+    latest = max(runs, key=lambda r: r.start_time)
+
+    async def _train_runs() -> list:
+        async with get_client() as client:
+            flow_filter = FlowRunFilter(id={"any_": [latest.id]})
+            return await client.read_task_runs(flow_run_filter=flow_filter)
+
+    by_name = {r.name: r for r in anyio.run(_train_runs)}
+    a, b = by_name["train-a"], by_name["train-b"]
+    assert a.end_time <= b.start_time  # a chain, not a pool

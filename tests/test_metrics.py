@@ -10,6 +10,7 @@ from sklearn.datasets import load_digits
 
 from ensgan.eval import features as f
 from ensgan.eval import metrics as m
+from ensgan.eval.prdc import equal_counts, prdc
 
 
 @pytest.fixture(scope="module")
@@ -146,10 +147,75 @@ def test_evaluate_images_returns_plain_numbers(
     images, labels = digits
     real_feats = f.embed(net, images[:1000])
     out = m.evaluate_images(net, images[1000:1400], real_feats, labels[:1000], 10)
-    assert set(out) == {"fd", "classes_covered", "class_kl"}
+    assert set(out) == {
+        "fd",
+        "classes_covered",
+        "class_kl",
+        *("precision", "recall", "density", "coverage", "coverage_per_class"),
+    }
+    assert len(out["coverage_per_class"]) == 10 and min(out["coverage_per_class"]) > 0.3
     assert type(out["fd"]) is float and type(out["class_kl"]) is float
     assert type(out["classes_covered"]) is int
     assert out["classes_covered"] >= 8
     noise = np.random.default_rng(0).integers(0, 256, (400, 1, 8, 8), dtype=np.uint8)
     worse = m.evaluate_images(net, noise, real_feats, labels[:1000], 10)
     assert worse["fd"] > out["fd"]
+    assert worse["precision"] < out["precision"] and worse["coverage"] < out["coverage"]
+
+
+# Precision, recall, density, coverage (ensgan/eval/prdc.py).
+
+
+def test_prdc_identical_sets_score_one() -> None:
+    x = _gauss(300, 6)
+    out = prdc(x, x.copy())
+    assert out == {"precision": 1.0, "recall": 1.0, "density": 1.0, "coverage": 1.0}
+
+
+def test_prdc_disjoint_sets_score_zero() -> None:
+    x = _gauss(300, 6)
+    out = prdc(x, x + 100.0)
+    assert out == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+
+
+def test_prdc_matches_the_authors_package() -> None:
+    from prdc import compute_prdc
+
+    real, fake = _gauss(400, 8, seed=1), _gauss(400, 8, seed=2) + 0.4
+    ours = prdc(real, fake)
+    theirs = compute_prdc(real.astype(np.float32), fake.astype(np.float32), nearest_k=5)
+    for key, value in theirs.items():
+        assert ours[key] == pytest.approx(float(value))
+
+
+def test_prdc_separates_narrowing_from_diversity() -> None:
+    """Keeping only the most typical fakes raises precision and lowers recall and coverage."""
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(600, 4)), rng.normal(size=(2400, 4))
+    typical = fake[np.argsort(np.linalg.norm(fake, axis=1))[:600]]
+    plain, narrow = prdc(real, fake[:600]), prdc(real, typical)
+    assert narrow["precision"] >= plain["precision"]
+    assert narrow["recall"] < plain["recall"] - 0.2
+    assert narrow["coverage"] < plain["coverage"] - 0.2
+
+
+def test_prdc_coverage_per_class_sees_a_dropped_mode() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    labels = rng.integers(0, 3, 900)
+    real = centres[labels] + rng.normal(size=(900, 2))
+    fake_labels = rng.integers(0, 2, 900)  # class 2 never generated
+    fake = centres[fake_labels] + rng.normal(size=(900, 2))
+    out = prdc(real, fake, real_labels=labels, n_classes=4)
+    per_class = out["coverage_per_class"]
+    assert per_class[0] > 0.8 and per_class[1] > 0.8 and per_class[2] == 0.0
+    assert per_class[3] is None  # no real image of class 3
+
+
+def test_prdc_equal_counts_and_bad_input() -> None:
+    real, fake, labels = equal_counts(np.zeros((10, 2)), np.ones((4, 2)), np.arange(10))
+    assert len(real) == len(fake) == len(labels) == 4
+    with pytest.raises(ValueError, match="equal D"):
+        prdc(np.zeros((10, 2)), np.zeros((10, 3)))
+    with pytest.raises(ValueError, match="more than k=5"):
+        prdc(np.zeros((5, 2)), np.zeros((10, 2)))

@@ -18,7 +18,7 @@ METRICS = {
         "mixture": {"fd": 9.5, "classes_covered": 10, "class_kl": 0.004},
         "vote": {"fd": 8.25, "classes_covered": 10, "class_kl": 0.002, "accept_rate": 0.25},
     },
-    "real": {"fd": 1.5, "classes_covered": 10, "class_kl": 0.0},
+    "real": {"fd": 1.5, "classes_covered": 10, "class_kl": 0.0, "coverage_per_class": [1.0, 0.9]},
 }
 
 
@@ -63,6 +63,9 @@ def test_write_html(tmp_path) -> None:
     assert "<script>" not in html and "Run &lt;1&gt;" in html
     assert "12.35" in html and "0.8765" in html and "abc123" in html
     assert "—" in html  # the member without class_kl
+    # A list-valued metric is a table of its own, not a cell of JSON.
+    assert "<th>coverage_per_class</th>" not in html and "<h3>coverage_per_class</h3>" in html
+    assert '<td class="num">0.9</td>' in html
     assert not list(path.parent.glob("*.tmp"))
 
 

@@ -109,6 +109,7 @@ class RecordingLoss(NonSaturating):
     identity = "recording"
 
     def __init__(self) -> None:
+        super().__init__()
         self.calls = {"d": 0, "g": 0}
 
     def d_loss(self, real, fake):

@@ -1,4 +1,8 @@
-"""`data/prepared/`: uint8 (N, C, H, W) images, optional labels, a hold-out mask and a card.
+"""`data/prepared/`: uint8 (N, C, H, W) images, optional labels, a split per image and a card.
+
+Each image belongs to one split (SPLITS): `train` for the members, `stack` to fit the stacker,
+`calibrate` to calibrate it, `evaluate` as every metric's reference. Nothing is judged with
+images an earlier step learned from.
 
 Written once by `prepare` (swapped in whole), read by every later stage through
 `load_prepared`, which checks the arrays against the card's sha256.
@@ -27,24 +31,33 @@ __all__ = [
     "prepare",
     "read_data_card",
     "sha256_arrays",
+    "SPLITS",
     "split_holdout",
+    "assign_splits",
 ]
+
+SPLITS = ("train", "stack", "calibrate", "evaluate")  # split.npy holds each image's index here
 
 
 @dataclass(frozen=True)
 class Prepared:
     images: np.ndarray  # uint8 (N, C, H, W)
     labels: np.ndarray | None  # int64 (N,) or None
-    holdout: np.ndarray  # bool (N,): kept out of member training (stacking, evaluation)
+    split: np.ndarray  # int8 (N,): each image's index into SPLITS
     card: DataCard
+
+    def mask(self, name: str) -> np.ndarray:
+        return self.split == SPLITS.index(name)
+
+    def images_of(self, name: str) -> np.ndarray:
+        return self.images[self.mask(name)]
+
+    def labels_of(self, name: str) -> np.ndarray | None:
+        return None if self.labels is None else self.labels[self.mask(name)]
 
     @property
     def train_images(self) -> np.ndarray:
-        return self.images[~self.holdout]
-
-    @property
-    def holdout_images(self) -> np.ndarray:
-        return self.images[self.holdout]
+        return self.images_of("train")
 
     @property
     def n_classes(self) -> int:
@@ -75,12 +88,33 @@ def split_holdout(n: int, labels: np.ndarray | None, fraction: float, seed: int)
     return mask
 
 
+def assign_splits(
+    n: int, labels: np.ndarray | None, fractions: dict[str, float], seed: int
+) -> np.ndarray:
+    """Each image's split (an index into SPLITS), cut one after another, each stratified by
+    label where the classes allow: `fractions` are shares of all n images."""
+    split = np.zeros(n, dtype=np.int8)
+    rest = np.arange(n)
+    left = 1.0
+    for k, name in enumerate(SPLITS[1:], start=1):
+        share = fractions[name] / left
+        if share >= 1.0 or len(rest) < 2:
+            raise DataError(f"too few images ({n}) for the configured data.splits")
+        held = split_holdout(len(rest), None if labels is None else labels[rest], share, seed + k)
+        split[rest[held]] = k
+        rest, left = rest[~held], left - fractions[name]
+    if len(rest) == 0:
+        raise DataError(f"too few images ({n}) for the configured data.splits")
+    return split
+
+
 def prepare(cfg: DataConfig, out_dir: Path, root: Path = Path(".")) -> DataCard:
     """Read the configured source and write `out_dir` (replaced only once complete)."""
     images, labels = load_source(cfg, root)
     if len(images) < 10:
         raise DataError(f"need at least 10 images, found {len(images)}")
-    holdout = split_holdout(len(images), labels, cfg.holdout_fraction, cfg.seed)
+    split = assign_splits(len(images), labels, cfg.splits.model_dump(), cfg.seed)
+    counts = {f"n_{name}": int((split == k).sum()) for k, name in enumerate(SPLITS)}
     card = DataCard(
         source=cfg.source,
         path=cfg.path,
@@ -88,13 +122,12 @@ def prepare(cfg: DataConfig, out_dir: Path, root: Path = Path(".")) -> DataCard:
         dtype="uint8",
         labels=labels is not None,
         n_classes=int(labels.max()) + 1 if labels is not None else 0,
-        n_train=int((~holdout).sum()),
-        n_holdout=int(holdout.sum()),
-        sha256=sha256_arrays(images, labels, holdout),
+        **counts,
+        sha256=sha256_arrays(images, labels, split),
     )
     with atomic_dir(out_dir) as tmp:
         np.save(tmp / "images.npy", images)
-        np.save(tmp / "holdout.npy", holdout)
+        np.save(tmp / "split.npy", split)
         if labels is not None:
             np.save(tmp / "labels.npy", labels)
         write_card(tmp, card)
@@ -113,9 +146,9 @@ def load_prepared(data_dir: Path) -> Prepared:
     """The prepared arrays, checked against the card's sha256."""
     card = read_data_card(data_dir)
     images = np.load(data_dir / "images.npy", allow_pickle=False)
-    holdout = np.load(data_dir / "holdout.npy", allow_pickle=False)
+    split = np.load(data_dir / "split.npy", allow_pickle=False)
     lp = data_dir / "labels.npy"
     labels = np.load(lp, allow_pickle=False) if lp.exists() else None
-    if sha256_arrays(images, labels, holdout) != card.sha256:
+    if sha256_arrays(images, labels, split) != card.sha256:
         raise DataError(f"{data_dir}: contents do not match card.json's sha256 (re-run prepare)")
-    return Prepared(images, labels, holdout, card)
+    return Prepared(images, labels, split, card)

@@ -1,11 +1,18 @@
-"""Combining members: generator mixture, pixel mean, and a stacked discriminator vote.
+"""Combining members: mixtures, pixel mean, and selection by the stacker's density ratio.
 
 - mixture: each image comes from one member, drawn with the mixture weights;
 - mean: the pixel mean of every member's output for the same latent (the combination the
   original ensemble-GAN write-up proposes);
 - vote: `vote_oversample` candidates per image are drawn from the mixture, and the ones the
-  stacked discriminator ensemble rates most real are kept.
+  stacker rates most real are kept (the γ→∞ limit of rejection sampling: it narrows, and is
+  kept as the documented baseline of what not to do);
+- drs: discriminator rejection sampling on the calibrated ratio, per member (each member's
+  share of the images is fixed by the mixture weights, so no member's modes can be removed),
+  then mixed;
+- mh: independence Metropolis-Hastings chains on the calibrated ratio, proposals from the mixture;
+- weighted: the mixture with the stacker's weights (one EM step on π, floored).
 Every image carries its latent seed, so any single image can be regenerated from the manifest.
+Every sample records its acceptance rate and effective sample size (ensgan/ensemble/rejection.py).
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ensgan.ensemble.stacking import prob_real
+from ensgan.ensemble.rejection import drs_accept_prob, kish_ess, mh_final_states
+from ensgan.ensemble.stacking import Stacker
+from ensgan.errors import StackerError
 from ensgan.gan.loaded import LoadedMember
 from ensgan.gan.models import to_uint8
 from ensgan.registry import COMBINATIONS
@@ -50,6 +59,7 @@ class Sample:
     members: list[str]  # the member each image came from ("mean" for pixel means)
     seeds: np.ndarray  # int64 latent seed per image
     scores: np.ndarray | None = None  # stacker P(real) per image, when a stacker is present
+    stats: dict[str, float] = field(default_factory=dict)  # accept_rate, ess, ...
 
     def rows(self) -> list[dict]:
         return [
@@ -72,8 +82,10 @@ class Sample:
 class Ensemble:
     members: dict[str, LoadedMember]
     weights: dict[str, float] = field(default_factory=dict)  # normalised; uniform when empty
-    stacker: object | None = None  # a fitted scikit-learn classifier over member logits
+    stacker: Stacker | None = None  # the calibrated density-ratio estimator
     vote_oversample: int = 4
+    drs_gamma: float = 0.0
+    mh_chain: int = 64
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -96,9 +108,19 @@ class Ensemble:
         return np.stack([m.score(t) for m in self.members.values()], axis=1)
 
     def score(self, images: np.ndarray) -> np.ndarray | None:
+        """The stacker's calibrated P(real) per image (None without a stacker)."""
         if self.stacker is None:
             return None
-        return prob_real(self.stacker, self.features(images))
+        return self.stacker.prob_real(self.features(images))
+
+    def log_ratio(self, images: np.ndarray) -> np.ndarray:
+        """log r̂ = log p_data/p_mix per image, from the calibrated stacker."""
+        return self.need_stacker("the density ratio").log_ratio(self.features(images))
+
+    def need_stacker(self, what: str) -> Stacker:
+        if self.stacker is None:
+            raise StackerError(f"{what} needs a fitted stacker: run `ensgan stack` first")
+        return self.stacker
 
     # Sampling.
 
@@ -116,13 +138,26 @@ class Ensemble:
         out = combine(self, n, np.random.default_rng(seed))
         if out.scores is None:
             out.scores = self.score(out.images)
+        out.stats = {"accept_rate": 1.0, "ess": float(n), **out.stats}
         return out
 
 
 def mixture(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
     """Each image from one member, drawn with the mixture weights."""
+    return _mixture(ens, n, rng, ens.weights)
+
+
+def weighted(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
+    """The mixture with weights π_k ∝ π_k · E_{x~G_k}[r̂(x)] (one EM step on the weights, since
+    that expectation is E_data[p_k/p_mix]), floored at a share of the prior weight; fitted by
+    `ensgan stack` and recorded in the stacker's card."""
+    st = ens.need_stacker("the weighted mixture")
+    return _mixture(ens, n, rng, st.card.member_weights)
+
+
+def _mixture(ens: Ensemble, n: int, rng: np.random.Generator, weights: dict[str, float]) -> Sample:
     names = list(ens.members)
-    p = np.array([ens.weights.get(m, 0.0) for m in names])
+    p = np.array([weights.get(m, 0.0) for m in names])
     which = rng.choice(len(names), size=n, p=p / p.sum())
     seeds = rng.integers(0, 2**31 - 1, size=n)
     images = None
@@ -151,11 +186,91 @@ def mean(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
 
 def vote(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
     """`vote_oversample` mixture candidates per image; the stacker's favourites are kept."""
-    if ens.stacker is None:
-        raise ValueError("the vote needs a fitted stacker: run `ensgan stack` first")
+    ens.need_stacker("the vote")
     cand = mixture(ens, n * ens.vote_oversample, rng)
     scores = ens.score(cand.images)
     keep = np.sort(np.argsort(-scores, kind="stable")[:n])
+    stats = {"accept_rate": 1.0 / ens.vote_oversample, "ess": float(n)}
     return Sample(
-        cand.images[keep], [cand.members[i] for i in keep], cand.seeds[keep], scores[keep]
+        cand.images[keep], [cand.members[i] for i in keep], cand.seeds[keep], scores[keep], stats
     )
+
+
+MAX_PROPOSALS_PER_IMAGE = 1000  # DRS gives up (a clear error) past this many proposals per image
+
+
+def drs(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
+    """Rejection sampling per member: each member keeps its mixture share of the n images, and
+    accepts its proposals with probability min(1, r̂/M_k) (γ = 0), M_k from its burn-in."""
+    st = ens.need_stacker("discriminator rejection sampling")
+    names = list(ens.members)
+    p = np.array([ens.weights.get(m, 0.0) for m in names])
+    quota = rng.multinomial(n, p / p.sum())
+    which = np.repeat(np.arange(len(names)), quota)
+    rng.shuffle(which)  # the members' images interleaved, as a mixture draws them
+    seeds = np.empty(n, dtype=np.int64)
+    images: np.ndarray | None = None
+    proposed, log_w = 0, []
+    for k, name in enumerate(names):
+        slots = np.flatnonzero(which == k)
+        got, rate = 0, 0.5
+        while got < len(slots):
+            if proposed > MAX_PROPOSALS_PER_IMAGE * n:
+                raise StackerError(
+                    f"DRS accepted too few proposals of member {name} ({got} of {len(slots)} "
+                    f"after {proposed} proposals): lower ensemble.drs_percentile or drs_gamma"
+                )
+            want = len(slots) - got
+            batch = int(min(4096, max(64, np.ceil(1.2 * want / max(rate, 1e-3)))))
+            cand_seeds = rng.integers(0, 2**31 - 1, size=batch)
+            cand = ens.member_sample(name, cand_seeds)
+            lr = ens.log_ratio(cand)
+            log_m = st.card.drs_log_m[name]
+            keep = np.flatnonzero(rng.random(batch) <= drs_accept_prob(lr, log_m, ens.drs_gamma))
+            used = batch if len(keep) <= want else int(keep[want - 1]) + 1  # proposals consumed
+            keep = keep[:want]
+            proposed += used
+            rate = max(len(keep) / used, 1e-3)
+            log_w.append(np.minimum(lr[:used], log_m))
+            if images is None:
+                images = np.empty((n, *cand.shape[1:]), dtype=np.uint8)
+            images[slots[got : got + len(keep)]] = cand[keep]
+            seeds[slots[got : got + len(keep)]] = cand_seeds[keep]
+            got += len(keep)
+    assert images is not None or n == 0
+    stats = {"accept_rate": n / max(proposed, 1), "ess": kish_ess(np.concatenate(log_w or [[]]))}
+    return Sample(images, [names[k] for k in which], seeds, stats=stats)
+
+
+def mh(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
+    """One independence-MH chain per image: starts at a held-out real image, `mh_chain`
+    proposals from the mixture, α = min(1, r̂(x')/r̂(x)); the image is the final state."""
+    st = ens.need_stacker("Metropolis-Hastings sampling")
+    names = list(ens.members)
+    k = ens.mh_chain
+    lr = np.empty((n, k))
+    member = np.empty((n, k), dtype=np.int64)
+    seeds = np.empty((n, k), dtype=np.int64)
+    for j in range(k):  # step j of every chain at once
+        prop = mixture(ens, n, rng)
+        lr[:, j] = ens.log_ratio(prop.images)
+        member[:, j] = [names.index(m) for m in prop.members]
+        seeds[:, j] = prop.seeds
+    init = st.real_log_ratios[rng.integers(0, len(st.real_log_ratios), size=n)]
+    cur, moves, restarted = mh_final_states(init, lr, rng)
+    rows = np.arange(n)
+    out_member, out_seeds = member[rows, cur], seeds[rows, cur]
+    images: np.ndarray | None = None
+    for m, name in enumerate(names):  # regenerate the chosen proposals from their latents
+        sel = np.flatnonzero(out_member == m)
+        if len(sel):
+            imgs = ens.member_sample(name, out_seeds[sel])
+            if images is None:
+                images = np.empty((n, *imgs.shape[1:]), dtype=np.uint8)
+            images[sel] = imgs
+    stats = {
+        "accept_rate": float(moves.sum() / (n * k)),
+        "ess": kish_ess(lr.ravel()),
+        "restarted_chains": float(restarted.mean()),
+    }
+    return Sample(images, [names[m] for m in out_member], out_seeds, stats=stats)

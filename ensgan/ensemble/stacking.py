@@ -1,23 +1,34 @@
-"""The stacking meta-learner: a scikit-learn classifier over the members' discriminator logits.
+"""The stacking meta-learner: a calibrated estimate of p_data/p_mix over the members' logits.
 
-One feature per member (its discriminator's logit for the image); label 1 for held-out real
-images, 0 for ensemble-generated ones. The fitted estimator is saved with skops and loaded back
-only if every type in the file is on an explicit allow-list, so loading never runs code a bucket
-or a user could have planted (no pickle, no joblib).
+Features per image: each member's discriminator logit ℓ_k, plus the mixture's analytic
+log-ratio −logsumexp_k(log π_k − ℓ_k) (with optimal discriminators p_k/p_data = e^(−ℓ_k)).
+A strongly regularised logistic regression is fitted on the `stack` split (real, 1) against
+fresh mixture samples (0), then calibrated (Platt or isotonic) on the `calibrate` split, so
+its odds are a density ratio r̂ = p_data/p_mix that DRS, MH and the weighted mixture can use
+(ensgan/ensemble/rejection.py), not only a ranking.
+
+The fitted estimator is saved with skops and loaded back only if every type in the file is on
+an explicit allow-list, so loading never runs code a bucket or a user could have planted (no
+pickle, no joblib).
 """
 
 from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import skops.io as sio
+from scipy.special import logsumexp
 from sklearn.base import ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_validate
+from sklearn.metrics import brier_score_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_validate
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -27,9 +38,16 @@ from ensgan.io.files import atomic_dir
 from ensgan.registry import META_LEARNERS
 
 MODEL_FILE = "stacker.skops"
+REAL_RATIOS_FILE = "real_log_ratios.npy"  # the calibrate split's log r̂: where MH chains start
+P_CLIP = 1e-7  # calibrated probabilities are clipped to [P_CLIP, 1 - P_CLIP] before log-odds
 
 # Every type a saved meta-learner may contain; anything else in a file is refused.
 TRUSTED_TYPES = [
+    "sklearn.calibration.CalibratedClassifierCV",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.isotonic.IsotonicRegression",
+    "sklearn.frozen._frozen.FrozenEstimator",
     "sklearn.pipeline.Pipeline",
     "sklearn.preprocessing._data.StandardScaler",
     "sklearn.linear_model._logistic.LogisticRegression",
@@ -70,7 +88,8 @@ TRUSTED_TYPES = [
 
 
 def logistic(seed: int) -> Pipeline:
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=1.0))
+    """Strongly regularised (C=0.01): a smooth ratio, not the best ranking."""
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=0.01))
 
 
 def random_forest(seed: int) -> RandomForestClassifier:
@@ -86,10 +105,19 @@ def make_meta_learner(model: str, seed: int = 0) -> ClassifierMixin | Pipeline:
     return META_LEARNERS.load(model)(seed)
 
 
+def ratio_features(logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(N, K) member logits -> (N, K+1): the logits and the mixture's analytic log-ratio
+    log p_data/p_mix = −logsumexp_k(log π_k − ℓ_k), for mixture weights π (K,)."""
+    logits = np.asarray(logits, np.float64)
+    with np.errstate(divide="ignore"):  # a member of weight 0 contributes nothing
+        log_pi = np.log(np.asarray(weights, np.float64))
+    return np.column_stack([logits, -logsumexp(log_pi[None, :] - logits, axis=1)])
+
+
 def fit_stacker(
     real: np.ndarray, fake: np.ndarray, *, model: str, cv_folds: int, seed: int
 ) -> tuple[ClassifierMixin | Pipeline, dict]:
-    """Cross-validate, then fit on everything. `real`/`fake` are (n, n_members) logits."""
+    """Cross-validate, then fit on everything. `real`/`fake` are (n, n_features) rows."""
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(f"feature shapes differ: real {real.shape}, fake {fake.shape}")
     x = np.vstack([real, fake])
@@ -114,14 +142,90 @@ def fit_stacker(
     return est, info
 
 
-def save_stacker(est: ClassifierMixin | Pipeline, out_dir: Path, card: StackerCard) -> None:
-    """The model and its card, swapped in together."""
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE: |mean label − mean probability| per equal-width probability bin, weighted by the
+    bin's share of rows (Guo et al. 2017)."""
+    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            total += sel.mean() * abs(y[sel].mean() - p[sel].mean())
+    return float(total)
+
+
+def calibrate(
+    est: ClassifierMixin | Pipeline,
+    real: np.ndarray,
+    fake: np.ndarray,
+    *,
+    method: str,
+    seed: int,
+) -> tuple[CalibratedClassifierCV, dict]:
+    """Calibrate a fitted stacker on its own split. ECE and Brier score are reported before
+    and after; "after" is measured out of fold (5-fold), so it is not flattered."""
+    x = np.vstack([real, fake])
+    y = np.r_[np.ones(len(real), dtype=int), np.zeros(len(fake), dtype=int)]
+    folds = min(5, len(real), len(fake))
+    if folds < 2:
+        raise StackerError("calibration needs at least 2 real and 2 generated images")
+    raw = prob_real(est, x)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    wrapped = CalibratedClassifierCV(FrozenEstimator(est), method=method)
+    held = cross_val_predict(wrapped, x, y, cv=cv, method="predict_proba")[:, 1]
+    calibrated = CalibratedClassifierCV(FrozenEstimator(est), method=method).fit(x, y)
+    info = {
+        "calibration": method,
+        "calibration_roc_auc": float(roc_auc_score(y, raw)),
+        "ece_raw": expected_calibration_error(y, raw),
+        "ece_calibrated": expected_calibration_error(y, held),
+        "brier_raw": float(brier_score_loss(y, raw)),
+        "brier_calibrated": float(brier_score_loss(y, held)),
+        "n_calibrate_real": int(len(real)),
+        "n_calibrate_fake": int(len(fake)),
+        # r̂ = p/(1-p) * n_fake/n_real: the odds, corrected for unequal class counts
+        "log_prior_ratio": float(np.log(len(fake) / len(real))),
+    }
+    return calibrated, info
+
+
+@dataclass
+class Stacker:
+    """A fitted, calibrated stacker with what sampling by it needs."""
+
+    estimator: ClassifierMixin | Pipeline
+    card: StackerCard
+    real_log_ratios: np.ndarray  # log r̂ of the calibrate split's real images
+
+    def features(self, logits: np.ndarray) -> np.ndarray:
+        weights = np.array([self.card.mixture_weights[m] for m in self.card.members])
+        return ratio_features(logits, weights)
+
+    def prob_real(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated P(real) for each row of member logits."""
+        return prob_real(self.estimator, self.features(logits))
+
+    def log_ratio(self, logits: np.ndarray) -> np.ndarray:
+        """log r̂ = log p_data/p_mix for each row of member logits."""
+        p = np.clip(self.prob_real(logits), P_CLIP, 1.0 - P_CLIP)
+        return np.log(p) - np.log1p(-p) + self.card.log_prior_ratio
+
+
+def save_stacker(
+    est: ClassifierMixin | Pipeline,
+    out_dir: Path,
+    card: StackerCard,
+    real_log_ratios: np.ndarray,
+) -> None:
+    """The model, the real images' log-ratios and the card, swapped in together."""
     with atomic_dir(out_dir) as tmp:
         sio.dump(est, tmp / MODEL_FILE)
+        np.save(tmp / REAL_RATIOS_FILE, np.asarray(real_log_ratios, np.float64))
         write_card(tmp, card)
 
 
-def load_stacker(stack_dir: Path) -> tuple[ClassifierMixin | Pipeline, StackerCard]:
+def load_stacker(stack_dir: Path) -> Stacker:
     """Load the meta-learner, refusing any type not on TRUSTED_TYPES."""
     path = stack_dir / MODEL_FILE
     if not path.exists():
@@ -133,7 +237,11 @@ def load_stacker(stack_dir: Path) -> tuple[ClassifierMixin | Pipeline, StackerCa
     if untrusted:
         raise StackerError(f"{path} contains types not on the allow-list: {untrusted}")
     est = sio.load(path, trusted=TRUSTED_TYPES)
-    return est, read_card(StackerCard, stack_dir)
+    card = read_card(StackerCard, stack_dir)
+    ratios = np.load(stack_dir / REAL_RATIOS_FILE, allow_pickle=False)
+    if ratios.dtype != np.float64 or ratios.ndim != 1:
+        raise StackerError(f"{stack_dir / REAL_RATIOS_FILE} is not a 1-D float64 array")
+    return Stacker(est, card, ratios)
 
 
 def _schema_types(path: Path) -> set[str]:
@@ -154,6 +262,6 @@ def _schema_types(path: Path) -> set[str]:
 
 
 def prob_real(est: ClassifierMixin | Pipeline, features: np.ndarray) -> np.ndarray:
-    """P(real) for each row of member logits."""
+    """The estimator's P(real) for each row of features."""
     classes = list(est.classes_)
     return est.predict_proba(features)[:, classes.index(1)]

@@ -1,4 +1,5 @@
-"""Measures for generated images: a domain-specific Fréchet distance, class coverage and KL.
+"""Measures for generated images: a domain-specific Fréchet distance, precision, recall,
+density and coverage (ensgan/eval/prdc.py), class coverage and KL.
 
 The Fréchet distance is computed on the project's own feature net (ensgan/eval/features.py):
 its numbers are comparable only between runs that share that net (same data, steps and seed);
@@ -14,6 +15,7 @@ import numpy as np
 import scipy.linalg
 
 from ensgan.eval.features import FeatureNet, features_and_classes
+from ensgan.eval.prdc import equal_counts, prdc
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6) -> float:
@@ -102,10 +104,13 @@ def evaluate_images(
     n_classes: int,
     min_fraction: float = 0.01,
 ) -> dict[str, float | int]:
-    """All measures for one set of generated images, as plain JSON-ready numbers."""
+    """All measures for one set of generated images, as plain JSON-ready numbers.
+    Precision, recall, density and coverage use equal real and generated counts."""
     feats, pred = features_and_classes(net, images, 512)
+    real_n, fake_n, labels_n = equal_counts(real_feats, feats, real_labels)
     return {
         "fd": frechet_distance(feats, real_feats),
+        **prdc(real_n, fake_n, real_labels=labels_n, n_classes=n_classes),
         "classes_covered": class_coverage(pred, n_classes, min_fraction),
         "class_kl": class_kl(pred, real_labels, n_classes),
     }

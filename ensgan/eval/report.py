@@ -30,9 +30,31 @@ _NOTES = {
     "classes_covered": "classes (or k-means clusters) holding a minimum share of the "
     "samples; higher is better.",
     "class_kl": "KL(generated || real) between class histograms, in nats; lower is better.",
+    "precision": "share of generated images inside some real image's k-NN ball (k=5; "
+    "Kynkäänniemi et al. 2019): fidelity; higher is better.",
+    "recall": "share of real images inside some generated image's k-NN ball: diversity; "
+    "higher is better.",
+    "density": "mean number of real k-NN balls holding a generated image, over k (Naeem et "
+    "al. 2020): fidelity robust to outliers; about 1 for matching distributions.",
+    "coverage": "share of real images whose k-NN ball holds a generated image: diversity "
+    "robust to outliers; higher is better. A selection that narrows lowers it.",
+    "coverage_per_class": "coverage over each class's real images: a dropped mode is a class "
+    "near 0.",
+    "narrows": "yes when a combination's recall or coverage is more than 0.01 below the plain "
+    "mixture's: it trades diversity for fidelity, and is never the default.",
+    "accept_rate": "share of the proposals a combination kept (1 for direct draws).",
+    "ess": "effective sample size (Σw)²/Σw² of the density-ratio weights over the proposals "
+    "(the number of images for direct draws).",
 }
 # Which way is better, to highlight the best generator per column (real rows excluded).
-_BETTER = {"fd": min, "class_kl": min, "classes_covered": max}
+_BETTER = {
+    "fd": min,
+    "class_kl": min,
+    "classes_covered": max,
+    "precision": max,
+    "recall": max,
+    "coverage": max,
+}
 
 Row = tuple[str, str, Mapping[str, object]]
 
@@ -54,8 +76,41 @@ def _rows(metrics: Mapping[str, object]) -> list[Row]:
 
 
 def _columns(rows: list[Row]) -> list[str]:
-    """Every metric name, in order of first appearance."""
-    return list(dict.fromkeys(str(k) for _, _, vals in rows for k in vals))
+    """Every scalar metric name, in order of first appearance (lists get tables of their own)."""
+    return list(
+        dict.fromkeys(str(k) for _, _, vals in rows for k, v in vals.items() if not _is_list(v))
+    )
+
+
+def _is_list(value: object) -> bool:
+    return isinstance(value, list | tuple)
+
+
+def _list_tables(rows: list[Row]) -> list[dict]:
+    """One table per list-valued metric (e.g. coverage per class): a row per model, a column
+    per position."""
+    names = dict.fromkeys(str(k) for _, _, vals in rows for k, v in vals.items() if _is_list(v))
+    tables = []
+    for metric in names:
+        body = [
+            (name, kind, vals[metric]) for name, kind, vals in rows if _is_list(vals.get(metric))
+        ]
+        width = max(len(v) for _, _, v in body)
+        tables.append(
+            {
+                "metric": metric,
+                "columns": [str(i) for i in range(width)],
+                "rows": [
+                    {
+                        "name": n,
+                        "kind": k,
+                        "cells": [fmt(x) for x in v] + [MISSING] * (width - len(v)),
+                    }
+                    for n, k, v in body
+                ],
+            }
+        )
+    return tables
 
 
 def fmt(value: object) -> str:
@@ -128,6 +183,14 @@ dt{font-weight:bold}dd{margin:0 0 .5em 1em;font-family:monospace;word-break:brea
 {% if notes %}<ul>{% for k, note in notes %}<li><b>{{ k }}</b>: {{ note }}</li>{% endfor %}</ul>
 {% endif %}
 {% else %}<p>No metrics.</p>{% endif %}
+{% for t in list_tables %}<h3>{{ t.metric }}</h3>
+{% if t.metric in notes_by_name %}<p>{{ notes_by_name[t.metric] }}</p>{% endif %}
+<table>
+<tr><th>model</th><th>kind</th>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in t.rows %}<tr class="{{ r.kind }}"><td>{{ r.name }}</td><td>{{ r.kind }}</td>
+{% for cell in r.cells %}<td class="num">{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}</table>
+{% endfor %}
 {% if grids %}<h2>Samples</h2>
 <div class="grids">{% for name, src in grids %}
 <figure><img src="{{ src }}" alt="{{ name }} samples"><figcaption>{{ name }}</figcaption></figure>
@@ -171,6 +234,8 @@ def write_html(
         rows=table,
         grids=[(name, Path(src).as_posix()) for name, src in grids.items()],
         notes=[(c, _NOTES[c]) for c in columns if c in _NOTES],
+        notes_by_name=_NOTES,
+        list_tables=_list_tables(rows),
         extra=[(k, fmt(v)) for k, v in (extra or {}).items()],
     )
     return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))

@@ -24,14 +24,19 @@ def save_checkpoint(
     fingerprint: str,
     modules: tuple[nn.Module, nn.Module, nn.Module],
     optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+    loss: nn.Module | None = None,
 ) -> None:
-    """Write (g, g_ema, d) and (opt_g, opt_d) at `step`, replacing the last checkpoint."""
+    """Write (g, g_ema, d), (opt_g, opt_d) and a loss's own parameters (GMAN*'s θ) at `step`,
+    replacing the last checkpoint."""
     meta = {"step": str(step), "fingerprint": fingerprint}
     opt_g, opt_d = optimizers
     with atomic_dir(Path(out_dir) / CHECKPOINT) as new:
         for name, module in zip(WEIGHT_FILES, modules, strict=True):
             save_file(_tensors(module), str(new / f"{name}.safetensors"), metadata=meta)
-        torch.save({"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}, new / "optim.pt")
+        state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
+        if loss is not None:
+            state["loss"] = loss.state_dict()
+        torch.save(state, new / "optim.pt")
         (new / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
 
 
@@ -54,14 +59,17 @@ def load_checkpoint(
     modules: tuple[nn.Module, nn.Module, nn.Module],
     optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
     device: torch.device,
+    loss: nn.Module | None = None,
 ) -> None:
-    """Load the last checkpoint into freshly built modules and optimizers."""
+    """Load the last checkpoint into freshly built modules, optimizers and loss."""
     ck = Path(out_dir) / CHECKPOINT
     for name, module in zip(WEIGHT_FILES, modules, strict=True):
         load_model(module, str(ck / f"{name}.safetensors"), device=str(device))
     opt = torch.load(ck / "optim.pt", map_location=device, weights_only=True)
     optimizers[0].load_state_dict(opt["opt_g"])
     optimizers[1].load_state_dict(opt["opt_d"])
+    if loss is not None:
+        loss.load_state_dict(opt.get("loss", {}))
 
 
 def weights_sha256(*modules: nn.Module) -> str:

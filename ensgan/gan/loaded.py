@@ -58,7 +58,12 @@ def load_member(member_dir: Path, device: str | torch.device = "cpu") -> LoadedM
     card = read_card(MemberCard, member_dir)
     dev = torch.device(device)
     g, d = build_pair(
-        card.arch, z_dim=card.z_dim, size=card.image_size, channels=card.channels, width=card.width
+        card.arch,
+        z_dim=card.z_dim,
+        size=card.image_size,
+        channels=card.channels,
+        width=card.width,
+        n_discriminators=card.discriminators,
     )
     fix = f"delete {member_dir} and train it again (`ensgan train {card.name}`)"
     try:

@@ -35,7 +35,7 @@ from ensgan.gan.device import resolve_device
 from ensgan.gan.loop import training_loop
 from ensgan.gan.losses import GANLoss, make_loss
 from ensgan.gan.losslog import LossLog, trim_log
-from ensgan.gan.models import build_pair, to_uint8, to_unit
+from ensgan.gan.models import build_pair, discriminator_list, to_uint8, to_unit
 from ensgan.gan.samplers import RealSampler, UniformSampler, bootstrap_indices
 from ensgan.io.cards import CARD, DataCard, MemberCard, read_card_if_any, write_card
 from ensgan.io.images import save_grid
@@ -127,12 +127,13 @@ def resume_or_reset(
     modules: tuple[nn.Module, nn.Module, nn.Module],
     optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
     device: torch.device,
+    loss: nn.Module | None = None,
 ) -> int:
     """Load the last checkpoint when it is this member's and not past `steps`; otherwise
     clear the member's files. Returns the step to start from."""
     start = resumable_step(out_dir, fp, steps)
     if start is not None:
-        load_checkpoint(out_dir, modules, optimizers, device)
+        load_checkpoint(out_dir, modules, optimizers, device, loss)
         trim_log(out_dir / LOSSES_CSV, start)
         # Continuing (steps raised, or interrupted): the checkpoint is about to move on, so a
         # card would no longer describe what is on disk.
@@ -183,7 +184,7 @@ def train_member(
 
     # Load dataset.
     device = resolve_device(train.device)
-    loss = loss or make_loss(train.loss)
+    loss = loss or make_loss(train.loss, member.gman, member.gman_lambda)
     data = load_prepared(data_dir)
     real = to_unit(torch.from_numpy(data.train_images)).to(device)
     _, c, size, _ = real.shape
@@ -192,22 +193,35 @@ def train_member(
 
     # Construct networks and optimizers.
     torch.manual_seed(member.seed)
-    g, d = build_pair(member.arch, z_dim=train.z_dim, size=size, channels=c, width=member.width)
+    g, d = build_pair(
+        member.arch,
+        z_dim=train.z_dim,
+        size=size,
+        channels=c,
+        width=member.width,
+        n_discriminators=member.discriminators,
+    )
     memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
     g, d = g.to(device, memory_format=memory_format), d.to(device, memory_format=memory_format)
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
-    opt_g = torch.optim.Adam(g.parameters(), lr=train.lr_g, betas=(train.beta1, train.beta2))
+    loss_params = list(loss.parameters()) if isinstance(loss, nn.Module) else []  # GMAN*'s θ
+    if isinstance(loss, nn.Module):
+        loss.to(device)
+    opt_g = torch.optim.Adam(
+        [*g.parameters(), *loss_params], lr=train.lr_g, betas=(train.beta1, train.beta2)
+    )
     opt_d = torch.optim.Adam(d.parameters(), lr=train.lr_d, betas=(train.beta1, train.beta2))
     modules, optimizers = (g, g_ema, d), (opt_g, opt_d)
 
     # Resume from the last checkpoint when it belongs to this member and these params.
     out_dir.mkdir(parents=True, exist_ok=True)
-    start = resume_or_reset(out_dir, fp, train.steps, modules, optimizers, device)
+    loss_module = loss if isinstance(loss, nn.Module) else None
+    start = resume_or_reset(out_dir, fp, train.steps, modules, optimizers, device, loss_module)
     z_grid = fixed_latents(member.seed, GRID_IMAGES, train.z_dim).to(device)
 
     def on_checkpoint(step: int) -> None:
         losses.flush()
-        save_checkpoint(out_dir, step, fp, modules, optimizers)
+        save_checkpoint(out_dir, step, fp, modules, optimizers, loss_module)
         with torch.no_grad():
             images = to_uint8(g_ema(z_grid)).cpu().numpy()
         save_grid(images, out_dir / GRIDS / f"step-{step:07d}.png", nrow=8)
@@ -220,7 +234,7 @@ def train_member(
                 name=name,
                 generator=g,
                 generator_ema=g_ema,
-                discriminators=[d],
+                discriminators=discriminator_list(d),
                 opt_g=opt_g,
                 opt_d=opt_d,
                 loss=loss,
@@ -281,4 +295,10 @@ def member_card(
         device=str(device),
         seconds_this_run=0.0,
         weights_sha256=weights_sha256(g_ema, d),
+        gman_lambda_final=_learned_lambda(loss),
     )
+
+
+def _learned_lambda(loss: GANLoss) -> float | None:
+    agg = getattr(loss, "aggregate", None)
+    return agg.current_lambda() if agg is not None and agg.kind == "learned" else None

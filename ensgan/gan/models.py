@@ -167,15 +167,33 @@ UPSAMPLE = (UpsampleGenerator, UpsampleDiscriminator)
 MLP = (MLPGenerator, MLPDiscriminator)
 
 
+class MultiDiscriminator(nn.Module):
+    """Several discriminators of one architecture (GMAN), each initialised on its own. Training
+    uses each one's logits (`members`); scoring a finished member uses their mean logit."""
+
+    def __init__(self, discriminators: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(discriminators)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([d(x) for d in self.members]).mean(0)
+
+
+def discriminator_list(d: nn.Module) -> list[nn.Module]:
+    """The discriminators the loss sees: one, or each of a MultiDiscriminator's."""
+    return list(d.members) if isinstance(d, MultiDiscriminator) else [d]
+
+
 def build_pair(
-    arch: str, *, z_dim: int, size: int, channels: int, width: int
+    arch: str, *, z_dim: int, size: int, channels: int, width: int, n_discriminators: int = 1
 ) -> tuple[nn.Module, nn.Module]:
-    """A freshly initialised (generator, discriminator) of the named architecture."""
+    """A freshly initialised (generator, discriminator) of the named architecture; with
+    n_discriminators > 1 the discriminator is a MultiDiscriminator of that many."""
     g_cls, d_cls = ARCHS.load(arch)
     g = g_cls(z_dim, size, channels, width)
-    d = d_cls(size, channels, width)
+    ds = [d_cls(size, channels, width) for _ in range(n_discriminators)]
     g.apply(weights_init)
-    return g, d
+    return g, ds[0] if n_discriminators == 1 else MultiDiscriminator(ds)
 
 
 def to_unit(images_u8: torch.Tensor) -> torch.Tensor:

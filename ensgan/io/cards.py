@@ -36,7 +36,9 @@ class DataCard(Card):
     labels: bool
     n_classes: int
     n_train: int
-    n_holdout: int
+    n_stack: int
+    n_calibrate: int
+    n_evaluate: int
     sha256: str
 
 
@@ -49,6 +51,10 @@ class MemberCard(Card):
     seed: int
     width: int
     bootstrap: bool
+    discriminators: int = 1  # cards written before GMAN
+    gman: str = "mean"
+    gman_lambda: float = 1.0
+    gman_lambda_final: float | None = None  # GMAN*: the λ it learned
     steps: int
     z_dim: int
     image_size: int
@@ -76,7 +82,20 @@ class StackerCard(Card):
     cv_log_loss: float
     n_real: int
     n_fake: int
-    members: list[str]
+    members: list[str]  # its feature columns, in order
+    mixture_weights: dict[str, float]  # π of the mixture it was fitted against
+    calibration: str
+    calibration_roc_auc: float
+    ece_raw: float
+    ece_calibrated: float
+    brier_raw: float
+    brier_calibrated: float
+    n_calibrate_real: int
+    n_calibrate_fake: int
+    log_prior_ratio: float
+    burn_in: int  # generated images per member behind drs_log_m and member_weights
+    drs_log_m: dict[str, float]  # per member: log M for DRS (a percentile of its burn-in)
+    member_weights: dict[str, float]  # the `weighted` combination's π (one EM step, floored)
     data_sha256: str
     member_fingerprints: dict[str, str]
 

@@ -57,8 +57,17 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
         for n in names
     }
     futures = []
-    for trusted in (True, False):  # untrusted: run even if a cache record exists
-        group = [n for n in names if finished[n] is trusted]
+    if params.ensemble.training == "boosting":
+        # AdaGAN: a chain, each member after the ones before it. The cache key cannot see the
+        # data weights a round gets from the members before it, so these tasks always run
+        # (a finished member returns at once; its weights are cached beside it).
+        boost = train_task.with_options(refresh_cache=True)
+        for n in params.members:
+            futures.append(
+                boost.submit(n, params_path, root, data["sha256"], threads, wait_for=futures[-1:])
+            )
+    for trusted in (True, False) if params.ensemble.training == "bagging" else ():
+        group = [n for n in names if finished[n] is trusted]  # untrusted: run despite a cache
         if group:
             futures += train_task.with_options(refresh_cache=not trusted).map(
                 group,

@@ -21,7 +21,7 @@ from ensgan.config import MemberConfig, Params, TrainConfig
 from ensgan.gan.device import resolve_device
 from ensgan.gan.losses import make_loss
 from ensgan.gan.member import fingerprint, resumable_step
-from ensgan.gan.models import build_pair
+from ensgan.gan.models import build_pair, discriminator_list
 from ensgan.io.cards import DataCard, read_card
 from ensgan.layout import Layout
 
@@ -55,12 +55,18 @@ def _time_steps(
 ) -> float:
     torch.manual_seed(0)
     g, d = build_pair(
-        member.arch, z_dim=train.z_dim, size=size, channels=channels, width=member.width
+        member.arch,
+        z_dim=train.z_dim,
+        size=size,
+        channels=channels,
+        width=member.width,
+        n_discriminators=member.discriminators,
     )
     fmt = torch.channels_last if train.channels_last else torch.contiguous_format
     g, d = g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
     opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
-    loss = make_loss(train.loss)
+    loss = make_loss(train.loss, member.gman, member.gman_lambda)
+    ds = discriminator_list(d)
     real = torch.rand(train.batch_size, channels, size, size, device=device)
     real = real.contiguous(memory_format=fmt)
     for i in range(steps + 1):
@@ -68,11 +74,11 @@ def _time_steps(
             _sync(device)
             t0 = time.perf_counter()
         fake = g(torch.randn(train.batch_size, train.z_dim, device=device))
-        d_loss = loss.d_loss([d(real)], [d(fake.detach())])
+        d_loss = loss.d_loss([x(real) for x in ds], [x(fake.detach()) for x in ds])
         opt_d.zero_grad()
         d_loss.backward()
         opt_d.step()
-        g_loss = loss.g_loss([d(fake)])
+        g_loss = loss.g_loss([x(fake) for x in ds])
         opt_g.zero_grad()
         g_loss.backward()
         opt_g.step()

@@ -76,7 +76,7 @@ def train_task(name: str, params_path: str, root: str, data_sha: str, threads: i
         if step % every == 0 or step == params.train.steps:
             logger.info("member %s: step %d/%d", name, step, params.train.steps)
 
-    card = train.run(params, layout, name, progress=False, callback=report)
+    card = train.train_one(params, layout, name, progress=False, callback=report)
     if card["data_sha256"] != data_sha:
         raise RuntimeError(f"member {name} trained on {card['data_sha256']}, expected {data_sha}")
     return card

@@ -23,18 +23,27 @@ def load_ensemble(params: Params, layout: Layout, *, with_stacker: bool = True) 
     device = resolve_device(params.train.device)
     names = list(params.members)
     stacker = None
+    weights = params.mixture_weights()
     if with_stacker:
-        stacker, card = load_stacker(layout.stacker)
+        stacker = load_stacker(layout.stacker)
+        card = stacker.card
         if sorted(card.members) != sorted(names):
             raise ConfigError(
                 f"the stacker was fitted on members {card.members}, params list "
                 f"{names}: run `ensgan stack` again"
             )
+        if any(abs(card.mixture_weights[m] - w) > 1e-9 for m, w in weights.items()):
+            raise ConfigError(
+                "the stacker was fitted against other mixture weights than "
+                "ensemble.weights: run `ensgan stack` again"
+            )
         names = card.members
     members = {name: load_member(layout.member(name), device) for name in names}
     return Ensemble(
         members,
-        weights=params.mixture_weights(),
+        weights=weights,
         stacker=stacker,
         vote_oversample=params.ensemble.vote_oversample,
+        drs_gamma=params.ensemble.drs_gamma,
+        mh_chain=params.ensemble.mh_chain,
     )

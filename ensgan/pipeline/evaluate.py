@@ -13,11 +13,11 @@ import numpy as np
 
 from ensgan.config import Params
 from ensgan.data.prepared import load_prepared
-from ensgan.ensemble.combinations import METHODS, collapse
+from ensgan.ensemble.combinations import METHODS, Ensemble, collapse
+from ensgan.ensemble.rejection import drs_accept_prob
 from ensgan.eval.features import embed, pseudo_labels, save_feature_net, train_feature_net
 from ensgan.eval.metrics import evaluate_images
 from ensgan.eval.report import write_html
-from ensgan.io.cards import StackerCard, read_card
 from ensgan.io.files import atomic_dir, atomic_write, write_json
 from ensgan.io.images import save_grid
 from ensgan.layout import Layout
@@ -37,7 +37,8 @@ def run(params: Params, layout: Layout) -> dict:
     else:  # no usable labels: classes are k-means clusters of the real images
         n_classes = 10
         labels = pseudo_labels(data.images, n_classes)
-    train_mask = ~data.holdout
+    train_mask = data.mask("train")
+    eval_mask = data.mask("evaluate")
     net = train_feature_net(
         data.images[train_mask],
         labels[train_mask],
@@ -46,8 +47,8 @@ def run(params: Params, layout: Layout) -> dict:
         seed=ec.seed,
     )
     save_feature_net(net, out / "feature_net.safetensors")
-    real_feats = embed(net, data.holdout_images)
-    real_labels = labels[data.holdout]
+    real_feats = embed(net, data.images[eval_mask])
+    real_labels = labels[eval_mask]
 
     def measure(images: np.ndarray, scores: np.ndarray | None) -> dict:
         m = evaluate_images(net, images, real_feats, real_labels, n_classes)
@@ -70,15 +71,33 @@ def run(params: Params, layout: Layout) -> dict:
     metrics["ensemble"] = {}
     for method in METHODS:
         s = ens.sample(method, ec.n_samples, seed=ec.seed)
-        metrics["ensemble"][method] = measure(s.images, s.scores)
+        metrics["ensemble"][method] = measure(s.images, s.scores) | {
+            k: round(v, 6) for k, v in s.stats.items()
+        }
         stem = f"ensemble-{method}"
         if stem in params.members:  # a member named like a combination's grid file
             tiles[stem] = (f"member-{stem}", tiles[stem][1])
         tiles[f"ensemble: {method}"] = (stem, s.images[:n_grid])
+    mix = metrics["ensemble"]["mixture"]
+    for row in metrics["ensemble"].values():  # a selection that costs diversity says so
+        row["narrows"] = any(row[k] < mix[k] - NARROWING for k in ("recall", "coverage"))
 
-    stack_card = read_card(StackerCard, layout.stacker)  # the model itself is in `ens`
-    metrics["stacker_model"] = stack_card.model
-    metrics["stacker_cv_roc_auc"] = stack_card.cv_roc_auc
+    stack_card = ens.need_stacker("evaluate").card
+    metrics["stacker"] = {
+        "model": stack_card.model,
+        "cv_roc_auc": stack_card.cv_roc_auc,
+        "calibration": stack_card.calibration,
+        "ece_raw": stack_card.ece_raw,
+        "ece_calibrated": stack_card.ece_calibrated,
+        "brier_raw": stack_card.brier_raw,
+        "brier_calibrated": stack_card.brier_calibrated,
+        "member_weights": stack_card.member_weights,
+        # Held-out real images as DRS candidates: a selector that does not narrow accepts
+        # every class about equally (1.0 = the class's acceptance equals the average).
+        "real_acceptance_by_class": real_acceptance_by_class(
+            ens, data.images[eval_mask], real_labels, n_classes
+        ),
+    }
     metrics["data_sha256"] = data.card.sha256
     metrics["params_sha256"] = params_sha256(params)
     with atomic_dir(out / "grids") as tmp:  # no grid of a removed member survives
@@ -95,11 +114,35 @@ def run(params: Params, layout: Layout) -> dict:
         extra={
             "data sha256": data.card.sha256,
             "params sha256": metrics["params_sha256"],
-            "stacker": f"{stack_card.model}, CV ROC AUC {stack_card.cv_roc_auc:.3f}",
+            "stacker": f"{stack_card.model}, CV ROC AUC {stack_card.cv_roc_auc:.3f}, "
+            f"{stack_card.calibration} calibration: ECE {stack_card.ece_raw:.3f} -> "
+            f"{stack_card.ece_calibrated:.3f}, Brier {stack_card.brier_raw:.3f} -> "
+            f"{stack_card.brier_calibrated:.3f}",
             "real row": "held-in real images vs the hold-out: the floor for every metric",
         },
     )
     return metrics
+
+
+def real_acceptance_by_class(
+    ens: Ensemble, images: np.ndarray, labels: np.ndarray, n_classes: int
+) -> list[float | None]:
+    """Mean DRS acceptance probability of real images per class, over the mean of all of them
+    (M: the highest member M, as for a mixture proposal). A class well below 1 is one the
+    selector would thin out: narrowing."""
+    st = ens.need_stacker("the real-acceptance check")
+    p = drs_accept_prob(ens.log_ratio(images), max(st.card.drs_log_m.values()), ens.drs_gamma)
+    overall = max(float(p.mean()), 1e-12)
+    return [
+        round(float(p[labels == c].mean()) / overall, 4) if (labels == c).any() else None
+        for c in range(n_classes)
+    ]
+
+
+NARROWING = 0.01  # recall or coverage this far below the plain mixture's: the method narrows
+
+
+PLOTTED = ("fd", "class_kl", "precision", "recall", "density", "coverage")  # plots/fd.csv
 
 
 def _write_plots(params: Params, layout: Layout, metrics: dict) -> None:
@@ -107,9 +150,9 @@ def _write_plots(params: Params, layout: Layout, metrics: dict) -> None:
     with atomic_dir(plots / "losses") as losses:
         for name in params.members:
             shutil.copyfile(layout.member(name) / "losses.csv", losses / f"{name}.csv")
-    rows = ["model,kind,fd,class_kl"]
+    rows = ["model,kind," + ",".join(PLOTTED)]
     for kind, group in (("member", metrics["members"]), ("ensemble", metrics["ensemble"])):
         for name, m in group.items():
-            rows.append(f"{name},{kind},{m['fd']:.6f},{m['class_kl']:.6f}")
+            rows.append(f"{name},{kind}," + ",".join(f"{m[k]:.6f}" for k in PLOTTED))
     text = "\n".join(rows) + "\n"
     atomic_write(plots / "fd.csv", lambda tmp: Path(tmp).write_text(text))

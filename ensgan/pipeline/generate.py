@@ -76,6 +76,7 @@ def run(params: Params, layout: Layout) -> dict:
             "method": params.ensemble.method,
             "data_sha256": read_card(DataCard, layout.prepared).sha256,
             "params_sha256": params_sha256(params),
+            "sampling": {k: round(v, 6) for k, v in s.stats.items()},  # accept rate, ESS
         }
         write_batch(
             layout.batches, run_id, s.images, s.rows(), shard_size=gc.shard_size, extra=extra

@@ -1,29 +1,99 @@
-"""Stage `stack`: fit the meta-learner, held-out real images (1) against mixture samples (0)."""
+"""Stage `stack`: fit the density-ratio stacker, calibrate it, and fit what sampling by it needs.
+
+Real images from the `stack` split (1) against fresh mixture samples (0) fit the meta-learner;
+the `calibrate` split against other fresh samples calibrates it. A burn-in of each member's
+samples then gives DRS its M per member and the `weighted` combination its weights.
+"""
 
 from __future__ import annotations
 
+import numpy as np
+
 from ensgan.config import Params
 from ensgan.data.prepared import load_prepared
-from ensgan.ensemble.stacking import fit_stacker, save_stacker
+from ensgan.ensemble.combinations import Ensemble
+from ensgan.ensemble.stacking import (
+    Stacker,
+    calibrate,
+    fit_stacker,
+    ratio_features,
+    save_stacker,
+)
 from ensgan.io.cards import StackerCard
 from ensgan.layout import Layout
 from ensgan.pipeline.common import load_ensemble
 
 
 def run(params: Params, layout: Layout) -> dict:
+    sc, ec = params.stack, params.ensemble
     data = load_prepared(layout.prepared)
     ens = load_ensemble(params, layout, with_stacker=False)
-    real = ens.features(data.holdout_images)
-    n_fake = params.stack.n_fake or len(real)
-    fake = ens.features(ens.sample("mixture", n_fake, seed=params.stack.seed + 1).images)
+    pi = np.array([ens.weights[m] for m in ens.members])
+
+    def rows(images: np.ndarray) -> np.ndarray:
+        return ratio_features(ens.features(images), pi)
+
+    def fakes(n_real: int, seed: int) -> np.ndarray:
+        return rows(ens.sample("mixture", sc.n_fake or n_real, seed=seed).images)
+
+    real_fit, real_cal = data.images_of("stack"), data.images_of("calibrate")
     est, info = fit_stacker(
-        real, fake, model=params.stack.model, cv_folds=params.stack.cv_folds, seed=params.stack.seed
+        rows(real_fit),
+        fakes(len(real_fit), sc.seed + 1),
+        model=sc.model,
+        cv_folds=sc.cv_folds,
+        seed=sc.seed,
+    )
+    calibrated, cal_info = calibrate(
+        est,
+        rows(real_cal),
+        fakes(len(real_cal), sc.seed + 2),
+        method=sc.calibration,
+        seed=sc.seed,
     )
     card = StackerCard(
         **info,
+        **cal_info,
         members=list(ens.members),
+        mixture_weights=dict(ens.weights),
+        burn_in=sc.burn_in,
+        drs_log_m={},
+        member_weights={},
         data_sha256=data.card.sha256,
         member_fingerprints={n: m.card.fingerprint for n, m in ens.members.items() if m.card},
     )
-    save_stacker(est, layout.stacker, card)
+    stacker = Stacker(calibrated, card, np.empty(0))
+    ens.stacker = stacker
+    log_m, weights = burn_in(ens, sc.burn_in, ec.drs_percentile, ec.weight_floor, sc.seed + 3)
+    card = card.model_copy(update={"drs_log_m": log_m, "member_weights": weights})
+    real_log_ratios = ens.log_ratio(real_cal)
+    save_stacker(calibrated, layout.stacker, card, real_log_ratios)
     return card.model_dump(mode="json")
+
+
+def burn_in(
+    ens: Ensemble, n: int, percentile: float, floor: float, seed: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per member, from `n` of its samples: DRS's log M (a percentile of log r̂) and the
+    `weighted` mixture's weights π_k ∝ π_k · mean(r̂), floored at `floor` × π_k."""
+    rng = np.random.default_rng(seed)
+    log_m, mean_ratio = {}, {}
+    for name in ens.members:
+        lr = ens.log_ratio(ens.member_sample(name, rng.integers(0, 2**31 - 1, size=n)))
+        log_m[name] = float(np.percentile(lr, percentile))
+        mean_ratio[name] = float(np.mean(np.exp(np.minimum(lr, log_m[name]))))
+    return log_m, floored_weights(ens.weights, mean_ratio, floor)
+
+
+def floored_weights(
+    prior: dict[str, float], mean_ratio: dict[str, float], floor: float
+) -> dict[str, float]:
+    """π_k = f_k + (1 − Σf) · π_k r_k / Σ π_j r_j with f_k = floor · π_k: one EM step on the
+    mixture weights, and no member below `floor` of its prior share."""
+    raw = {m: prior[m] * mean_ratio[m] for m in prior}
+    total = sum(raw.values())
+    if total <= 0 or not np.isfinite(total):
+        return dict(prior)
+    base = {m: floor * prior[m] for m in prior}
+    rest = 1.0 - sum(base.values())
+    return {m: base[m] + rest * raw[m] / total for m in prior}

@@ -1,16 +1,61 @@
-"""Stage `train NAME`: one member -> models/members/NAME/ (resumed, or found finished)."""
+"""Stage `train`: the members -> models/members/NAME/ (each resumed, or found finished).
+
+Bagging (the default) trains the members independently, several at once in worker processes;
+boosting (AdaGAN, ensgan/ensemble/boosting.py) trains them one after another in params order,
+each on the data reweighted toward what the mixture of the ones before it misses.
+`ensgan train NAME` trains one member (under boosting, the members before it first).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
 
 from ensgan.config import Params
+from ensgan.data.prepared import load_prepared, read_data_card
 from ensgan.errors import ConfigError
 from ensgan.gan.member import train_member
+from ensgan.gan.samplers import RealSampler, UniformSampler, WeightedSampler
+from ensgan.io.files import atomic_write
 from ensgan.layout import Layout
+from ensgan.provenance import code_version
+
+log = logging.getLogger(__name__)
+
+BOOST_FILE = "boost_weights.npz"  # a boosted member's data weights, and what they came from
+WEIGHTS_CODE = ("ensgan.ensemble.boosting", "ensgan.ensemble.combinations")  # make the weights
 
 
 def run(
+    params: Params,
+    layout: Layout,
+    name: str | None = None,
+    *,
+    progress: bool | None = None,
+    callback: Callable[[int], None] | None = None,
+) -> dict:
+    """Train member `name`, or every member when None; returns {name: card}."""
+    names = list(params.members)
+    if name is not None and name not in params.members:
+        raise ConfigError(f"unknown member {name!r}; params.yaml lists {sorted(names)}")
+    if params.ensemble.training == "boosting":
+        upto = names if name is None else names[: names.index(name) + 1]
+        return {n: train_one(params, layout, n, progress=progress, callback=callback) for n in upto}
+    if name is not None:
+        return {name: train_one(params, layout, name, progress=progress, callback=callback)}
+    return train_parallel(params, layout, names)
+
+
+def train_one(
     params: Params,
     layout: Layout,
     name: str,
@@ -18,15 +63,109 @@ def run(
     progress: bool | None = None,
     callback: Callable[[int], None] | None = None,
 ) -> dict:
-    if name not in params.members:
-        raise ConfigError(f"unknown member {name!r}; params.yaml lists {sorted(params.members)}")
+    """One member; under boosting, on the weights its round gives (members before it must be
+    finished: `run` trains them in order)."""
+    sampler = (
+        boosting_sampler(params, layout, name) if params.ensemble.training == "boosting" else None
+    )
     card = train_member(
         name,
         params.members[name],
         params.train,
         layout.prepared,
         layout.member(name),
+        sampler=sampler,
         progress=progress,
         callback=callback,
     )
     return card.model_dump(mode="json")
+
+
+def _worker(params: Params, root: str, name: str, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    return train_one(params, Layout(Path(root)), name, progress=False)
+
+
+def train_parallel(params: Params, layout: Layout, names: list[str]) -> dict:
+    """Bagging: independent members, `train.workers` at once (0 = one per core), each with
+    its share of the cores (benchmarks/parallel_members.py measures the gain)."""
+    workers = max(1, min(params.train.workers or (os.cpu_count() or 1), len(names)))
+    if workers == 1:
+        return {n: train_one(params, layout, n) for n in names}
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    root = str(layout.root.resolve())
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {n: pool.submit(_worker, params, root, n, threads) for n in names}
+        return {n: f.result() for n, f in futures.items()}
+
+
+def boosting_sampler(params: Params, layout: Layout, name: str) -> RealSampler:
+    """Round t's sampler: uniform over the training split for the first member; AdaGAN's data
+    weights against the mixture of the members before it for the others (cached in the
+    member's folder while the data, those members' weights and the settings are unchanged)."""
+    from ensgan.ensemble.boosting import (
+        beta_for_round,
+        classifier_p_real,
+        ratio_from_classifier,
+        theory_star_weights,
+    )
+    from ensgan.ensemble.combinations import Ensemble
+    from ensgan.gan.loaded import load_member
+
+    names = list(params.members)
+    t = names.index(name) + 1
+    data_card = read_data_card(layout.prepared)
+    if t == 1:
+        return UniformSampler(np.arange(data_card.n_train))
+    ec, member = params.ensemble, params.members[name]
+    before = {n: load_member(layout.member(n)) for n in names[: t - 1]}
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "data": data_card.sha256,
+                "before": {n: m.card.weights_sha256 for n, m in before.items() if m.card},
+                "member": member.model_dump(),
+                "beta": ec.boosting_beta,
+                "epochs": ec.boosting_epochs,
+                "code": [code_version(m) for m in WEIGHTS_CODE],
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+    cache = layout.member(name) / BOOST_FILE
+    weights = _cached_weights(cache, key, data_card.n_train)
+    if weights is None:
+        data = load_prepared(layout.prepared)
+        real = data.train_images
+        prior = params.mixture_weights()
+        mix = Ensemble(before, weights={n: prior[n] for n in before})
+        fakes = mix.sample("mixture", len(real), seed=member.seed).images
+        p = classifier_p_real(
+            real, fakes, arch=member.arch, width=member.width, seed=member.seed,
+            epochs=ec.boosting_epochs, batch_size=params.train.batch_size,
+        )  # fmt: skip
+        beta = beta_for_round(t, ec.boosting_beta)
+        weights, lam = theory_star_weights(ratio_from_classifier(p), beta)
+        ess = float(weights.sum() ** 2 / (weights**2).sum())
+        log.info(
+            "boosting %s (round %d, β=%.3f): λ*=%s, %d of %d images weighted, ESS %.0f",
+            name, t, beta, lam, int((weights > 0).sum()), len(weights), ess,
+        )  # fmt: skip
+        cache.parent.mkdir(parents=True, exist_ok=True)
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a path
+                np.savez(fh, weights=weights, key=np.array(key))
+
+        atomic_write(cache, save)
+    return WeightedSampler(weights)
+
+
+def _cached_weights(path: Path, key: str, n: int) -> np.ndarray | None:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if str(f["key"]) == key and f["weights"].shape == (n,):
+                return f["weights"]
+    except (OSError, KeyError, ValueError):
+        return None
+    return None

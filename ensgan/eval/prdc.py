@@ -1,0 +1,67 @@
+"""Precision, recall, density and coverage: fidelity and diversity measured apart.
+
+FD folds both into one number, so a selection that keeps only typical images looks merely
+"worse"; these four say which way it went. Improved precision/recall (Kynkäänniemi et al.
+2019) and density/coverage (Naeem et al. 2020) on k-nearest-neighbour balls, computed with
+the authors' `prdc` package (its pairwise-distance and k-NN radius functions; its
+`compute_prdc` prints, so the four formulas are applied here to the same arrays). Coverage is
+also reported per class: the share of each class's real images whose ball holds a fake, so a
+dropped mode shows as a class near 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from prdc.prdc import compute_nearest_neighbour_distances, compute_pairwise_distance
+
+NEAREST_K = 5
+
+
+def equal_counts(
+    real: np.ndarray, fake: np.ndarray, real_labels: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The first min(N_real, N_fake) rows of each: these measures shift with the ratio of
+    sample counts, so every row of a report is measured at the same counts."""
+    n = min(len(real), len(fake))
+    return real[:n], fake[:n], None if real_labels is None else real_labels[:n]
+
+
+def prdc(
+    real: np.ndarray,
+    fake: np.ndarray,
+    *,
+    k: int = NEAREST_K,
+    real_labels: np.ndarray | None = None,
+    n_classes: int = 0,
+) -> dict[str, float | list[float | None]]:
+    """The four measures of (N, D) fake features against (M, D) real ones, with k neighbours.
+
+    With `real_labels`, adds `coverage_per_class` (n_classes values; None for a class with no
+    real image)."""
+    real, fake = np.asarray(real, np.float32), np.asarray(fake, np.float32)
+    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+        raise ValueError(
+            f"feature sets must be (N, D) with equal D, got {real.shape}, {fake.shape}"
+        )
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(
+            f"need more than k={k} real and fake samples, got {len(real)}, {len(fake)}"
+        )
+    real_radii = compute_nearest_neighbour_distances(real, k)  # (M,) k-NN radius of each real
+    fake_radii = compute_nearest_neighbour_distances(fake, k)  # (N,)
+    dist = compute_pairwise_distance(real, fake)  # (M, N)
+    in_real_ball = dist < real_radii[:, None]  # fake j inside real i's ball
+    covered = dist.min(axis=1) < real_radii  # real i's ball holds some fake
+    out: dict[str, float | list[float | None]] = {
+        "precision": float(in_real_ball.any(axis=0).mean()),
+        "recall": float((dist < fake_radii[None, :]).any(axis=1).mean()),
+        "density": float(in_real_ball.sum(axis=0).mean() / k),
+        "coverage": float(covered.mean()),
+    }
+    if real_labels is not None:
+        labels = np.asarray(real_labels).ravel()[: len(real)]
+        out["coverage_per_class"] = [
+            round(float(covered[labels == c].mean()), 6) if (labels == c).any() else None
+            for c in range(n_classes)
+        ]
+    return out

@@ -1,0 +1,235 @@
+"""`ensgan bench modes`: PacGAN's mode counts, the datasets, the stacked-digit reader, the table,
+and a tiny run of the command (its benchmark itself is not part of the suite)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from ensgan.bench import digits, modes
+from ensgan.bench.methods import METHODS, split_budget
+from ensgan.bench.mode_count import kl_to_uniform, mixture_modes, triple_modes
+from ensgan.bench.toy import grid, ring
+from ensgan.cli import app
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+runner = CliRunner()
+
+
+# The mode counter (PacGAN's MetricLogger).
+
+
+@pytest.mark.parametrize("mix", [ring(), grid()], ids=lambda m: m.name)
+def test_every_centre_sampled_covers_every_mode(mix) -> None:
+    pts = np.repeat(mix.centres, 7, axis=0)
+    assert mixture_modes(pts, mix.centres, mix.std) == {
+        "modes": float(len(mix.centres)),
+        "hq": 100.0,
+        "kl": pytest.approx(0.0, abs=1e-12),
+    }
+
+
+@pytest.mark.parametrize("mix", [ring(), grid()], ids=lambda m: m.name)
+def test_samples_on_one_centre_are_one_mode(mix) -> None:
+    pts = np.repeat(mix.centres[3:4], 50, axis=0)
+    got = mixture_modes(pts, mix.centres, mix.std)
+    assert got["modes"] == 1 and got["hq"] == 100.0
+    assert got["kl"] == pytest.approx(math.log(len(mix.centres)))  # log 8 for the ring
+
+
+def test_high_quality_means_within_three_stds_of_the_nearest_centre() -> None:
+    mix = ring()
+    c, s = mix.centres[0], mix.std  # (1, 0)
+    pts = np.array(
+        [
+            c + [2.9 * s, 0],  # high quality
+            c + [0, -2.9 * s],  # high quality
+            c + [3.1 * s, 0],  # too far
+            [0.0, 0.0],  # the middle of the ring: 100 stds from every centre
+            [np.nan, 1.0],  # not a point at all
+        ]
+    )
+    got = mixture_modes(pts, mix.centres, s)
+    assert got == {"modes": 1.0, "hq": 40.0, "kl": pytest.approx(math.log(8))}
+    assert math.isnan(mixture_modes(pts[2:4], mix.centres, s)["kl"])  # no HQ sample at all
+
+
+def test_the_histogram_counts_high_quality_samples_only() -> None:
+    mix = ring()
+    far = mix.centres[1] * 1.5  # nearest centre 1, but 50 stds away
+    pts = np.concatenate([np.repeat(mix.centres[:2], 10, axis=0), np.repeat([far], 80, axis=0)])
+    got = mixture_modes(pts, mix.centres, mix.std)
+    # Two modes, half each: KL(1/2, 1/2, 0... || 1/8) = log 4, whatever the far points are.
+    assert got["modes"] == 2 and got["hq"] == 20.0
+    assert got["kl"] == pytest.approx(math.log(4))
+
+
+def test_kl_to_uniform_and_triples() -> None:
+    assert kl_to_uniform(np.array([1, 1, 1, 1])) == 0.0
+    assert kl_to_uniform(np.array([3, 0, 0, 0])) == pytest.approx(math.log(4))
+    assert math.isnan(kl_to_uniform(np.zeros(4)))
+    triples = np.array([[1, 2, 3]] * 5 + [[9, 9, 9]] * 5)
+    got = triple_modes(triples)
+    assert got["modes"] == 2
+    assert got["kl"] == pytest.approx(math.log(1000 / 2))
+    every = np.array([[a, b, c] for a in range(10) for b in range(10) for c in range(10)])
+    assert triple_modes(every) == {"modes": 1000.0, "kl": pytest.approx(0.0, abs=1e-12)}
+
+
+# The datasets.
+
+
+def test_ring_and_grid_are_papers_mixtures() -> None:
+    r, g = ring(), grid()
+    assert r.centres.shape == (8, 2) and r.std == 0.01
+    np.testing.assert_allclose(np.linalg.norm(r.centres, axis=1), 1.0)
+    angles = np.sort(np.mod(np.arctan2(r.centres[:, 1], r.centres[:, 0]), 2 * np.pi))
+    np.testing.assert_allclose(np.diff(angles), 2 * np.pi / 8)
+    assert g.centres.shape == (25, 2) and g.std == 0.05
+    assert {tuple(c) for c in g.centres} == {
+        (x, y) for x in (-4, -2, 0, 2, 4) for y in (-4, -2, 0, 2, 4)
+    }
+
+
+@pytest.mark.parametrize("mix", [ring(), grid()], ids=lambda m: m.name)
+def test_real_samples_score_as_the_mixture_itself(mix) -> None:
+    pts = mix.sample(20_000, np.random.default_rng(0))
+    assert pts.dtype == np.float32 and pts.shape == (20_000, 2)
+    idx = np.argmin(((pts[:, None] - mix.centres[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_allclose((pts - mix.centres[idx]).std(axis=0), mix.std, rtol=0.05)
+    got = mixture_modes(pts, mix.centres, mix.std)
+    assert got["modes"] == len(mix.centres)
+    # P(|x| < 3 std) for a 2-D standard normal is 1 - exp(-9/2) = 98.89 %.
+    assert got["hq"] == pytest.approx(100 * (1 - math.exp(-4.5)), abs=0.5)
+    assert got["kl"] < 0.01
+
+
+def test_stacked_digits_are_read_back_to_their_triples() -> None:
+    images, labels = digits.real_digits()
+    assert images.shape == (1797, 16, 16) and images.dtype == np.uint8
+    reader = digits.digit_reader()
+    assert reader.heldout_accuracy > 0.97 and reader.n_heldout > 400
+    stacked, triples = digits.stack_digits(images, labels, 600, np.random.default_rng(1))
+    assert stacked.shape == (600, 3, 16, 16) and stacked.dtype == np.uint8
+    ids = np.random.default_rng(1).integers(len(images), size=(600, 3))  # 3 digits, uniform
+    np.testing.assert_array_equal(stacked, images[ids])
+    np.testing.assert_array_equal(triples, labels[ids])
+    read = reader.read(stacked)
+    assert (read == triples).all(axis=1).mean() > 0.95
+
+
+# The rows and the table.
+
+
+def test_every_row_gets_the_same_budget() -> None:
+    assert split_budget(2000, 5) == [400] * 5
+    assert split_budget(10, 3) == [4, 3, 3] and sum(split_budget(10_001, 7)) == 10_001
+    with pytest.raises(ValueError):
+        split_budget(4, 5)
+    assert {"gan", "mixture"} <= set(METHODS)
+
+
+def _results() -> pd.DataFrame:
+    rows = []
+    for t, (m1, h1, k1, m2) in enumerate([(6, 90.0, 0.5, 8), (8, 96.0, 0.3, 8)], start=1):
+        rows.append(
+            {"dataset": "ring", "method": "gan", "trial": t, "modes": m1, "hq": h1, "kl": k1}
+        )
+        rows.append(
+            {"dataset": "ring", "method": "mixture", "trial": t, "modes": m2, "hq": 80.0, "kl": 0.1}
+        )
+    return pd.DataFrame(rows)
+
+
+def test_trials_aggregate_to_mean_and_standard_error() -> None:
+    agg = modes.aggregate(_results())
+    gan = agg.loc[("ring", "gan")]
+    # std of (6, 8) with ddof 1 is sqrt(2); over sqrt(2 trials): 1.
+    assert gan.modes_mean == 7 and gan.modes_se == pytest.approx(1.0)
+    assert gan.hq_mean == 93 and gan.hq_se == pytest.approx(3.0)
+    assert gan.kl_mean == pytest.approx(0.4) and gan.kl_se == pytest.approx(0.1)
+    assert agg.loc[("ring", "mixture")].modes_se == 0 and gan.n == 2
+
+
+def test_markdown_holds_this_run_beside_the_published_rows() -> None:
+    settings = modes.resolve("ring", 2, steps=100)
+    md = modes.markdown(_results(), settings)
+    assert "| gan " in md and "7.0 ± 1.0" in md and "93.0 ± 3.0" in md and "0.40 ± 0.10" in md
+    assert "mixture (K=5)" in md
+    for published in ("6.3 ± 0.5", "98.2 ± 0.2", "0.45 ± 0.09", "PacGAN4", "7.8 ± 0.1"):
+        assert published in md
+    assert "Lin et al., NeurIPS 2018" in md and "400,000" in md  # cited, with its length
+    assert "100 generator updates" in md and "set by --steps" in md
+    assert "24.8 ± 0.2" not in md  # grid rows only with the grid
+
+
+# The command.
+
+
+def _bench(out: Path, *args: str):
+    return runner.invoke(
+        app, ["bench", "modes", "--dataset", "ring", "--trials", "2", "--steps", "10",
+              "--out", str(out), *args]
+    )  # fmt: skip
+
+
+def test_bench_modes_writes_the_table_and_every_trials_samples(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    res = _bench(out)
+    assert res.exit_code == 0, res.output
+    table = (out / "table.md").read_text()
+    assert "| gan " in table and "PacGAN2" in table and "10 generator updates" in table
+    for method in ("gan", "mixture"):
+        for t in (1, 2):
+            x = np.load(out / "ring" / method / f"trial-{t}.npy")
+            assert x.shape == (2500, 2) and x.dtype == np.float32 and np.isfinite(x).all()
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 4 and set(results.columns) >= {"modes", "hq", "kl", "trial"}
+    assert set(results.steps_trained) == {10}  # gan: 10; mixture: 5 members x 2
+    card = json.loads((out / "bench.json").read_text())
+    assert card["steps"] == {"ring": 10} and card["trials"] == 2
+    assert not list(tmp_path.glob(".bench.partial-*"))
+
+
+def test_bench_modes_refuses_a_non_empty_out(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    for args in ((), ("--force",)):  # --force replaces only an earlier bench run
+        res = _bench(out, *args)
+        assert res.exit_code == 2, res.output
+        assert res.output.count("\n") == 1 and res.output.startswith("error: --out")
+        assert "holds no earlier bench run" in res.output
+    assert (out / "mine.txt").read_text() == "keep me"
+    (out / "mine.txt").unlink()
+    assert _bench(out).exit_code == 0  # empty: fine
+    first = (out / "ring" / "gan" / "trial-1.npy").read_bytes()
+    res = _bench(out)  # an earlier run: refused without --force
+    assert res.exit_code == 2 and "pass --force to replace it" in res.output
+    res = _bench(out, "--force", "--seed", "1")
+    assert res.exit_code == 0, res.output
+    assert (out / "ring" / "gan" / "trial-1.npy").read_bytes() != first
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "moons"], "unknown dataset 'moons'"),
+        (["--trials", "0"], "--trials must be at least 1"),
+        (["--method", "nope"], "unknown method 'nope'"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--steps", "3"], "fewer than the 5 ensemble members"),
+        (["--device", "tpu"], "--device must be auto, cpu or cuda"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path, args, message) -> None:
+    res = runner.invoke(app, ["bench", "modes", "--out", str(tmp_path / "o"), *args])
+    assert res.exit_code == 2
+    assert res.output.count("\n") == 1 and message in res.output
+    assert not (tmp_path / "o").exists()
