@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ensgan.config import load_params
 from ensgan.data.prepared import load_prepared
@@ -38,7 +39,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--no-single", action="store_true", help="skip the equal-compute member")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (2 on a busy 2-core machine ran 25x slower than 1, measured)",
+    )
     a = ap.parse_args()
+    torch.set_num_threads(a.threads)
     layout = Layout(a.root)
     params = load_params(a.root / "params.yaml")
     data = load_prepared(layout.prepared)

@@ -40,6 +40,8 @@ def test_flow_runs_every_stage_and_publishes(flow_project: dict, tmp_path: Path)
     stacker = metrics["stacker"]
     assert stacker["ece_calibrated"] >= 0 and stacker["calibration"] == "sigmoid"
     assert sum(stacker["member_weights"].values()) == pytest.approx(1.0)
+    assert 0 < stacker["ratio_ess_fraction"] <= 1
+    assert stacker["ratio_mean_shift_uniform"] >= 0 and stacker["ratio_mean_shift_reweighted"] >= 0
     # Held-out real images as candidates: no class is thinned to under half the average rate.
     assert min(r for r in stacker["real_acceptance_by_class"] if r is not None) > 0.5
     card = json.loads((root / "models" / "members" / "b" / "card.json").read_text())

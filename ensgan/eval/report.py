@@ -42,6 +42,9 @@ _NOTES = {
     "near 0.",
     "narrows": "yes when a combination's recall or coverage is more than 0.01 below the plain "
     "mixture's: it trades diversity for fidelity, and is never the default.",
+    "ratio_mean_shift_reweighted": "||mean feature − real mean||² of mixture samples weighted "
+    "by the stacker's r̂ (ratio_mean_shift_uniform: unweighted). Above the unweighted figure, "
+    "r̂ pushes samples away from the data, and drs and mh will too.",
     "accept_rate": "share of the proposals a combination kept (1 for direct draws).",
     "ess": "effective sample size (Σw)²/Σw² of the density-ratio weights over the proposals "
     "(the number of images for direct draws).",

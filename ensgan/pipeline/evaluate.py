@@ -15,7 +15,13 @@ from ensgan.config import Params
 from ensgan.data.prepared import load_prepared
 from ensgan.ensemble.combinations import METHODS, Ensemble, collapse
 from ensgan.ensemble.rejection import drs_accept_prob
-from ensgan.eval.features import embed, pseudo_labels, save_feature_net, train_feature_net
+from ensgan.eval.features import (
+    FeatureNet,
+    embed,
+    pseudo_labels,
+    save_feature_net,
+    train_feature_net,
+)
 from ensgan.eval.metrics import evaluate_images
 from ensgan.eval.report import write_html
 from ensgan.io.files import atomic_dir, atomic_write, write_json
@@ -97,6 +103,7 @@ def run(params: Params, layout: Layout) -> dict:
         "real_acceptance_by_class": real_acceptance_by_class(
             ens, data.images[eval_mask], real_labels, n_classes
         ),
+        **ratio_check(ens, net, real_feats, ec.n_samples, ec.seed),
     }
     metrics["data_sha256"] = data.card.sha256
     metrics["params_sha256"] = params_sha256(params)
@@ -122,6 +129,27 @@ def run(params: Params, layout: Layout) -> dict:
         },
     )
     return metrics
+
+
+def ratio_check(
+    ens: Ensemble, net: FeatureNet, real_feats: np.ndarray, n: int, seed: int
+) -> dict[str, float]:
+    """Is r̂ a density ratio? Reweighting mixture samples by r̂ should move their mean feature
+    onto the real mean. `ratio_mean_shift_*` are ||mean − real mean||² in the evaluation
+    feature space, unweighted and r̂-weighted; a reweighted shift above the unweighted one
+    means r̂ pushes samples away from the data, and DRS and MH will too. `ratio_ess_fraction`
+    is the Kish ESS of the weights over n."""
+    s = ens.sample("mixture", n, seed=seed + 17)
+    feats = embed(net, s.images)
+    lr = ens.log_ratio(s.images)
+    w = np.exp(lr - lr.max())
+    w /= w.sum()
+    target = real_feats.mean(0)
+    return {
+        "ratio_mean_shift_uniform": round(float(((feats.mean(0) - target) ** 2).sum()), 4),
+        "ratio_mean_shift_reweighted": round(float(((w @ feats - target) ** 2).sum()), 4),
+        "ratio_ess_fraction": round(float(1.0 / (w**2).sum() / n), 4),
+    }
 
 
 def real_acceptance_by_class(
