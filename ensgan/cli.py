@@ -229,8 +229,9 @@ def bench_modes(
     standard error beside PacGAN's published rows. Writes DIR/table.md, DIR/results.csv,
     DIR/bench.json and DIR/DATASET/METHOD/trial-K.npy. A non-empty DIR is refused unless
     --force is given and DIR holds an earlier run (its bench.json), which is then replaced
-    whole once the new run has finished. The default (all datasets, 5 trials) takes about
-    25 minutes on 2 CPU cores; --full takes the paper's length (hours per trial on a CPU).
+    whole once the new run has finished. On 2 CPU cores the default (all datasets, 5 trials)
+    took 23 minutes with the gan and mixture rows; every row together takes about twice that
+    (use --method to pick rows); --full takes the paper's length (hours per trial on a CPU).
     """
 
     def call():

@@ -3,6 +3,7 @@ and a tiny run of the command (its benchmark itself is not part of the suite).""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -10,10 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from torch import nn
 from typer.testing import CliRunner
 
-from ensgan.bench import digits, modes
-from ensgan.bench.methods import METHODS, split_budget
+from ensgan.bench import digits, ensemble_rows, modes
+from ensgan.bench.datasets import DATASETS
+from ensgan.bench.methods import METHODS, TrainedGAN, Trial, split_budget, train_gan
 from ensgan.bench.mode_count import kl_to_uniform, mixture_modes, triple_modes
 from ensgan.bench.toy import grid, ring
 from ensgan.cli import app
@@ -132,7 +136,154 @@ def test_every_row_gets_the_same_budget() -> None:
     assert split_budget(10, 3) == [4, 3, 3] and sum(split_budget(10_001, 7)) == 10_001
     with pytest.raises(ValueError):
         split_budget(4, 5)
-    assert {"gan", "mixture"} <= set(METHODS)
+    assert list(METHODS) == ["gan", "mixture", "drs", "mh", "weighted", "boosting", "gman"]
+    assert modes.resolve("ring", 1).methods == tuple(METHODS)  # the default: every row
+
+
+# The ensemble rows (ensgan.bench.ensemble_rows), on a ring trial with a small training set
+# (AdaGAN's classifier makes 5 passes over it) and a tiny budget.
+
+TINY_RING = dataclasses.replace(DATASETS["ring"], train_size=1000)
+NEW_ROWS = ("drs", "mh", "weighted", "boosting", "gman")
+
+
+def _tiny_trial(budget: int = 23, n: int = 300) -> Trial:
+    return Trial(TINY_RING, 1, seed=3, budget=budget, n_samples=n)
+
+
+@pytest.fixture(scope="module")
+def tiny_rows() -> tuple[Trial, dict[str, np.ndarray], dict[str, int]]:
+    torch.set_num_threads(1)  # module scope: the function-scoped fixture is not in effect yet
+    trial = _tiny_trial()
+    out, steps = {}, {}
+    for method in ("mixture", *NEW_ROWS):
+        before = trial.steps_trained
+        out[method] = METHODS[method](trial)
+        steps[method] = trial.steps_trained - before
+    return trial, out, steps
+
+
+@pytest.mark.parametrize("method", NEW_ROWS)
+def test_each_new_row_returns_n_points_within_the_budget(tiny_rows, method) -> None:
+    trial, out, steps = tiny_rows
+    x = out[method]
+    assert x.shape == (300, 2) and x.dtype == np.float32 and np.isfinite(x).all()
+    # drs, mh and weighted reuse the mixture's members: no training of their own.
+    assert steps[method] == (trial.budget if method in ("boosting", "gman") else 0)
+    assert set(trial.data.score(x)) == {"modes", "hq", "kl"}
+
+
+def test_the_stacker_is_fitted_once_per_trial_as_the_pipeline_fits_it(tiny_rows) -> None:
+    trial, _, _ = tiny_rows
+    model = ensemble_rows.ratio_model(trial)
+    assert model is ensemble_rows.ratio_model(trial)  # shared by drs, mh and weighted
+    card = model.stacker.card
+    assert card.model == "logistic" and card.cv_folds == 5 and card.calibration == "sigmoid"
+    assert card.n_real == card.n_fake == ensemble_rows.STACK_N
+    assert card.log_prior_ratio == 0.0 and card.burn_in == ensemble_rows.BURN_IN
+    assert model.log_m.shape == (trial.k,) and np.isfinite(model.log_m).all()
+    assert model.weights.sum() == pytest.approx(1.0)
+    assert (model.weights >= 0.5 / trial.k - 1e-12).all()  # floored at half the prior
+
+
+def test_boosting_trains_k_rounds_that_add_up_to_the_budget(tiny_rows) -> None:
+    trial, _, steps = tiny_rows
+    rounds = ensemble_rows.boosting_members(trial)  # cached: no more training
+    assert [r.steps for r in rounds] == split_budget(23, 5) == [5, 5, 5, 4, 4]
+    assert steps["boosting"] == 23 and trial.steps_trained == 3 * 23  # members, boosting, gman
+
+
+def test_gman_trains_three_discriminators_and_learns_lambda(tiny_rows) -> None:
+    trial, _, _ = tiny_rows
+    g = ensemble_rows.gman_member(trial)
+    assert len(g.discriminators) == 3 and g.steps == trial.budget
+    agg = g.loss.aggregate
+    assert agg.kind == "learned"
+    assert agg.current_lambda() != pytest.approx(float(nn.functional.softplus(torch.tensor(-2.0))))
+
+
+def test_train_gan_gives_a_losss_parameters_to_the_generators_optimiser() -> None:
+    from ensgan.gan.losses import make_loss
+
+    loss = make_loss("non_saturating", "learned")
+    real = TINY_RING.to_train(TINY_RING.make_real(500, np.random.default_rng(0)))
+    g = train_gan(TINY_RING, real, name="t", steps=3, seed=0, n_discriminators=3, loss=loss)
+    theta = loss.aggregate.theta
+    assert g.loss is loss and len(g.discriminators) == 3
+    assert theta.grad is not None and float(theta.detach()) != -2.0  # θ got gradients and moved
+
+
+class _Points(nn.Module):
+    """A stand-in generator: latent -> a centre (chosen by z[:, 0] among `centres`) plus at
+    most half a standard deviation of offset. With every centre: a copy of the modes."""
+
+    def __init__(self, centres: np.ndarray, std: float) -> None:
+        super().__init__()
+        self.register_buffer("centres", torch.as_tensor(centres, dtype=torch.float32))
+        self.std = std
+        self.anchor = nn.Parameter(torch.zeros(()))  # TrainedGAN.device reads a parameter
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        u = 0.5 * (1 + torch.erf(z[:, 0] / math.sqrt(2)))
+        idx = (u * len(self.centres)).long().clamp(max=len(self.centres) - 1)
+        return self.centres[idx] + 0.5 * self.std * torch.tanh(z)
+
+
+class _Linear(nn.Module):
+    """A stand-in discriminator: logit = w . x (zero everywhere for w = 0)."""
+
+    def __init__(self, w: tuple[float, float]) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.tensor(w))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.w
+
+
+def _stand_in_trial(members: list[tuple[np.ndarray, tuple[float, float]]]) -> Trial:
+    trial = Trial(dataclasses.replace(TINY_RING, train_size=10), 1, seed=5, budget=5, n_samples=400)
+    std = ring().std
+    trial._cache["members"] = [
+        TrainedGAN(f"m{i}", _Points(c, std), [_Linear(w)], trial.data, 1, 0.0)
+        for i, (c, w) in enumerate(members)
+    ]
+    return trial
+
+
+def test_drs_keeps_every_members_quota() -> None:
+    centres = ring().centres
+    # Member i: only centre i; discriminators that rate the points differently.
+    trial = _stand_in_trial([(centres[i : i + 1], (3.0, 1.0)) for i in range(5)])
+    rng = trial.rng("drs")  # what the row draws first: the quotas, then their order
+    quota = rng.multinomial(400, np.full(5, 0.2))
+    which = np.repeat(np.arange(5), quota)
+    rng.shuffle(which)
+    x = METHODS["drs"](trial)
+    nearest = np.argmin(((x[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(nearest, which)  # each slot from its member, every quota kept
+    _, got_which, stats = ensemble_rows.drs_sample(
+        ensemble_rows.ratio_model(trial), 400, trial.rng("drs")
+    )
+    np.testing.assert_array_equal(stats["quota"], quota)
+    assert 0 < stats["accept_rate"] <= 1 and trial.steps_trained == 0
+
+
+def test_ratio_rows_on_members_that_copy_the_data() -> None:
+    # Five members that all sample the ring's modes uniformly, with discriminators that can
+    # tell nothing apart (logit 0): r̂ = 1 everywhere, so nothing is rejected or reweighted.
+    trial = _stand_in_trial([(ring().centres, (0.0, 0.0))] * 5)
+    model = ensemble_rows.ratio_model(trial)
+    np.testing.assert_allclose(model.log_ratio(trial.real[:100]), 0.0, atol=1e-6)
+    np.testing.assert_allclose(model.weights, 0.2, atol=1e-9)
+    for method in ("drs", "mh", "weighted"):
+        x = METHODS[method](trial)
+        assert x.shape == (400, 2) and x.dtype == np.float32
+        got = trial.data.score(x)
+        assert got["modes"] == 8 and got["hq"] == 100.0 and got["kl"] < 0.05, method
+    _, stats = ensemble_rows.mh_sample(
+        model, 50, np.random.default_rng(0), init=np.zeros(50), chain=8
+    )
+    assert stats["accept_rate"] == 1.0 and stats["restarted_chains"] == 0.0
 
 
 def _results() -> pd.DataFrame:
@@ -172,10 +323,12 @@ def test_markdown_holds_this_run_beside_the_published_rows() -> None:
 # The command.
 
 
-def _bench(out: Path, *args: str):
+def _bench(out: Path, *args: str, methods: tuple[str, ...] = ("gan", "mixture")):
+    # Two rows by default: every row includes boosting, whose classifier makes 5 passes over
+    # the 100,000 training points per round (minutes on a CPU).
     return runner.invoke(
         app, ["bench", "modes", "--dataset", "ring", "--trials", "2", "--steps", "10",
-              "--out", str(out), *args]
+              "--out", str(out), *[a for m in methods for a in ("--method", m)], *args]
     )  # fmt: skip
 
 
@@ -195,6 +348,18 @@ def test_bench_modes_writes_the_table_and_every_trials_samples(tmp_path: Path) -
     card = json.loads((out / "bench.json").read_text())
     assert card["steps"] == {"ring": 10} and card["trials"] == 2
     assert not list(tmp_path.glob(".bench.partial-*"))
+
+
+def test_bench_modes_tables_the_new_rows(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    res = _bench(out, "--trials", "1", methods=("drs", "gman"))
+    assert res.exit_code == 0, res.output
+    table = (out / "table.md").read_text()
+    assert "| drs (K=5) " in table and "| gman (3 D) " in table
+    assert "`drs` samples" in table and "GMAN*" in table and "stacker behind drs" in table
+    results = pd.read_csv(out / "results.csv")
+    assert list(results.method) == ["drs", "gman"]
+    assert list(results.steps_trained) == [10, 10]  # drs: the 5 members' 2 steps each
 
 
 def test_bench_modes_refuses_a_non_empty_out(tmp_path: Path) -> None:

@@ -10,10 +10,13 @@ images). Training is cached on the trial, so rows that only combine the same K m
 - `trial.members()`: K GANs, member i on its own bootstrap resample of the training set with
   its own seed, for budget / K updates each (the remainder spread over the first ones);
 - `trial.train(steps, seed, ...)`: anything else (boosting rounds with a WeightedSampler,
-  GMAN with several discriminators), counted against the budget by the row itself.
+  GMAN with several discriminators), counted against the budget by the row itself;
+- `trial.cached(key, make)`: anything else the rows share (the density-ratio stacker that
+  drs, mh and weighted sample by, ensgan.bench.ensemble_rows).
 
 Adding a row is one entry in METHODS (bottom of this file), e.g. `"weighted": weighted` with
-`def weighted(trial): ...` using `trial.members()` and `trial.rng("weighted")`.
+`def weighted(trial): ...` using `trial.members()` and `trial.rng("weighted")`. The rows beyond
+gan and mixture live in ensgan.bench.ensemble_rows.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from ensgan.bench import ensemble_rows  # imports this module only inside its functions
 from ensgan.bench.datasets import BenchDataset
 from ensgan.gan.loop import training_loop
 from ensgan.gan.losses import GANLoss, make_loss
@@ -46,6 +51,7 @@ class TrainedGAN:
     data: BenchDataset
     steps: int
     seconds: float
+    loss: GANLoss | None = None  # what it was trained with (GMAN*: holds the learned λ)
 
     @property
     def device(self) -> torch.device:
@@ -91,8 +97,9 @@ def train_gan(
     """Train one GAN of `data`'s architecture for `steps` generator updates with the package's
     loop (ensgan.gan.loop.training_loop): Adam with the dataset's settings, the non-saturating
     loss unless `loss` is given, real batches from `sampler` (uniform over `real` by default).
-    The loop's EMA generator is kept but not used: PacGAN samples the raw generator.
-    Trains on `real`'s device."""
+    A loss with parameters (GMAN*'s θ) is trained by the generator's optimiser, as
+    ensgan.gan.member does. The loop's EMA generator is kept but not used: PacGAN samples the
+    raw generator. Trains on `real`'s device."""
     if steps < 1:
         raise ValueError(f"{name}: a GAN needs at least one step, got {steps}")
     with torch.random.fork_rng(devices=[]):
@@ -101,7 +108,12 @@ def train_gan(
         ds = [d] + [data.build_pair()[1] for _ in range(n_discriminators - 1)]
     g = g.to(real.device)
     ds = [d.to(real.device) for d in ds]
-    opt_g = torch.optim.Adam(g.parameters(), lr=data.lr, betas=data.betas)
+    loss = make_loss("non_saturating") if loss is None else loss
+    loss_params = []  # GMAN*'s θ: learned with the generator
+    if isinstance(loss, nn.Module):
+        loss.to(real.device)
+        loss_params = list(loss.parameters())
+    opt_g = torch.optim.Adam([*g.parameters(), *loss_params], lr=data.lr, betas=data.betas)
     opt_d = torch.optim.Adam([p for d in ds for p in d.parameters()], lr=data.lr, betas=data.betas)
     t0 = time.perf_counter()
     training_loop(
@@ -111,7 +123,7 @@ def train_gan(
         discriminators=ds,
         opt_g=opt_g,
         opt_d=opt_d,
-        loss=loss or make_loss("non_saturating"),
+        loss=loss,
         sampler=sampler or UniformSampler(np.arange(len(real))),
         real_images=real,
         seed=seed,
@@ -127,7 +139,8 @@ def train_gan(
         on_checkpoint=lambda step: None,
         progress=False,
     )
-    return TrainedGAN(name, g.eval(), [x.eval() for x in ds], data, steps, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    return TrainedGAN(name, g.eval(), [x.eval() for x in ds], data, steps, seconds, loss)
 
 
 def split_budget(budget: int, k: int) -> list[int]:
@@ -135,6 +148,9 @@ def split_budget(budget: int, k: int) -> list[int]:
     if k < 1 or budget < k:
         raise ValueError(f"a budget of {budget} updates cannot train {k} members")
     return [budget // k + (i < budget % k) for i in range(k)]
+
+
+T = TypeVar("T")
 
 
 def _seed(*parts: object) -> int:
@@ -172,6 +188,12 @@ class Trial:
         if "real" not in self._cache:
             self._cache["real"] = self.data.to_train(self.real).to(self.device)
         return self._cache["real"]
+
+    def cached(self, key: str, make: Callable[[], T]) -> T:
+        """What `make()` returns, made once per trial and shared by every row that asks."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
     def train(self, steps: int, seed: int, *, label: str, **kwargs) -> TrainedGAN:
         """A GAN trained now (not cached) for `steps` updates; kwargs go to train_gan."""
@@ -241,4 +263,9 @@ Method = Callable[[Trial], np.ndarray]
 METHODS: dict[str, Method] = {
     "gan": gan,
     "mixture": mixture,
+    "drs": ensemble_rows.drs,
+    "mh": ensemble_rows.mh,
+    "weighted": ensemble_rows.weighted,
+    "boosting": ensemble_rows.boosting,
+    "gman": ensemble_rows.gman,
 }

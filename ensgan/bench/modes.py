@@ -66,6 +66,50 @@ TITLES = {
 }
 DECIMALS = {"modes": 1, "hq": 1, "kl": 2}
 
+# What each row of ensgan.bench.methods.METHODS is, for the table's notes ({k}: K).
+ROW_NOTES = {
+    "gan": "`gan` is one GAN trained for the whole budget (the paper's GAN row re-run here)",
+    "mixture": (
+        "`mixture` trains K={k} members, each with its own seed on its own bootstrap resample "
+        "of the trial's training set, for budget / K updates each, and draws every sample from "
+        "a member chosen uniformly"
+    ),
+    "drs": (
+        "`drs` samples the mixture's K members by discriminator rejection sampling on the "
+        "stacker's ratio, per member (quotas from a uniform multinomial draw, log M the 95th "
+        "percentile of a burn-in of 2,000 of the member's samples, γ = 0), then mixes them"
+    ),
+    "mh": (
+        "`mh` runs one independence Metropolis-Hastings chain per sample over 64 proposals "
+        "from those members' uniform mixture, started at a fresh real draw, and keeps its "
+        "final state"
+    ),
+    "weighted": (
+        "`weighted` is those members' mixture with weights from one EM step on the "
+        "stacker's ratio (mean of min(r̂, M) over each member's burn-in), floored at half of 1/K"
+    ),
+    "boosting": (
+        "`boosting` is AdaGAN (the package's rules, ensgan.ensemble.boosting): K={k} rounds of "
+        "budget / K updates, round 1 on the whole training set, round t on the "
+        '"theory_star" data weights from a fresh discriminator trained for 5 epochs to '
+        "separate the training set from the mixture so far (β_t = 1/t; trained on a "
+        "10,000-point subsample, AdaGAN uses the whole set; the weights cover every point); "
+        "samples from the final mixture (1/K each)"
+    ),
+    "gman": (
+        "`gman` is GMAN* (Durugkar et al. 2017): one generator for the whole budget against 3 "
+        "discriminators, its non-saturating terms combined by softmax with a learned λ"
+    ),
+}
+STACKER_NOTE = (
+    "The stacker behind drs, mh and weighted is fitted per trial as the pipeline's `stack` "
+    "stage fits it (ensgan.bench.ensemble_rows): features are each member's discriminator "
+    "logit and the uniform mixture's analytic log-ratio; a logistic regression (C = 0.01, "
+    "5-fold cross-validated) on {n:,} fresh real draws against {n:,} fresh mixture samples, "
+    "Platt-calibrated on another fresh {n:,} + {n:,}; log r̂ = logit(p) + log(n_fake / n_real). "
+    "Its fitting and the burn-ins add no generator updates, only sampling."
+)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -267,6 +311,17 @@ def _columns(name: str) -> dict[str, str]:
     return {m: labels[m] for m in d.metrics}
 
 
+def row_label(method: str, k: int) -> str:
+    """A row's name in the table: ensemble rows say their K, GMAN its discriminators."""
+    from ensgan.bench.ensemble_rows import GMAN_DISCRIMINATORS
+
+    if method == "gan":
+        return method
+    if method == "gman":
+        return f"gman ({GMAN_DISCRIMINATORS} D)"
+    return f"{method} (K={k})"
+
+
 def dataset_table(name: str, results: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """This run's rows (mean ± SE) and, for ring and grid, PacGAN's published rows."""
     cols = _columns(name)
@@ -274,7 +329,7 @@ def dataset_table(name: str, results: pd.DataFrame, settings: Settings) -> pd.Da
     steps = settings.steps[name]
     rows = []
     for (_, method), r in agg.iterrows():
-        label = method if method == "gan" else f"{method} (K={settings.k})"
+        label = row_label(method, settings.k)
         row = {"method": label, "source": f"this run, {steps:,} updates", "trials": int(r.n)}
         for m, title in cols.items():
             row[title] = _pm(r[f"{m}_mean"], r[f"{m}_se"], DECIMALS[m])
@@ -315,13 +370,18 @@ def _notes(settings: Settings, datasets: dict) -> list[str]:
     toy = [n for n in settings.datasets if datasets[n].kind == "points"]
     notes = [
         f"Mean ± standard error over trials (std with ddof 1 / sqrt(n)); {PAPER} reports "
-        f"{PUBLISHED_TRIALS} trials the same way. Rows: `gan` is one GAN trained for the whole "
-        f"budget (the paper's GAN row re-run here); ensemble rows train K={k} members, each with "
-        "its own seed on its own bootstrap resample of the trial's training set, for budget / K "
-        "updates each, so every row costs the same total number of generator updates. "
-        "Reverse KL is undefined for a trial without a high-quality sample; such trials are "
-        "left out of its mean, and the cell says of how many trials it is the mean.",
+        f"{PUBLISHED_TRIALS} trials the same way. Every row costs the same total number of "
+        "generator updates. Reverse KL is undefined for a trial without a high-quality sample; "
+        "such trials are left out of its mean, and the cell says of how many trials it is the "
+        "mean.",
+        "Rows: "
+        + "; ".join(ROW_NOTES[m].format(k=k) for m in settings.methods if m in ROW_NOTES)
+        + ".",
     ]
+    if {"drs", "mh", "weighted"} & set(settings.methods):
+        from ensgan.bench.ensemble_rows import STACK_N
+
+        notes.append(STACKER_NOTE.format(n=STACK_N))
     if toy:
         notes.append(
             "Protocol (PacGAN Table 1 and its code, synthetic_data_experiments/PacGAN/pacgan/"
