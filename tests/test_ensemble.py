@@ -76,7 +76,7 @@ def fitted_stacker(est, members: list[str]) -> Stacker:
         calibration_roc_auc=1.0, ece_raw=0.0, ece_calibrated=0.0, brier_raw=0.0,
         brier_calibrated=0.0, n_calibrate_real=1, n_calibrate_fake=1, log_prior_ratio=0.0,
         burn_in=10, drs_log_m={m: 0.0 for m in members}, member_weights={m: 1 / k for m in members},
-        data_sha256="0" * 64, member_fingerprints={},
+        data_sha256="0" * 64, member_fingerprints={}, member_weights_sha256={}, settings={},
     )  # fmt: skip
     return Stacker(est, card, np.zeros(3))
 

@@ -152,7 +152,7 @@ def stacker_card(info: dict, members: list[str], cal_info: dict | None = None) -
         **info, **cal_info, members=members,
         mixture_weights={m: 1 / len(members) for m in members}, burn_in=10,
         drs_log_m={m: 1.0 for m in members}, member_weights={m: 1 / len(members) for m in members},
-        data_sha256="d" * 64, member_fingerprints={},
+        data_sha256="d" * 64, member_fingerprints={}, member_weights_sha256={}, settings={},
     )  # fmt: skip
 
 

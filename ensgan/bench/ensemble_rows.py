@@ -131,6 +131,8 @@ def fit_ratio_model(trial: Trial, members: Sequence[TrainedGAN], n: int = STACK_
         member_weights={},
         data_sha256="",
         member_fingerprints={},
+        member_weights_sha256={},
+        settings={},
     )
     stacker = Stacker(calibrated, card, np.empty(0))
 

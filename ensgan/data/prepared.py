@@ -100,11 +100,20 @@ def assign_splits(
         share = fractions[name] / left
         if share >= 1.0 or len(rest) < 2:
             raise DataError(f"too few images ({n}) for the configured data.splits")
-        held = split_holdout(len(rest), None if labels is None else labels[rest], share, seed + k)
+        try:
+            held = split_holdout(
+                len(rest), None if labels is None else labels[rest], share, seed + k
+            )
+        except ValueError as exc:  # scikit-learn: a side of the split would be empty
+            raise DataError(
+                f"too few images ({n}) for the configured data.splits ({exc})"
+            ) from None
         split[rest[held]] = k
         rest, left = rest[~held], left - fractions[name]
-    if len(rest) == 0:
-        raise DataError(f"too few images ({n}) for the configured data.splits")
+    if len(rest) < max(1, int(0.1 * n)):  # rounding must leave training its 10 %
+        raise DataError(
+            f"data.splits leave {len(rest)} of {n} images to train on; lower the fractions"
+        )
     return split
 
 

@@ -149,7 +149,8 @@ def mixture(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
 
 def weighted(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
     """The mixture with weights π_k ∝ π_k · E_{x~G_k}[r̂(x)] (one EM step on the weights, since
-    that expectation is E_data[p_k/p_mix]), floored at a share of the prior weight; fitted by
+    that expectation is E_data[p_k/p_mix]; r̂ clipped at the member's DRS M so that a few
+    outliers cannot dominate the mean), floored at a share of the prior weight; fitted by
     `ensgan stack` and recorded in the stacker's card."""
     st = ens.need_stacker("the weighted mixture")
     return _mixture(ens, n, rng, st.card.member_weights)

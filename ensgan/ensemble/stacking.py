@@ -238,7 +238,18 @@ def load_stacker(stack_dir: Path) -> Stacker:
         raise StackerError(f"{path} contains types not on the allow-list: {untrusted}")
     est = sio.load(path, trusted=TRUSTED_TYPES)
     card = read_card(StackerCard, stack_dir)
-    ratios = np.load(stack_dir / REAL_RATIOS_FILE, allow_pickle=False)
+    for field in ("mixture_weights", "drs_log_m", "member_weights"):
+        if set(getattr(card, field)) != set(card.members):
+            raise StackerError(
+                f"{stack_dir / 'card.json'}: {field} does not name exactly its members "
+                f"{card.members}; run `ensgan stack` again"
+            )
+    try:
+        ratios = np.load(stack_dir / REAL_RATIOS_FILE, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise StackerError(
+            f"cannot read {stack_dir / REAL_RATIOS_FILE} ({exc}); run `ensgan stack` again"
+        ) from None
     if ratios.dtype != np.float64 or ratios.ndim != 1:
         raise StackerError(f"{stack_dir / REAL_RATIOS_FILE} is not a 1-D float64 array")
     return Stacker(est, card, ratios)

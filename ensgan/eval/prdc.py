@@ -18,12 +18,17 @@ NEAREST_K = 5
 
 
 def equal_counts(
-    real: np.ndarray, fake: np.ndarray, real_labels: np.ndarray | None = None
+    real: np.ndarray, fake: np.ndarray, real_labels: np.ndarray | None = None, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The first min(N_real, N_fake) rows of each: these measures shift with the ratio of
-    sample counts, so every row of a report is measured at the same counts."""
+    """min(N_real, N_fake) rows of each, a seeded random subset (data can be sorted by class,
+    so the first rows would be biased): these measures shift with the ratio of sample counts,
+    so every row of a report is measured at the same counts, on the same real subset."""
     n = min(len(real), len(fake))
-    return real[:n], fake[:n], None if real_labels is None else real_labels[:n]
+    rng = np.random.default_rng(seed)
+    keep_real = np.sort(rng.choice(len(real), n, replace=False))
+    keep_fake = np.sort(rng.choice(len(fake), n, replace=False))
+    labels = None if real_labels is None else real_labels[keep_real]
+    return real[keep_real], fake[keep_fake], labels
 
 
 def prdc(

@@ -22,6 +22,7 @@ from ensgan.io.files import atomic_write
 MISSING = "—"
 _KIND = {"members": "member", "ensemble": "ensemble", "real": "real"}
 _ORDER = ("members", "ensemble", "real")
+NOT_ROWS = {"stacker"}  # sections about the run, not a model: shown as details instead
 _NOTES = {
     "collapsed": "yes when every one of a member's samples is the same picture or blank; "
     "`generate` refuses to publish from such a member.",
@@ -64,7 +65,9 @@ Row = tuple[str, str, Mapping[str, object]]
 
 def _rows(metrics: Mapping[str, object]) -> list[Row]:
     """(name, kind, values) for every model, members first, then ensembles, then real."""
-    sections = [s for s in _ORDER if s in metrics] + [s for s in metrics if s not in _ORDER]
+    sections = [s for s in _ORDER if s in metrics] + [
+        s for s in metrics if s not in _ORDER and s not in NOT_ROWS
+    ]
     rows: list[Row] = []
     for section in sections:
         body = metrics[section]

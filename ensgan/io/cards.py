@@ -98,6 +98,8 @@ class StackerCard(Card):
     member_weights: dict[str, float]  # the `weighted` combination's π (one EM step, floored)
     data_sha256: str
     member_fingerprints: dict[str, str]
+    member_weights_sha256: dict[str, str]  # the exact members it was fitted on
+    settings: dict[str, object]  # the params that shaped it (checked against params.yaml)
 
 
 C = TypeVar("C", bound=Card)

@@ -64,7 +64,9 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
         boost = train_task.with_options(refresh_cache=True)
         for n in params.members:
             futures.append(
-                boost.submit(n, params_path, root, data["sha256"], threads, wait_for=futures[-1:])
+                boost.submit(  # one member at a time: every core
+                    n, params_path, root, data["sha256"], os.cpu_count() or 1, wait_for=futures[-1:]
+                )
             )
     for trusted in (True, False) if params.ensemble.training == "bagging" else ():
         group = [n for n in names if finished[n] is trusted]  # untrusted: run despite a cache

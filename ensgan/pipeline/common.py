@@ -18,6 +18,36 @@ def params_sha256(params: Params) -> str:
     return params.digest(*PRODUCT_SECTIONS)
 
 
+def stacker_settings(params: Params) -> dict[str, object]:
+    """The params a fitted stacker depends on: a stacker fitted under others is stale."""
+    return {
+        **params.stack.model_dump(mode="json"),
+        "drs_percentile": params.ensemble.drs_percentile,
+        "weight_floor": params.ensemble.weight_floor,
+    }
+
+
+def check_stacker_is_current(params: Params, card, members: dict) -> None:
+    """A stacker fitted on other members' weights, or under other stack or sampling params,
+    would judge with a stale ratio: refuse it rather than publish from it."""
+    changed = sorted(
+        n for n, m in members.items()
+        if m.card is not None and card.member_weights_sha256.get(n) != m.card.weights_sha256
+    )  # fmt: skip
+    if changed:
+        raise ConfigError(
+            f"the stacker was fitted before members {changed} were (re)trained: "
+            "run `ensgan stack` again"
+        )
+    settings = stacker_settings(params)
+    diff = sorted(k for k in settings if card.settings.get(k) != settings[k])
+    if diff:
+        raise ConfigError(
+            f"the stacker was fitted under other params ({', '.join(diff)}): "
+            "run `ensgan stack` again"
+        )
+
+
 def load_ensemble(params: Params, layout: Layout, *, with_stacker: bool = True) -> Ensemble:
     """The finished members (and the stacker, whose feature columns fix their order)."""
     device = resolve_device(params.train.device)
@@ -39,6 +69,8 @@ def load_ensemble(params: Params, layout: Layout, *, with_stacker: bool = True) 
             )
         names = card.members
     members = {name: load_member(layout.member(name), device) for name in names}
+    if stacker is not None:
+        check_stacker_is_current(params, stacker.card, members)
     return Ensemble(
         members,
         weights=weights,

@@ -15,6 +15,7 @@ from ensgan.config import Params
 from ensgan.data.prepared import load_prepared
 from ensgan.ensemble.combinations import METHODS, Ensemble, collapse
 from ensgan.ensemble.rejection import drs_accept_prob
+from ensgan.errors import DataError, StackerError
 from ensgan.eval.features import (
     FeatureNet,
     embed,
@@ -23,6 +24,7 @@ from ensgan.eval.features import (
     train_feature_net,
 )
 from ensgan.eval.metrics import evaluate_images
+from ensgan.eval.prdc import NEAREST_K
 from ensgan.eval.report import write_html
 from ensgan.io.files import atomic_dir, atomic_write, write_json
 from ensgan.io.images import save_grid
@@ -53,6 +55,11 @@ def run(params: Params, layout: Layout) -> dict:
         seed=ec.seed,
     )
     save_feature_net(net, out / "feature_net.safetensors")
+    if eval_mask.sum() <= NEAREST_K:
+        raise DataError(
+            f"the evaluate split has {int(eval_mask.sum())} images; precision, recall, density "
+            f"and coverage need more than {NEAREST_K}: raise data.splits.evaluate or add data"
+        )
     real_feats = embed(net, data.images[eval_mask])
     real_labels = labels[eval_mask]
 
@@ -66,7 +73,11 @@ def run(params: Params, layout: Layout) -> dict:
     n_grid = ec.grid_size**2
     tiles: dict[str, tuple[str, np.ndarray]] = {}  # caption -> (file stem, images)
 
-    reference = data.images[train_mask][: ec.n_samples]
+    held_in = data.images[train_mask]  # a seeded subset: the data may be sorted by class
+    pick = np.random.default_rng(ec.seed + 1).choice(
+        len(held_in), min(ec.n_samples, len(held_in)), replace=False
+    )
+    reference = held_in[np.sort(pick)]
     metrics: dict = {"real": measure(reference, ens.score(reference))}
     metrics["members"] = {}
     for name in ens.members:
@@ -76,7 +87,11 @@ def run(params: Params, layout: Layout) -> dict:
         tiles[name] = (name, images[:n_grid])
     metrics["ensemble"] = {}
     for method in METHODS:
-        s = ens.sample(method, ec.n_samples, seed=ec.seed)
+        try:
+            s = ens.sample(method, ec.n_samples, seed=ec.seed)
+        except StackerError as exc:  # e.g. DRS cannot fill a member's share: report it
+            metrics["ensemble"][method] = {"error": str(exc)}
+            continue
         metrics["ensemble"][method] = measure(s.images, s.scores) | {
             k: round(v, 6) for k, v in s.stats.items()
         }
@@ -86,6 +101,8 @@ def run(params: Params, layout: Layout) -> dict:
         tiles[f"ensemble: {method}"] = (stem, s.images[:n_grid])
     mix = metrics["ensemble"]["mixture"]
     for row in metrics["ensemble"].values():  # a selection that costs diversity says so
+        if "error" in row:
+            continue
         row["narrows"] = any(row[k] < mix[k] - NARROWING for k in ("recall", "coverage"))
 
     stack_card = ens.need_stacker("evaluate").card
@@ -126,6 +143,17 @@ def run(params: Params, layout: Layout) -> dict:
             f"{stack_card.ece_calibrated:.3f}, Brier {stack_card.brier_raw:.3f} -> "
             f"{stack_card.brier_calibrated:.3f}",
             "real row": "held-in real images vs the hold-out: the floor for every metric",
+            "real images accepted by DRS, per class / mean": metrics["stacker"][
+                "real_acceptance_by_class"
+            ],
+            "stacker ratio check (mean shift unweighted, r̂-weighted; ESS fraction)": [
+                metrics["stacker"][k]
+                for k in (
+                    "ratio_mean_shift_uniform",
+                    "ratio_mean_shift_reweighted",
+                    "ratio_ess_fraction",
+                )
+            ],
         },
     )
     return metrics
@@ -181,6 +209,7 @@ def _write_plots(params: Params, layout: Layout, metrics: dict) -> None:
     rows = ["model,kind," + ",".join(PLOTTED)]
     for kind, group in (("member", metrics["members"]), ("ensemble", metrics["ensemble"])):
         for name, m in group.items():
-            rows.append(f"{name},{kind}," + ",".join(f"{m[k]:.6f}" for k in PLOTTED))
+            if "error" not in m:
+                rows.append(f"{name},{kind}," + ",".join(f"{m[k]:.6f}" for k in PLOTTED))
     text = "\n".join(rows) + "\n"
     atomic_write(plots / "fd.csv", lambda tmp: Path(tmp).write_text(text))

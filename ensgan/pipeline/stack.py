@@ -21,7 +21,7 @@ from ensgan.ensemble.stacking import (
 )
 from ensgan.io.cards import StackerCard
 from ensgan.layout import Layout
-from ensgan.pipeline.common import load_ensemble
+from ensgan.pipeline.common import load_ensemble, stacker_settings
 
 
 def run(params: Params, layout: Layout) -> dict:
@@ -61,6 +61,8 @@ def run(params: Params, layout: Layout) -> dict:
         member_weights={},
         data_sha256=data.card.sha256,
         member_fingerprints={n: m.card.fingerprint for n, m in ens.members.items() if m.card},
+        member_weights_sha256={n: m.card.weights_sha256 for n, m in ens.members.items() if m.card},
+        settings=stacker_settings(params),
     )
     stacker = Stacker(calibrated, card, np.empty(0))
     ens.stacker = stacker

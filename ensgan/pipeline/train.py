@@ -123,7 +123,11 @@ def boosting_sampler(params: Params, layout: Layout, name: str) -> RealSampler:
         json.dumps(
             {
                 "data": data_card.sha256,
-                "before": {n: m.card.weights_sha256 for n, m in before.items() if m.card},
+                "before": [
+                    [n, m.card.weights_sha256 if m.card else None] for n, m in before.items()
+                ],
+                "prior": params.mixture_weights(),
+                "batch_size": params.train.batch_size,
                 "member": member.model_dump(),
                 "beta": ec.boosting_beta,
                 "epochs": ec.boosting_epochs,
