@@ -38,9 +38,8 @@ from ensgan.ensemble.boosting import (
     train_classifier,
 )
 from ensgan.ensemble.combinations import MAX_PROPOSALS_PER_IMAGE
-from ensgan.ensemble.rejection import drs_accept_prob, mh_final_states
+from ensgan.ensemble.rejection import mh_final_states, rejection_fill
 from ensgan.ensemble.stacking import Stacker, calibrate, fit_stacker, ratio_features
-from ensgan.errors import StackerError
 from ensgan.gan.losses import make_loss
 from ensgan.gan.samplers import UniformSampler, WeightedSampler
 from ensgan.io.cards import StackerCard
@@ -174,27 +173,21 @@ def drs_sample(
     proposed = 0
     for i, member in enumerate(members):
         slots = np.flatnonzero(which == i)
-        got, rate = 0, 0.5
-        while got < len(slots):
-            if proposed > MAX_PROPOSALS_PER_IMAGE * n:
-                raise StackerError(
-                    f"DRS accepted too few proposals of member {i} ({got} of {len(slots)} "
-                    f"after {proposed} proposals)"
-                )
-            want = len(slots) - got
-            batch = int(min(4096, max(64, np.ceil(1.2 * want / max(rate, 1e-3)))))
+        if len(slots) == 0:
+            continue
+
+        def propose(batch: int, member=member) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
             cand = member.sample(batch, rng)
-            lr = model.log_ratio(cand)
-            accept = drs_accept_prob(lr, model.log_m[i], DRS_GAMMA)
-            keep = np.flatnonzero(rng.random(batch) <= accept)
-            used = batch if len(keep) <= want else int(keep[want - 1]) + 1  # proposals consumed
-            keep = keep[:want]
-            proposed += used
-            rate = max(len(keep) / used, 1e-3)
-            if out is None:
-                out = np.empty((n, *cand.shape[1:]), dtype=cand.dtype)
-            out[slots[got : got + len(keep)]] = cand[keep]
-            got += len(keep)
+            return (cand,), model.log_ratio(cand)
+
+        (kept,), used, _ = rejection_fill(
+            len(slots), propose, model.log_m[i], DRS_GAMMA, rng,
+            max_proposals=MAX_PROPOSALS_PER_IMAGE * len(slots), who=f"member {i}",
+        )  # fmt: skip
+        if out is None:
+            out = np.empty((n, *kept.shape[1:]), dtype=kept.dtype)
+        out[slots] = kept
+        proposed += used
     assert out is not None
     return out, which, {"accept_rate": n / max(proposed, 1), "quota": quota}
 

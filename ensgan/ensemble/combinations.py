@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ensgan.ensemble.rejection import drs_accept_prob, kish_ess, mh_final_states
+from ensgan.ensemble.rejection import kish_ess, mh_final_states, rejection_fill
 from ensgan.ensemble.stacking import Stacker
 from ensgan.errors import StackerError
 from ensgan.gan.loaded import LoadedMember
@@ -214,30 +214,23 @@ def drs(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
     proposed, log_w = 0, []
     for k, name in enumerate(names):
         slots = np.flatnonzero(which == k)
-        got, rate = 0, 0.5
-        while got < len(slots):
-            if proposed > MAX_PROPOSALS_PER_IMAGE * n:
-                raise StackerError(
-                    f"DRS accepted too few proposals of member {name} ({got} of {len(slots)} "
-                    f"after {proposed} proposals): lower ensemble.drs_percentile or drs_gamma"
-                )
-            want = len(slots) - got
-            batch = int(min(4096, max(64, np.ceil(1.2 * want / max(rate, 1e-3)))))
+        if len(slots) == 0:
+            continue
+
+        def propose(batch: int, name: str = name) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
             cand_seeds = rng.integers(0, 2**31 - 1, size=batch)
             cand = ens.member_sample(name, cand_seeds)
-            lr = ens.log_ratio(cand)
-            log_m = st.card.drs_log_m[name]
-            keep = np.flatnonzero(rng.random(batch) <= drs_accept_prob(lr, log_m, ens.drs_gamma))
-            used = batch if len(keep) <= want else int(keep[want - 1]) + 1  # proposals consumed
-            keep = keep[:want]
-            proposed += used
-            rate = max(len(keep) / used, 1e-3)
-            log_w.append(np.minimum(lr[:used], log_m))
-            if images is None:
-                images = np.empty((n, *cand.shape[1:]), dtype=np.uint8)
-            images[slots[got : got + len(keep)]] = cand[keep]
-            seeds[slots[got : got + len(keep)]] = cand_seeds[keep]
-            got += len(keep)
+            return (cand, cand_seeds), ens.log_ratio(cand)
+
+        (kept, kept_seeds), used, w = rejection_fill(
+            len(slots), propose, st.card.drs_log_m[name], ens.drs_gamma, rng,
+            max_proposals=MAX_PROPOSALS_PER_IMAGE * len(slots), who=f"member {name}",
+        )  # fmt: skip
+        if images is None:
+            images = np.empty((n, *kept.shape[1:]), dtype=np.uint8)
+        images[slots], seeds[slots] = kept, kept_seeds
+        proposed += used
+        log_w.append(w)
     assert images is not None or n == 0
     stats = {"accept_rate": n / max(proposed, 1), "ess": kish_ess(np.concatenate(log_w or [[]]))}
     return Sample(images, [names[k] for k in which], seeds, stats=stats)

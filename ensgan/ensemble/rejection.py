@@ -17,7 +17,11 @@ Both use r̂(x) = p_data(x)/p_mix(x), the calibrated stacker's estimate, in log 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+
+from ensgan.errors import StackerError
 
 EPS = 1e-6  # mhgan/mh.py's epsilon: keeps log(1 - exp(Δ - ε)) finite at Δ = 0
 
@@ -65,3 +69,41 @@ def mh_final_states(
         cur2, moves2 = scan(np.zeros(n, dtype=np.int64), lr_props[:, 0], 1)
         cur, moves = np.where(stuck, cur2, cur), np.where(stuck, moves2, moves)
     return cur, moves, stuck
+
+
+def rejection_fill(
+    want: int,
+    propose: Callable[[int], tuple[tuple[np.ndarray, ...], np.ndarray]],
+    log_m: float,
+    gamma: float,
+    rng: np.random.Generator,
+    *,
+    max_proposals: int,
+    who: str,
+) -> tuple[list[np.ndarray], int, np.ndarray]:
+    """DRS for one proposal source until `want` are accepted. `propose(b)` returns b
+    candidates (a tuple of aligned arrays: images, seeds, ...) and their log r̂. Returns the
+    accepted arrays, the proposals consumed (those after the last needed acceptance are not
+    counted), and the consumed proposals' log-weights min(log r̂, log M), for the ESS."""
+    parts: list[tuple[np.ndarray, ...]] = []
+    log_w: list[np.ndarray] = []
+    got, used_total, rate = 0, 0, 0.5
+    while got < want:
+        if used_total > max_proposals:
+            raise StackerError(
+                f"DRS accepted too few proposals of {who} ({got} of {want} after {used_total} "
+                "proposals): lower ensemble.drs_percentile or drs_gamma"
+            )
+        need = want - got
+        batch = int(min(4096, max(64, np.ceil(1.2 * need / max(rate, 1e-3)))))
+        items, lr = propose(batch)
+        keep = np.flatnonzero(rng.random(batch) <= drs_accept_prob(lr, log_m, gamma))
+        used = batch if len(keep) <= need else int(keep[need - 1]) + 1  # proposals consumed
+        keep = keep[:need]
+        used_total += used
+        rate = max(len(keep) / used, 1e-3)
+        log_w.append(np.minimum(lr[:used], log_m))
+        parts.append(tuple(item[keep] for item in items))
+        got += len(keep)
+    columns = [np.concatenate(col) for col in zip(*parts, strict=True)] if parts else []
+    return columns, used_total, np.concatenate(log_w) if log_w else np.empty(0)
