@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ensgan.errors import USER_ERRORS, ConfigError
+from ensgan.errors import ConfigError, is_user_error, user_message
 from ensgan.layout import Layout
 
 if TYPE_CHECKING:
@@ -40,8 +40,10 @@ def _run(fn, *args, **kwargs):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return fn(*args, **kwargs)
-    except USER_ERRORS as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        typer.echo(f"error: {user_message(exc)}", err=True)
         raise typer.Exit(2) from None
 
 

@@ -42,7 +42,7 @@ MetaLearner = Annotated[str, AfterValidator(META_LEARNERS.check)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 Fraction = Annotated[float, Field(gt=0.0, lt=0.9)]
@@ -180,6 +180,13 @@ class StorageConfig(_Strict):
             raise ValueError("must not contain credentials: use the AWS environment variables")
         return v
 
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", v):
+            raise ValueError(f"invalid region {v!r}: lowercase words and dashes, e.g. us-east-1")
+        return v
+
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
@@ -291,6 +298,9 @@ def _format(err: ValidationError) -> str:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif e["type"].endswith("_type"):  # strict: say what was given instead
+            given = e.get("input")
+            msg += f", got {type(given).__name__} {given!r}"[:120]
         lines.append(f"  {key}: {msg}")
     return "invalid params:\n" + "\n".join(lines)
 
@@ -305,13 +315,38 @@ def parse_params(raw: object) -> Params:
         raise ConfigError(_format(err)) from None
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `2e-4` as the float YAML 1.2 (and DVC's ruamel) reads,
+    not as a string: the config is strict, so a string would not be coerced."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)  # noqa: S506
     except FileNotFoundError:
         raise ConfigError(f"params file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"params file {path} is a directory: give a params.yaml file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"params file {path} is not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read params file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"params file {path} is not valid YAML: {exc}") from None
     return parse_params(raw)

@@ -7,6 +7,8 @@ them, since trying again would fail the same way. Anything else is a bug or a pa
 
 from __future__ import annotations
 
+import errno
+
 
 class ConfigError(ValueError):
     """params.yaml is missing, unreadable or invalid; the message names the key."""
@@ -58,3 +60,35 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     CardError,
     FileNotFoundError,
 )
+
+
+# Operating-system errors on a path the user named (a params file that is a folder, a store
+# that cannot be written, a file where a folder should be): the user fixes these, so they are
+# one line too. A full disk or a dropped connection is not here: those may pass.
+_USER_ERRNOS = {
+    errno.EACCES: "check its permissions, or name a place ensgan may use",
+    errno.EPERM: "check its permissions, or name a place ensgan may use",
+    errno.EROFS: "it is on a read-only file system: name a writable place",
+    errno.EISDIR: "it is a folder where a file was expected",
+    errno.ENOTDIR: "part of the path is a file where a folder was expected",
+    errno.ENOENT: "check the path",
+    errno.EEXIST: "something is already there: move it away or name another place",
+    errno.ENOTEMPTY: "the folder is not empty: move it away or name another place",
+    errno.ENAMETOOLONG: "the path is too long",
+    errno.ELOOP: "the path has a symbolic link loop",
+}
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """One of USER_ERRORS, or an OSError on a named path that the user can fix."""
+    if isinstance(exc, USER_ERRORS):
+        return True
+    return isinstance(exc, OSError) and exc.filename is not None and exc.errno in _USER_ERRNOS
+
+
+def user_message(exc: BaseException) -> str:
+    """The one line for a user error: ours say what to do; an OSError names the path."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.errno in _USER_ERRNOS:
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+        return f"{exc.strerror}: {where} ({_USER_ERRNOS[exc.errno]})"
+    return str(exc)

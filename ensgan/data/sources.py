@@ -16,6 +16,8 @@ from ensgan.config import DataConfig
 from ensgan.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"}
+CHANNELS = (1, 3, 4)  # gray, RGB, RGBA: the last axis of an (N, H, W, C) array
 
 
 def read_digits() -> tuple[list[np.ndarray], np.ndarray]:
@@ -37,6 +39,11 @@ def read_folder(path: Path) -> tuple[list[np.ndarray], np.ndarray | None]:
         try:
             with Image.open(f) as im:
                 im.load()
+                if im.mode not in EIGHT_BIT_MODES:  # 16-bit or float: no lossless uint8
+                    raise DataError(
+                        f"cannot read image {f}: mode {im.mode} (16-bit or float pixels) is not "
+                        "supported; save it as 8-bit grayscale or RGB"
+                    )
                 images.append(np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im))
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise DataError(f"cannot read image {f}: {exc}") from None
@@ -62,8 +69,7 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             labels = z["labels"] if "labels" in z.files else None
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
-    if images.ndim not in (3, 4) or len(images) == 0:
-        raise DataError(f"{path}: `images` must be (N, H, W) or (N, H, W, C), got {images.shape}")
+    _check_image_shape(images, path)
     if images.dtype != np.uint8:
         images = _to_uint8(images, path)
     if labels is not None:
@@ -78,18 +84,43 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return images, labels
 
 
+def _check_image_shape(images: np.ndarray, path: Path) -> None:
+    """(N, H, W) or (N, H, W, C) with C gray, RGB or RGBA; a channels-first array is refused
+    with the fix rather than read as a stack of C-channel images."""
+    shape = images.shape
+    if images.ndim not in (3, 4) or len(images) == 0 or 0 in shape:
+        raise DataError(f"{path}: `images` must be (N, H, W) or (N, H, W, C), got {shape}")
+    if images.ndim == 4 and shape[-1] not in CHANNELS:
+        hint = (
+            "; it looks channels-first (N, C, H, W): use images.transpose(0, 2, 3, 1)"
+            if shape[1] in CHANNELS
+            else ""
+        )
+        raise DataError(
+            f"{path}: `images` last axis must be 1, 3 or 4 channels, got {shape[-1]} "
+            f"(shape {shape}){hint}"
+        )
+
+
 def _to_uint8(images: np.ndarray, path: Path) -> np.ndarray:
-    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)):
-        raise DataError(f"{path}: `images` must be numeric, got {images.dtype}")
+    """Integers in [0, 255], or floats in [0, 1] or [-1, 1]: anything else is refused, not
+    clipped or rescaled (a float array in [0, 255] is a scaling mistake more often than not)."""
+    is_int = np.issubdtype(images.dtype, np.integer)
+    if not (is_int or np.issubdtype(images.dtype, np.floating)):
+        raise DataError(f"{path}: `images` must be uint8, integers or floats, got {images.dtype}")
     lo, hi = float(images.min()), float(images.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise DataError(f"{path}: `images` contains NaN or infinite values")
-    if np.issubdtype(images.dtype, np.floating) and lo >= -1 and hi <= 1:
-        images = (images + 1) * 127.5 if lo < 0 else images * 255.0
-    elif lo < 0 or hi > 255:
+    if is_int:
+        if lo < 0 or hi > 255:
+            raise DataError(f"{path}: integer `images` must be in [0, 255], found [{lo:g}, {hi:g}]")
+        return images.astype(np.uint8)
+    if lo < -1 or hi > 1:
         raise DataError(
-            f"{path}: `images` range [{lo:g}, {hi:g}] is none of [0, 255], [0, 1], [-1, 1]"
+            f"{path}: float `images` must be in [0, 1] or [-1, 1], found [{lo:g}, {hi:g}] "
+            "(uint8 for [0, 255])"
         )
+    images = (images + 1) * 127.5 if lo < 0 else images * 255.0
     return np.clip(images, 0, 255).round().astype(np.uint8)
 
 

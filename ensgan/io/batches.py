@@ -353,6 +353,8 @@ def pull_batch(store: Store, run_id: str, dest: Path) -> Path:
     check_run_id(run_id)
     prefix = _find_one(store, run_id)
     target = Path(dest) / run_id
+    if target.exists() and not target.is_dir():
+        raise BatchError(f"{target} exists and is not a folder: move it away, or pull elsewhere")
     if target.is_dir() and any(target.iterdir()):
         if (target / MANIFEST).is_file() and _same_manifest(store, prefix, target / MANIFEST):
             verify_batch(target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -58,7 +59,9 @@ def atomic_dir(path: Path, *, replace: bool = True) -> Iterator[Path]:
         yield work
         if path.exists():
             if not replace:
-                raise FileExistsError(f"{path} already exists; refusing to overwrite it")
+                raise FileExistsError(
+                    errno.EEXIST, "already there; refusing to overwrite it", str(path)
+                )
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
         os.replace(work, path)

@@ -17,9 +17,12 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConfigParseError,
     HTTPClientError,
+    InvalidRegionError,
     NoCredentialsError,
     PartialCredentialsError,
+    ProfileNotFound,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
@@ -74,9 +77,12 @@ class S3Store:
             response_checksum_validation="when_required",
             retries={"mode": "standard", "max_attempts": max_attempts},
         )
-        self._client = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url, region_name=region, config=config
-        )
+        # Building the client reads the AWS config (profile, region, config file) but sends
+        # nothing: what fails here is the user's setup, so it is a StorageError naming it.
+        with self._errors("S3 client setup"):
+            self._client = boto3.session.Session().client(
+                "s3", endpoint_url=endpoint_url, region_name=region, config=config
+            )
         # S3 rejects parts under 5 MiB (but the last), so only the threshold may go lower.
         self._transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
@@ -127,7 +133,8 @@ class S3Store:
     def _errors(self, action: str) -> Iterator[None]:
         try:
             yield
-        except (BotoCoreError, ClientError, Boto3Error) as exc:
+        except (BotoCoreError, ClientError, Boto3Error, ValueError) as exc:
+            # ValueError: botocore's parsing of AWS_* settings (e.g. AWS_MAX_ATTEMPTS=x).
             # boto3 wraps upload ClientErrors in S3UploadFailedError without chaining them.
             inner = exc.__context__ if isinstance(exc, Boto3Error) and exc.__context__ else exc
             raise self._error(action, inner) from None  # boto's text may hold the raw endpoint
@@ -143,6 +150,15 @@ class S3Store:
                 "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                 "(or AWS_PROFILE / ~/.aws/credentials)"
             )
+        if isinstance(exc, ProfileNotFound):
+            return (
+                f"AWS profile {exc.kwargs.get('profile')!r} (AWS_PROFILE) is not in the AWS "
+                "config or credentials file: fix AWS_PROFILE or add the profile"
+            )
+        if isinstance(exc, ConfigParseError):
+            return f"cannot parse the AWS config file {exc.kwargs.get('path')}: fix or move it"
+        if isinstance(exc, InvalidRegionError):
+            return f"invalid region {exc.kwargs.get('region_name')!r}: use e.g. us-east-1"
         if isinstance(exc, BotoConnectionError | HTTPClientError):
             return f"cannot reach the S3 endpoint {endpoint}: is it running and the URL right?"
         if not isinstance(exc, ClientError):

@@ -99,7 +99,9 @@ class LocalStore:
     def list_keys(self, prefix: str = "") -> list[str]:
         safe_prefix(prefix)
         if not self.root.is_dir():
-            return []
+            if self.root.exists() or any(p.is_file() for p in self.root.parents):
+                raise StorageError(f"the store {self.root} is not a folder: name a folder")
+            return []  # nothing published yet
         keys = (
             p.relative_to(self.root).as_posix()
             for p in self.root.rglob("*")

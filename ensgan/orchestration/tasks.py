@@ -18,9 +18,10 @@ from prefect.context import TaskRunContext
 from prefect.serializers import JSONSerializer
 
 from ensgan.config import Params, load_params
-from ensgan.errors import USER_ERRORS
+from ensgan.errors import is_user_error
 from ensgan.gan.member import fingerprint
 from ensgan.layout import Layout
+from ensgan.orchestration.logs import quiet_user_tracebacks
 from ensgan.pipeline import evaluate, generate, prepare, publish, stack, train
 
 
@@ -32,10 +33,11 @@ def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
     """Retry what may pass next time (a dropped connection, a full disk), not a user error:
     bad params, unreadable data or a diverged member fail the same way every time."""
     exc = state.result(raise_on_failure=False)
-    return not isinstance(exc, USER_ERRORS)
+    return not is_user_error(exc)
 
 
 RETRY = {"retry_condition_fn": worth_retrying}
+quiet_user_tracebacks()  # here, so that worker processes (which import the tasks) have it
 
 # Persisted results (a member's card, read back on a cache hit) as plain JSON: Prefect's
 # default pickles them, and its default JSON decoder imports any class a file names.
