@@ -28,7 +28,7 @@ TINY_DVC = {
 }
 
 
-def _sh(repo: Path, *cmd: str) -> str:
+def _sh(repo: Path, *cmd: str, check: bool = True) -> str:
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -38,7 +38,10 @@ def _sh(repo: Path, *cmd: str) -> str:
         "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
     }  # fmt: skip
     res = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
+    if check:
+        assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
+    elif res.returncode == 0:
+        raise AssertionError(f"{' '.join(cmd)} succeeded, expected a refusal:\n{res.stdout}")
     return res.stdout + res.stderr
 
 
@@ -74,6 +77,33 @@ def test_repro_runs_every_stage(dvc_repo: Path) -> None:
 def test_second_repro_does_nothing(dvc_repo: Path) -> None:
     out = _sh(dvc_repo, "dvc", "repro")
     assert "Running stage" not in out
+    assert "up to date" in _sh(dvc_repo, "dvc", "status")
+
+
+def _outputs(repo: Path) -> dict[str, str]:
+    """Every file the stages wrote, by path, with its sha256."""
+    import hashlib
+
+    return {
+        p.relative_to(repo).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for top in ("data", "models", "reports", "outputs", "store")
+        for p in sorted((repo / top).rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_refused_repro_leaves_every_output(dvc_repo: Path) -> None:
+    """While another run holds the project lock, a forced `dvc repro` of any stage is refused
+    by ensgan, and DVC has deleted nothing: every out is `persist: true`."""
+    from ensgan.io.files import project_lock
+
+    before = _outputs(dvc_repo)
+    assert any(k.startswith("models/stacker/") for k in before)
+    with project_lock(dvc_repo):
+        for stage in STAGES:
+            out = _sh(dvc_repo, "dvc", "repro", "-f", "-s", stage, check=False)
+            assert "another ensgan run" in out, out
+            assert _outputs(dvc_repo) == before, f"dvc repro -f -s {stage} changed the outputs"
     assert "up to date" in _sh(dvc_repo, "dvc", "status")
 
 
