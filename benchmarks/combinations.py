@@ -5,7 +5,7 @@ side by side on one trained project: does the ensemble earn its keep?
 
 Run after `make run` (or `dvc repro`): it reads the trained members, the stacker and the
 evaluation feature net from ROOT. The equal-compute alternative (what a user would do instead
-of training K members: one `dcgan` member, the first member's settings, for K x train.steps)
+of training K members: one member with the first member's settings, for K x train.steps)
 is trained once into ROOT/bench/single-long/ and reused. Precision, recall, density and
 coverage are measured at equal counts against the evaluate split (k = 5); every figure is the
 mean over --seeds sampling seeds, and the last columns are ratios to the plain mixture.
@@ -73,9 +73,11 @@ def main() -> None:
         samplers[f"vote x{k}"] = vote_k
     if not a.no_single:
         single = single_long_member(params, layout)
-        samplers[f"single dcgan, {single.card.steps} steps"] = lambda n, seed: single.generate_u8(
-            latents(np.random.default_rng(seed).integers(0, 2**31 - 1, n), single.z_dim)
-        ).numpy()
+        samplers[f"single {single.card.arch}, {single.card.steps:,} steps"] = lambda n, seed: (
+            single.generate_u8(
+                latents(np.random.default_rng(seed).integers(0, 2**31 - 1, n), single.z_dim)
+            ).numpy()
+        )
 
     rows = []
     for label, sample in samplers.items():
@@ -96,9 +98,10 @@ def main() -> None:
 
 
 def single_long_member(params, layout: Layout):
-    """One dcgan member for the ensemble's total generator steps (trained once, then reused)."""
+    """The first member's settings (architecture, width, seed) for the ensemble's total
+    generator steps, trained once, then reused: what a user would train instead of K members."""
     first = next(iter(params.members.values()))
-    member = first.model_copy(update={"arch": "dcgan", "discriminators": 1})
+    member = first.model_copy(update={"discriminators": 1})
     steps = params.train.steps * len(params.members)
     train = params.train.model_copy(update={"steps": steps, "checkpoint_every": 2000})
     out = layout.root / "bench" / "single-long"

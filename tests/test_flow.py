@@ -172,6 +172,40 @@ def test_persisted_task_results_are_plain_json(flow_project: dict) -> None:
     assert {c["name"] for c in cards} >= {"a", "b"}
 
 
+class _Canary:
+    """Unpickling this creates a file: proof that a record was unpickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_planted_pickle_record_is_never_unpickled(flow_project: dict, tmp_path: Path) -> None:
+    """A pickle record placed under a current cache key reads as missing: the task runs
+    afresh (the finished member returns at once) and a plain-JSON record replaces it."""
+    from prefect._internal.result_records import ResultRecord, ResultRecordMetadata
+    from prefect.serializers import PickleSerializer
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    from ensgan.orchestration.flow import run
+    from ensgan.orchestration.results import check_plain_json
+
+    storage = Path(PREFECT_LOCAL_STORAGE_PATH.value())
+    (record_path,) = [p for p in storage.rglob("ensgan-member-a-*") if p.is_file()]
+    marker = tmp_path / "unpickled"
+    planted = ResultRecord(
+        metadata=ResultRecordMetadata(serializer=PickleSerializer(), storage_key=str(record_path)),
+        result=_Canary(str(marker)),
+    ).serialize()
+    record_path.write_bytes(planted)
+    summary = run(params_path="params.yaml", root=str(flow_project["root"]))
+    assert not marker.exists(), "the planted pickle record was unpickled"
+    assert summary["members"]["a"] == flow_project["summary"]["members"]["a"]
+    check_plain_json(record_path.read_bytes(), str(record_path))  # replaced by a JSON record
+
+
 def test_boosting_runs_as_a_chain_of_tasks(tmp_path: Path, prefect_server) -> None:
     """AdaGAN rounds in the flow: each member's task starts after the one before finished,
     and the later member trains on its round's data weights."""

@@ -273,3 +273,51 @@ def test_prepare_on_bad_data_is_one_line(tmp_path: Path, monkeypatch) -> None:
     res = runner.invoke(app, ["prepare"])
     assert res.exit_code == 2 and "data.npz" in res.output and "[0, 1]" in res.output
     assert not (tmp_path / "data").exists()
+
+
+# ---- §6: no pickle: result records other than plain JSON are refused ----
+
+
+def _record(serializer: dict, result: str = '{"name": "a"}') -> bytes:
+    import json
+
+    return json.dumps({"metadata": {"serializer": serializer}, "result": result}).encode()
+
+
+@pytest.mark.parametrize(
+    "serializer",
+    [
+        {"type": "pickle", "picklelib": "cloudpickle"},
+        {"type": "json", "jsonlib": "pickle"},  # Prefect imports the jsonlib a record names
+        {"type": "json", "jsonlib": "json", "object_decoder": "prefect.serializers.x"},
+        {"type": "json", "jsonlib": "json", "loads_kwargs": {"object_hook": "x"}},
+        {"type": "compressed/pickle"},
+    ],
+    ids=["pickle", "jsonlib pickle", "object decoder", "loads kwargs", "compressed pickle"],
+)
+def test_result_records_naming_code_are_refused(serializer: dict) -> None:
+    from ensgan.orchestration.results import RefusedRecord, check_plain_json
+
+    with pytest.raises(RefusedRecord):
+        check_plain_json(_record(serializer), "rec")
+
+
+def test_a_plain_json_record_is_read() -> None:
+    from ensgan.orchestration.results import PLAIN_JSON, RefusedRecord, check_plain_json
+
+    good = _record(PLAIN_JSON.model_dump(mode="json"))
+    assert check_plain_json(good, "rec") == good
+    with pytest.raises(RefusedRecord):
+        check_plain_json(b"\x80\x04pickle", "rec")
+
+
+def test_a_refused_local_record_is_moved_aside_not_read(tmp_path: Path) -> None:
+    from ensgan.orchestration.results import PLAIN_JSON, guard_local_record
+
+    (tmp_path / "ok").write_bytes(_record(PLAIN_JSON.model_dump(mode="json")))
+    (tmp_path / "bad").write_bytes(_record({"type": "pickle"}))
+    for name in ("ok", "bad", "absent"):
+        guard_local_record(tmp_path / name)
+    assert (tmp_path / "ok").is_file() and not (tmp_path / "bad").exists()
+    (aside,) = tmp_path.glob("bad.refused-*")
+    assert b"pickle" in aside.read_bytes()  # kept for whoever wants to look, never read

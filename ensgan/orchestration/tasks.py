@@ -15,13 +15,13 @@ from typing import Any
 import torch
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
-from prefect.serializers import JSONSerializer
 
 from ensgan.config import Params, load_params
 from ensgan.errors import is_user_error
 from ensgan.gan.member import fingerprint
 from ensgan.layout import Layout
 from ensgan.orchestration.logs import quiet_user_tracebacks
+from ensgan.orchestration.results import PLAIN_JSON, guard_cached_record
 from ensgan.pipeline import evaluate, generate, prepare, publish, stack, train
 
 
@@ -39,10 +39,6 @@ def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
 RETRY = {"retry_condition_fn": worth_retrying}
 quiet_user_tracebacks()  # here, so that worker processes (which import the tasks) have it
 
-# Persisted results (a member's card, read back on a cache hit) as plain JSON: Prefect's
-# default pickles them, and its default JSON decoder imports any class a file names.
-PLAIN_JSON = JSONSerializer(object_encoder=None, object_decoder=None)
-
 
 @task(name="prepare", retries=1, retry_delay_seconds=2, **RETRY)
 def prepare_task(params_path: str, root: str) -> dict:
@@ -55,7 +51,9 @@ def member_cache_key(ctx: TaskRunContext, args: dict[str, Any]) -> str:
     name = args["name"]
     fp = fingerprint(args["data_sha"], params.members[name], params.train)
     where = hashlib.sha256(str(layout.member(name).resolve()).encode()).hexdigest()[:12]
-    return f"ensgan-member-{name}-{fp[:24]}-{params.train.steps}-{where}"
+    key = f"ensgan-member-{name}-{fp[:24]}-{params.train.steps}-{where}"
+    guard_cached_record(key)  # before Prefect reads it: plain JSON or nothing
+    return key
 
 
 @task(
@@ -64,7 +62,7 @@ def member_cache_key(ctx: TaskRunContext, args: dict[str, Any]) -> str:
     retry_delay_seconds=5,
     cache_key_fn=member_cache_key,
     persist_result=True,
-    result_serializer=PLAIN_JSON,
+    result_serializer=PLAIN_JSON,  # and read back only as that (member_cache_key)
     task_run_name="train-{name}",
     **RETRY,
 )
