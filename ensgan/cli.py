@@ -57,11 +57,13 @@ def _stage(stage: str, params: Path, *args):
     def call():
         from importlib import import_module
 
-        from ensgan.io.files import project_lock
+        from ensgan.io.files import project_lock, recover_outputs
 
         p, layout = _load(params)
         module = import_module(f"ensgan.pipeline.{stage}")
         with project_lock(layout.root):
+            for line in recover_outputs(layout.root):  # a step a crash interrupted
+                logging.getLogger("ensgan").warning(line)
             return module.run(p, layout, *args)
 
     return _run(call)

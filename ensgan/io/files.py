@@ -83,6 +83,82 @@ def _aside(path: Path, what: str) -> Path:
     return path.with_name(f".{path.name}.{what}")
 
 
+def _journal(root: Path, name: str) -> tuple[Path, Path]:
+    """The staging tree and the commit journal of one multi-output step, `name`."""
+    return Path(root) / f".ensgan-{name}.partial", Path(root) / f".ensgan-{name}.commit"
+
+
+@contextmanager
+def staged_outputs(root: Path, name: str, outputs: list[str]) -> Iterator[Path]:
+    """Write a step's several outputs together, so that they switch from old to new as one.
+
+    Yields a staging directory that mirrors `root`: the caller writes each of `outputs`
+    (root-relative files or directories) under it. On success a journal naming them is written
+    (the commit point), then each is moved into place (a directory is replaced whole) and the
+    journal removed. Killed before the journal, the old outputs stand and the staging tree is
+    cleaned at the next start; killed after it, the next start (`recover_outputs`) finishes
+    the moves: a reader after recovery sees all old or all new outputs, never a mix.
+    """
+    root = Path(root)
+    recover_outputs(root)
+    stage, journal = _journal(root, name)
+    stage.mkdir()
+    try:
+        yield stage
+        missing = [o for o in outputs if not (stage / o).exists()]
+        if missing:
+            raise RuntimeError(f"{name} did not write {missing}")  # a bug, not a user error
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    text = json.dumps({"outputs": outputs})
+    atomic_write(journal, lambda tmp: _write_synced(tmp, text))  # the commit point
+    _apply(root, stage, journal)
+
+
+def _write_synced(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _apply(root: Path, stage: Path, journal: Path) -> None:
+    """Move every journalled output into place; safe to repeat after a crash part-way."""
+    for rel in json.loads(journal.read_text())["outputs"]:
+        src, dst = stage / rel, root / rel
+        old = _aside(dst, "old")
+        if src.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir() and dst.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(dst, old)
+            os.replace(src, dst)  # a file replaces a file in one step
+        shutil.rmtree(old, ignore_errors=True)
+    journal.unlink()
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def recover_outputs(root: Path) -> list[str]:
+    """Finish (journal written) or discard (no journal) every step a crash interrupted.
+    Called at the start of every stage; returns what it did, one line each, for the log."""
+    done = []
+    for stage in sorted(Path(root).glob(".ensgan-*.partial")):
+        name = stage.name[len(".ensgan-") : -len(".partial")]
+        journal = _journal(root, name)[1]
+        if journal.exists():
+            _apply(Path(root), stage, journal)
+            done.append(f"finished the interrupted {name}: its outputs are now all new")
+        else:
+            shutil.rmtree(stage, ignore_errors=True)
+            done.append(f"discarded the interrupted {name}: its outputs are still the old ones")
+    for journal in Path(root).glob(".ensgan-*.commit"):  # staging already gone: moves done
+        journal.unlink()
+    for tmp in Path(root).glob("..ensgan-*.commit.*.tmp"):  # a journal killed mid-write
+        tmp.unlink()
+    return done
+
+
 @contextmanager
 def project_lock(root: Path) -> Iterator[None]:
     """One writer per project directory: a `dvc repro` and a nightly flow in the same checkout

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prefect import flow, unmapped
+from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact
 
 from ensgan.config import Params, load_params
 from ensgan.eval.report import metrics_table
 from ensgan.gan.member import fingerprint, member_is_finished
-from ensgan.io.files import project_lock
+from ensgan.io.files import project_lock, recover_outputs
 from ensgan.layout import Layout
 from ensgan.orchestration.runners import make_runner, shared_api, worker_count
 from ensgan.orchestration.schedule import plan
@@ -38,6 +38,8 @@ def nightly(params_path: str = "params.yaml", root: str = ".") -> dict:
     """prepare -> train (mapped over members) -> stack -> evaluate -> generate -> publish."""
     params, layout = setup(params_path, root)  # invalid params stop the run here
     with project_lock(layout.root):
+        for line in recover_outputs(layout.root):  # a step a crash interrupted
+            get_run_logger().warning(line)
         return _nightly(params, layout, params_path)
 
 

@@ -26,17 +26,34 @@ from ensgan.eval.features import (
 from ensgan.eval.metrics import evaluate_images
 from ensgan.eval.prdc import NEAREST_K
 from ensgan.eval.report import write_html
-from ensgan.io.files import atomic_dir, atomic_write, write_json
+from ensgan.io.files import atomic_dir, atomic_write, staged_outputs, write_json
 from ensgan.io.images import save_grid
 from ensgan.layout import Layout
 from ensgan.pipeline.common import load_ensemble, params_sha256
 
+# What evaluate writes under reports/, switched from the old run's to the new as one
+# (io.files.staged_outputs): a kill at any instant leaves a report of one run, never a mix.
+OUTPUTS = (
+    "metrics.json",
+    "index.html",
+    "grids",
+    "feature_net.safetensors",
+    "plots/losses",
+    "plots/fd.csv",
+)
+
 
 def run(params: Params, layout: Layout) -> dict:
+    rel = layout.reports.relative_to(layout.root).as_posix()
+    with staged_outputs(layout.root, "evaluate", [f"{rel}/{o}" for o in OUTPUTS]) as stage:
+        return _evaluate(params, layout, stage / rel)
+
+
+def _evaluate(params: Params, layout: Layout, out: Path) -> dict:
+    """Measure, and write every output under `out` (the staging copy of reports/)."""
     ec = params.evaluate
     data = load_prepared(layout.prepared)
     ens = load_ensemble(params, layout)  # fails before any report file is touched
-    out = layout.reports
     out.mkdir(parents=True, exist_ok=True)
 
     # Feature space: a small classifier trained on the real training split (a domain FID).
@@ -129,7 +146,7 @@ def run(params: Params, layout: Layout) -> dict:
             save_grid(images, tmp / f"{stem}.png", nrow=ec.grid_size)
     grids = {caption: f"grids/{stem}.png" for caption, (stem, _) in tiles.items()}
     write_json(out / "metrics.json", metrics)
-    _write_plots(params, layout, metrics)
+    _write_plots(params, layout, metrics, out / "plots")
     write_html(
         out / "index.html",
         title="ensgan report",
@@ -201,8 +218,7 @@ NARROWING = 0.01  # recall or coverage this far below the plain mixture's: the m
 PLOTTED = ("fd", "class_kl", "precision", "recall", "density", "coverage")  # plots/fd.csv
 
 
-def _write_plots(params: Params, layout: Layout, metrics: dict) -> None:
-    plots = layout.reports / "plots"
+def _write_plots(params: Params, layout: Layout, metrics: dict, plots: Path) -> None:
     with atomic_dir(plots / "losses") as losses:
         for name in params.members:
             shutil.copyfile(layout.member(name) / "losses.csv", losses / f"{name}.csv")
