@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -156,6 +157,40 @@ def recover_outputs(root: Path) -> list[str]:
         journal.unlink()
     for tmp in Path(root).glob("..ensgan-*.commit.*.tmp"):  # a journal killed mid-write
         tmp.unlink()
+    for top, deep in OUTPUT_TOPS:
+        done += _sweep(Path(root) / top, deep)
+    return done
+
+
+# Where stages write, and whether below it too: data/ holds the user's own files, so only its
+# top level (data/prepared's swap); never the store, which other projects may share.
+OUTPUT_TOPS = (("data", False), ("models", True), ("reports", True), ("outputs", True))
+_TMP_FILE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # atomic_write's temp names
+
+
+def _sweep(top: Path, deep: bool) -> list[str]:
+    """Undo what a kill left of single swaps under `top`: a torn atomic_dir swap is put back
+    (recover_dir), a half-written work directory or temp file is removed."""
+    done = []
+    if not top.is_dir():
+        return done
+    found = top.rglob(".*") if deep else top.glob(".*")
+    for path in sorted(found, key=lambda p: len(p.parts)):
+        if not path.exists() and not path.is_symlink():
+            continue  # inside something removed above
+        name = path.name
+        if name.endswith(".old") and path.is_dir():
+            target = path.with_name(name[1 : -len(".old")])
+            recover_dir(target)
+            if path.exists():
+                shutil.rmtree(path)
+            done.append(f"recovered {target} from an interrupted swap")
+        elif name.endswith(".partial") and path.is_dir():
+            shutil.rmtree(path)
+            done.append(f"removed {path}: a write interrupted before it finished")
+        elif _TMP_FILE.match(name) and path.is_file():
+            path.unlink()
+            done.append(f"removed {path}: a temp file of an interrupted write")
     return done
 
 
