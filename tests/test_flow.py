@@ -110,6 +110,34 @@ def test_invalid_params_stop_the_flow_before_any_work(tmp_path: Path, prefect_se
     assert not (root / "data").exists()
 
 
+def test_a_user_error_in_the_flow_is_logged_without_a_traceback(
+    tmp_path: Path, prefect_server
+) -> None:
+    """Prefect logs a failed run with its traceback; for an error the user causes, the
+    message stays and the traceback goes (the CLI then prints its one line)."""
+    import logging
+
+    from ensgan.errors import DataError
+    from ensgan.orchestration.flow import run
+
+    root = write_tiny_project(tmp_path / "p", data={"source": "folder", "path": "no-such-dir"})
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        with pytest.raises(DataError, match="no-such-dir"):
+            run(params_path="params.yaml", root=str(root))
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    errors = [r for r in records if r.levelno >= logging.ERROR]
+    assert any("no-such-dir" in r.getMessage() for r in errors)
+    assert all(r.exc_info is None and r.exc_text is None for r in errors)
+
+
 @task
 def _noop(name: str) -> str:
     return name
