@@ -87,19 +87,22 @@ def test_write_batch_layout_and_contents(tmp_path: Path, channels: int) -> None:
     assert sorted(p.name for p in batch.iterdir()) == sorted([*names, BATCH_JSON, MANIFEST])
     meta = json.loads((batch / BATCH_JSON).read_text())
     assert meta["run_id"] == "run-1" and meta["n_images"] == 7 and meta["method"] == "vote"
+    assert meta["format"] == 2 and meta["data_sha256"] == "d" * 64
     assert dt.datetime.fromisoformat(meta["created"]).tzinfo is not None
     assert [s["name"] for s in meta["shards"]] == names
     assert [s["n_images"] for s in meta["shards"]] == [3, 3, 1]
     rows = manifest(batch)
     assert [r["id"] for r in rows] == list(range(7))
     assert rows[4]["shard"] == "shard-00001.tar" and rows[4]["file"] == "000004.png"
-    assert rows[4]["seed"] == 4 and rows[4]["data_sha256"] == "d" * 64
+    assert rows[4]["seed"] == 4
+    assert not {"data_sha256", "params_sha256", "method"} & set(rows[4])  # once, in batch.json
     assert rows[6]["score"] == 1.0
     for row, image in zip(rows, images, strict=True):
         expected = image[0] if channels == 1 else image.transpose(1, 2, 0)
         np.testing.assert_array_equal(read_png(batch, row), expected)
-    with tarfile.open(batch / names[0]) as tar:
-        assert tar.getnames() == ["000000.png", "000001.png", "000002.png"]
+    with tarfile.open(batch / names[0]) as tar:  # WebDataset samples: NNNNNN.{png,json}
+        assert tar.getnames() == [f"00000{i}.{ext}" for i in range(3) for ext in ("png", "json")]
+        assert json.loads(tar.extractfile("000001.json").read()) == rows[1]
     assert verify_batch(batch) == 7
 
 

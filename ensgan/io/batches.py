@@ -1,8 +1,10 @@
 """Generated-image batches: write, verify, publish, list and pull.
 
-A batch is a directory `<run_id>/` with uncompressed webdataset-style tar shards
-(`shard-00000.tar` holding `000000.png`, ...), a `batch.json` (provenance and shard checksums)
-and a `manifest.jsonl` (one row per image, with the PNG's sha256). The manifest is always
+A batch is a directory `<run_id>/` with uncompressed WebDataset tar shards (`shard-00000.tar`
+holding `000000.png` and its manifest row as `000000.json`, ...: `wds.WebDataset(urls)` and
+Hugging Face's `webdataset` loader yield image plus metadata), a `batch.json` (format version,
+provenance shared by every image, shard checksums) and a `manifest.jsonl` (one row per image:
+member, seed, score, the PNG's sha256). The manifest is always
 written and uploaded LAST: its presence is what makes a batch complete, so a crash mid-write or
 mid-upload leaves something invisible rather than something wrong. Published batches are
 immutable: publishing a different batch under a run_id that exists is an error.
@@ -31,12 +33,15 @@ if TYPE_CHECKING:
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 BATCH_JSON = "batch.json"
+# 2: a .json sidecar per image in the shards, and the batch-wide fields (data_sha256,
+# params_sha256, method) only in batch.json. 1 (no `format` key): PNGs only, fields per row.
+FORMAT = 2
 MANIFEST = "manifest.jsonl"
 SHARD_RE = re.compile(r"^shard-\d{5,}\.tar$")
 ROOT = "batches/"
 _PUBLISHED_RE = re.compile(r"^batches/(\d{4}-\d{2}-\d{2})/([^/]+)/" + re.escape(MANIFEST) + "$")
 _ROW_RESERVED = frozenset({"id", "shard", "file", "sha256"})
-_BATCH_RESERVED = frozenset({"run_id", "created", "n_images", "shards"})
+_BATCH_RESERVED = frozenset({"format", "run_id", "created", "n_images", "shards"})
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,14 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _row_bytes(row: dict) -> bytes:
+    """A manifest row as the one line (and sidecar) it is stored as."""
+    compact = {"sort_keys": True, "separators": (",", ":"), "default": _jsonable}
+    return json.dumps(row, **compact).encode()
+
+
 def _write_shards(
-    work: Path, images: np.ndarray, rows: list[dict], shard_size: int, extra: dict
+    work: Path, images: np.ndarray, rows: list[dict], shard_size: int
 ) -> tuple[list[dict], list[dict]]:
     """Write the tar shards into `work`; return (manifest rows, shard records)."""
     from ensgan.io.images import png_bytes  # numpy and Pillow: only for writing, not `ls`
@@ -110,9 +121,10 @@ def _write_shards(
         with tarfile.open(work / name, "w", format=tarfile.USTAR_FORMAT) as tar:
             for i in range(start, stop):
                 png, member = png_bytes(images[i]), f"{i:06d}.png"
-                _add_member(tar, member, png)
                 row = {**rows[i], "id": i, "shard": name, "file": member, "sha256": _sha256(png)}
-                manifest.append({**row, **extra})
+                _add_member(tar, member, png)
+                _add_member(tar, f"{i:06d}.json", _row_bytes(row))  # WebDataset's sidecar
+                manifest.append(row)
         path = work / name
         shards.append(
             {
@@ -142,8 +154,9 @@ def write_batch(
         raise BatchError(f"batch {final} already exists; refusing to overwrite it")
     try:
         with atomic_dir(final, replace=False) as work:
-            manifest, shards = _write_shards(work, images, rows, shard_size, extra)
+            manifest, shards = _write_shards(work, images, rows, shard_size)
             meta = {
+                "format": FORMAT,
                 "run_id": run_id,
                 "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "n_images": len(images),
@@ -152,8 +165,7 @@ def write_batch(
             }
             text = json.dumps(meta, indent=2, sort_keys=True, default=_jsonable)
             (work / BATCH_JSON).write_text(text + "\n")
-            compact = {"sort_keys": True, "separators": (",", ":"), "default": _jsonable}
-            lines = (json.dumps(r, **compact) + "\n" for r in manifest)
+            lines = (_row_bytes(r).decode() + "\n" for r in manifest)
             (work / MANIFEST).write_text("".join(lines))  # last: marks the batch complete
     except FileExistsError:
         raise BatchError(
@@ -194,8 +206,9 @@ def _plain_member(member: tarfile.TarInfo) -> bool:
     return member.isfile() and "/" not in name and "\\" not in name and not name.startswith(".")
 
 
-def _verify_shard(batch_dir: Path, shard: dict, rows: list[dict]) -> None:
-    """The shard's own sha256, then each listed PNG's sha256, read in memory from the tar."""
+def _verify_shard(batch_dir: Path, shard: dict, rows: list[dict], sidecars: bool) -> None:
+    """The shard's own sha256, then each listed PNG's sha256, read in memory from the tar, and
+    (format 2) each image's .json sidecar against its manifest row."""
     name = str(shard.get("name", ""))
     if not SHARD_RE.match(name):
         raise BatchError(f"{batch_dir / BATCH_JSON}: bad shard name {name!r}")
@@ -222,8 +235,22 @@ def _verify_shard(batch_dir: Path, shard: dict, rows: list[dict]) -> None:
                 f = tar.extractfile(member)
                 if f is None or _sha256(f.read()) != row.get("sha256"):
                     raise BatchError(f"{path}: member {row.get('file')} does not match {MANIFEST}")
+                if sidecars:
+                    _verify_sidecar(tar, members, path, row)
     except tarfile.TarError as exc:
         raise BatchError(f"{path}: unreadable tar ({exc})") from None
+
+
+def _verify_sidecar(tar: tarfile.TarFile, members: dict, path: Path, row: dict) -> None:
+    name = str(row.get("file")).rsplit(".", 1)[0] + ".json"
+    member = members.get(name)
+    f = tar.extractfile(member) if member is not None else None
+    try:
+        same = f is not None and json.loads(f.read()) == row
+    except ValueError:
+        same = False
+    if not same:
+        raise BatchError(f"{path}: sidecar {name} missing or not its {MANIFEST} row")
 
 
 def verify_batch(batch_dir: Path) -> int:
@@ -244,8 +271,14 @@ def verify_batch(batch_dir: Path) -> int:
     unknown = set(by_shard) - {s.get("name") for s in shards}
     if unknown:
         raise BatchError(f"{batch_dir / MANIFEST}: rows name unknown shards {sorted(unknown)}")
+    version = meta.get("format", 1)
+    if version not in (1, FORMAT):
+        raise BatchError(
+            f"{batch_dir / BATCH_JSON}: batch format {version!r}; this ensgan reads 1 and "
+            f"{FORMAT}: upgrade ensgan"
+        )
     for shard in shards:
-        _verify_shard(batch_dir, shard, by_shard.get(shard.get("name"), []))
+        _verify_shard(batch_dir, shard, by_shard.get(shard.get("name"), []), version >= 2)
     return len(rows)
 
 

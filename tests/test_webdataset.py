@@ -1,0 +1,101 @@
+"""Batches in the ecosystem's format (issue 10, §5): a published batch, pulled, reads with the
+`webdataset` package and with Hugging Face `datasets` as image plus metadata, as it is."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ensgan.errors import BatchError
+from ensgan.io.batches import BATCH_JSON, MANIFEST, publish_batch, pull_batch, verify_batch
+from ensgan.io.storage import LocalStore
+from tests.test_storage import make_batch, manifest
+
+
+@pytest.fixture
+def pulled(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    batch, images = make_batch(tmp_path / "out", "run-1", n=7, channels=3)
+    store = LocalStore(tmp_path / "store")
+    publish_batch(store, batch, dt.date(2026, 3, 1))
+    return pull_batch(store, "run-1", tmp_path / "dl"), images
+
+
+def test_webdataset_yields_each_image_with_its_manifest_row(pulled) -> None:
+    import webdataset as wds
+
+    batch, images = pulled
+    urls = [str(p) for p in sorted(batch.glob("shard-*.tar"))]
+    samples = list(wds.WebDataset(urls, shardshuffle=False).decode("rgb8").to_tuple("png", "json"))
+    rows = manifest(batch)
+    assert len(samples) == len(rows) == 7
+    for (image, meta), row, want in zip(samples, rows, images, strict=True):
+        assert meta == row and {"member", "seed", "score", "sha256"} <= set(meta)
+        np.testing.assert_array_equal(image, want.transpose(1, 2, 0))
+
+
+def test_hugging_face_datasets_reads_the_shards(pulled, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # local files only, as a consumer offline would
+    from datasets import load_dataset
+
+    batch, images = pulled
+    files = [str(p) for p in sorted(batch.glob("shard-*.tar"))]
+    ds = load_dataset("webdataset", data_files={"train": files}, split="train",
+                      cache_dir=str(tmp_path / "hf"))  # fmt: skip
+    assert len(ds) == 7
+    first = ds[0]
+    assert first["json"]["member"] == "g0" and first["json"]["seed"] == 0
+    np.testing.assert_array_equal(np.asarray(first["png"]), images[0].transpose(1, 2, 0))
+
+
+def _rewrite_member(shard: Path, name: str, data: bytes) -> None:
+    """Replace one member of a tar shard (a tampered sidecar)."""
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for m, content in members:
+            content = data if m.name == name else content
+            m.size = len(content)
+            tar.addfile(m, io.BytesIO(content))
+
+
+def test_a_tampered_sidecar_fails_verification(tmp_path: Path) -> None:
+    batch, _ = make_batch(tmp_path / "out")
+    shard = batch / "shard-00000.tar"
+    _rewrite_member(shard, "000001.json", b'{"member": "forged"}')
+    meta = json.loads((batch / BATCH_JSON).read_text())
+    meta["shards"][0]["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()  # re-signed
+    (batch / BATCH_JSON).write_text(json.dumps(meta))
+    with pytest.raises(BatchError, match="sidecar 000001.json"):
+        verify_batch(batch)
+
+
+def test_a_format_1_batch_still_verifies_and_an_unknown_format_is_refused(tmp_path: Path) -> None:
+    """Batches published before sidecars (no `format`) still pull; a newer format says so."""
+    batch, _ = make_batch(tmp_path / "out")
+    meta = json.loads((batch / BATCH_JSON).read_text())
+    for shard in meta["shards"]:  # strip the sidecars, as format 1 wrote the shards
+        path = batch / shard["name"]
+        with tarfile.open(path) as tar:
+            pngs = [
+                (m, tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".png")
+            ]
+        with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for m, content in pngs:
+                tar.addfile(m, io.BytesIO(content))
+        shard["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        shard["bytes"] = path.stat().st_size
+    del meta["format"]
+    (batch / BATCH_JSON).write_text(json.dumps(meta))
+    assert verify_batch(batch) == 7
+    meta["format"] = 99
+    (batch / BATCH_JSON).write_text(json.dumps(meta))
+    with pytest.raises(BatchError, match="format 99"):
+        verify_batch(batch)
+    assert (batch / MANIFEST).exists()
