@@ -144,6 +144,32 @@ def serve_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
     _run(lambda: serve(params_path=str(params)))
 
 
+@app.command("regenerate")
+def regenerate_cmd(
+    run_id: str,
+    image_id: Annotated[int, typer.Argument(help="the image's `id` in the manifest")],
+    out: Annotated[Path | None, typer.Option(help="PNG to write; default RUN_ID-ID.png")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Make image ID of batch RUN_ID again from its member and seed, and say whether it is
+    byte-identical to the published one (exit status 1 if not)."""
+
+    def call():
+        from ensgan.pipeline import regenerate
+
+        p, layout = _load(params)
+        return regenerate.run(p, layout, run_id, image_id, out or Path(f"{run_id}-{image_id}.png"))
+
+    r = _run(call)
+    same = "byte-identical to" if r["identical"] else f"{r['pixels_differing']} pixels differ from"
+    typer.echo(
+        f"regenerated {r['run_id']} image {r['id']} (member {r['member']}, seed {r['seed']}) "
+        f"-> {r['path']}: {same} the image in the batch"
+    )
+    if not r["identical"]:
+        raise typer.Exit(1)
+
+
 StoreOpt = Annotated[
     str | None, typer.Option("--store", help="directory or s3://bucket[/prefix]; default: params")
 ]

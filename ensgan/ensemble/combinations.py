@@ -127,6 +127,23 @@ class Ensemble:
     def member_sample(self, name: str, seeds: np.ndarray) -> np.ndarray:
         return self.members[name].generate_u8(latents(seeds, self.z_dim)).numpy()
 
+    def pixel_mean(self, seeds: np.ndarray) -> np.ndarray:
+        """The pixel mean of every member's output for each seed's latent: uint8 images."""
+        z = latents(seeds, self.z_dim)
+        total = None
+        for m in self.members.values():
+            x = m.generate(z)
+            total = x if total is None else total + x
+        return to_uint8(total / len(self.members)).numpy()
+
+    def regenerate(self, member: str, seed: int) -> np.ndarray:
+        """One image again from a manifest row's member and latent seed: (C, H, W) uint8."""
+        if member == "mean":
+            return self.pixel_mean(np.array([seed]))[0]
+        if member not in self.members:
+            raise ValueError(f"no member {member!r} in this ensemble ({sorted(self.members)})")
+        return self.member_sample(member, np.array([seed]))[0]
+
     def sample(self, method: str, n: int, seed: int) -> Sample:
         """`n` images from the named combination (ensgan/registry.py COMBINATIONS)."""
         try:
@@ -176,13 +193,7 @@ def _mixture(ens: Ensemble, n: int, rng: np.random.Generator, weights: dict[str,
 def mean(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
     """The pixel mean of every member's output for the same latent."""
     seeds = rng.integers(0, 2**31 - 1, size=n)
-    z = latents(seeds, ens.z_dim)
-    total = None
-    for m in ens.members.values():
-        x = m.generate(z)
-        total = x if total is None else total + x
-    images = to_uint8(total / len(ens.members)).numpy()
-    return Sample(images, ["mean"] * n, seeds)
+    return Sample(ens.pixel_mean(seeds), ["mean"] * n, seeds)
 
 
 def vote(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
