@@ -221,10 +221,17 @@ def batches_pull(
     store: StoreOpt = None,
     endpoint_url: EndpointOpt = None,
     params: ParamsOpt = Path("params.yaml"),
+    repair: Annotated[bool, typer.Option("--repair", help="fix an earlier pull in place")] = False,
 ) -> None:
-    """Download batch RUN_ID into DEST/RUN_ID/ and verify every checksum."""
-    from ensgan.io.batches import pull_batch
+    """Download batch RUN_ID into DEST/RUN_ID/ and verify every checksum (--repair: download
+    again only what an earlier pull left missing or damaged)."""
+    from ensgan.io.batches import pull_batch, repair_batch
 
+    if repair:
+        fixed = _run(lambda: repair_batch(_store(params, store, endpoint_url), run_id, dest))
+        what = ", ".join(fixed) if fixed else "nothing (it was intact)"
+        typer.echo(f"repaired {dest / run_id}: downloaded {what}; checksums verified")
+        return
     path = _run(lambda: pull_batch(_store(params, store, endpoint_url), run_id, dest))
     typer.echo(f"pulled {run_id} into {path} (checksums verified)")
 

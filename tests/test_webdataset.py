@@ -99,3 +99,47 @@ def test_a_format_1_batch_still_verifies_and_an_unknown_format_is_refused(tmp_pa
     with pytest.raises(BatchError, match="format 99"):
         verify_batch(batch)
     assert (batch / MANIFEST).exists()
+
+
+def test_pull_repair_downloads_only_the_damaged_shards(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ensgan.cli import app
+
+    batch, _ = make_batch(tmp_path / "out", "run-1", n=9)  # three shards
+    store = tmp_path / "store"
+    publish_batch(LocalStore(store), batch, dt.date(2026, 3, 1))
+    runner = CliRunner()
+    pull = ["batches", "pull", "run-1", str(tmp_path / "dl"), "--store", str(store)]
+    assert runner.invoke(app, pull).exit_code == 0
+    local = tmp_path / "dl" / "run-1"
+    damaged = bytearray((local / "shard-00001.tar").read_bytes())
+    damaged[600] ^= 0xFF
+    (local / "shard-00001.tar").write_bytes(bytes(damaged))
+    (local / "shard-00002.tar").unlink()
+    (local / "notes.txt").write_text("mine")
+    intact = (local / "shard-00000.tar").stat().st_mtime_ns
+
+    res = runner.invoke(app, pull)
+    assert res.exit_code == 2 and "--repair" in res.output and "shard-00001.tar" in res.output
+    res = runner.invoke(app, [*pull, "--repair"])
+    assert res.exit_code == 0, res.output
+    assert "downloaded shard-00001.tar, shard-00002.tar;" in res.output
+    assert verify_batch(local) == 9
+    assert (local / "shard-00000.tar").stat().st_mtime_ns == intact  # not downloaded again
+    assert (local / "notes.txt").read_text() == "mine"
+    res = runner.invoke(app, [*pull, "--repair"])
+    assert "downloaded nothing (it was intact)" in res.output
+
+
+def test_pull_repair_completes_an_interrupted_pull(tmp_path: Path) -> None:
+    from ensgan.io.batches import repair_batch
+
+    batch, _ = make_batch(tmp_path / "out", "run-1")
+    store = LocalStore(tmp_path / "store")
+    publish_batch(store, batch, dt.date(2026, 3, 1))
+    local = tmp_path / "dl" / "run-1"
+    local.mkdir(parents=True)
+    (local / BATCH_JSON).write_bytes((batch / BATCH_JSON).read_bytes())  # then it was killed
+    assert repair_batch(store, "run-1", tmp_path / "dl")[-1] == MANIFEST
+    assert verify_batch(local) == 7

@@ -381,6 +381,40 @@ def _listed_shards(batch_json: Path) -> list[str]:
     return names
 
 
+def repair_batch(store: Store, run_id: str, dest: Path) -> list[str]:
+    """Download again just the files of dest/<run_id>/ that are missing or do not match the
+    store (batch.json, damaged shards, the manifest last); return their names. Files the batch
+    does not list are left alone."""
+    check_run_id(run_id)
+    prefix = _find_one(store, run_id)
+    target = Path(dest) / run_id
+    if not target.is_dir():
+        raise BatchError(f"{target}: no earlier pull to repair; pull it without --repair")
+    fixed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        remote_meta = _fetch(store, prefix + BATCH_JSON, Path(tmp))
+        _listed_shards(remote_meta)  # plain names only, before any is used as a path
+        remote_manifest = _fetch(store, prefix + MANIFEST, Path(tmp))
+        meta = _read_json(remote_meta)
+        wanted = [(s["name"], s.get("sha256")) for s in meta["shards"]]
+        wanted = [(BATCH_JSON, _file_sha256(remote_meta)), *wanted]
+        wanted.append((MANIFEST, _file_sha256(remote_manifest)))  # last: the marker
+        for name, sha in wanted:
+            local = safe_local_path(target, name)
+            if local.is_file() and _file_sha256(local) == sha:
+                continue
+            store.get_file(prefix + name, local)  # through a temp file: never half a file
+            fixed.append(name)
+    try:
+        verify_batch(target)
+    except BatchError as exc:
+        raise BatchError(
+            f"{target} still fails verification after repair: {exc}. The published batch is "
+            "damaged: tell whoever publishes it"
+        ) from exc
+    return fixed
+
+
 def pull_batch(store: Store, run_id: str, dest: Path) -> Path:
     """Download a complete batch into dest/<run_id>/ and verify it; refuse to clobber."""
     check_run_id(run_id)
@@ -388,15 +422,17 @@ def pull_batch(store: Store, run_id: str, dest: Path) -> Path:
     target = Path(dest) / run_id
     if target.exists() and not target.is_dir():
         raise BatchError(f"{target} exists and is not a folder: move it away, or pull elsewhere")
+    repair = f"`ensgan batches pull {run_id} {dest} --repair` downloads what is damaged again"
     if target.is_dir() and any(target.iterdir()):
         if (target / MANIFEST).is_file() and _same_manifest(store, prefix, target / MANIFEST):
-            verify_batch(target)
+            try:
+                verify_batch(target)
+            except BatchError as exc:
+                raise BatchError(f"the local copy is damaged: {exc}; {repair}") from None
             return target
         names = [p.name for p in target.iterdir()]
         if all(n == BATCH_JSON or SHARD_RE.match(n) for n in names):  # manifest comes last
-            raise BatchError(
-                f"{target} holds an incomplete earlier pull (no {MANIFEST}): delete it, pull again"
-            )
+            raise BatchError(f"{target} holds an incomplete earlier pull (no {MANIFEST}); {repair}")
         raise BatchError(f"{target} exists with different content; refusing to overwrite it")
     # Only what batch.json lists is copied, into a staging folder that becomes dest/<run_id>/
     # once every checksum matched: a failed pull leaves nothing that looks like a batch.
