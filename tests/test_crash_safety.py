@@ -266,3 +266,26 @@ def _weights(root: Path) -> dict[str, str]:
             h.update(name.encode() + tensors[name].tobytes())
         out[member.name] = h.hexdigest()
     return out
+
+
+def test_recovery_cleans_only_what_ensgan_writes(tmp_path: Path) -> None:
+    """The sweep puts a torn swap back and removes ensgan's work folders and temp files, but
+    never looks inside the user's data folders or the store."""
+    from ensgan.io.files import recover_outputs
+
+    (tmp_path / "data" / "mine" / ".keep.partial").mkdir(parents=True)  # the user's own
+    (tmp_path / "store" / ".x.partial").mkdir(parents=True)
+    (tmp_path / "data" / ".prepared.partial").mkdir()  # a prepare killed mid-write
+    (tmp_path / "models" / "stacker").mkdir(parents=True)
+    torn = tmp_path / "models" / "members" / "a" / ".checkpoint.old"  # killed between renames
+    torn.mkdir(parents=True)
+    (torn / "w").write_text("old weights")
+    tmp = tmp_path / "reports" / f".metrics.json.{'a' * 32}.tmp"
+    tmp.parent.mkdir()
+    tmp.write_text("{half")
+    lines = recover_outputs(tmp_path)
+    assert (tmp_path / "models" / "members" / "a" / "checkpoint" / "w").read_text() == "old weights"
+    assert not (tmp_path / "data" / ".prepared.partial").exists() and not tmp.exists()
+    assert (tmp_path / "data" / "mine" / ".keep.partial").is_dir()
+    assert (tmp_path / "store" / ".x.partial").is_dir()
+    assert len(lines) == 3 and any("put" in line and "checkpoint" in line for line in lines)

@@ -181,10 +181,12 @@ def _sweep(top: Path, deep: bool) -> list[str]:
         name = path.name
         if name.endswith(".old") and path.is_dir():
             target = path.with_name(name[1 : -len(".old")])
-            recover_dir(target)
-            if path.exists():
+            if target.exists():  # the swap had finished: only the old copy was left
                 shutil.rmtree(path)
-            done.append(f"recovered {target} from an interrupted swap")
+                done.append(f"removed {path}: the replaced copy of {target}")
+            else:
+                recover_dir(target)
+                done.append(f"put {target} back: a swap was interrupted between its renames")
         elif name.endswith(".partial") and path.is_dir():
             shutil.rmtree(path)
             done.append(f"removed {path}: a write interrupted before it finished")
