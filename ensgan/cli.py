@@ -214,6 +214,39 @@ def batches_ls(
             typer.echo(f"{b.date}  {b.run_id}  {b.n_images} images  {b.prefix}")
 
 
+@batches_app.command("show")
+def batches_show(
+    run_id: str,
+    store: StoreOpt = None,
+    endpoint_url: EndpointOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Print where batch RUN_ID came from (data, params, members, git commit, dvc.lock) and
+    the commands that make it again."""
+    from ensgan.io.batches import batch_meta
+    from ensgan.lineage import reproduce_commands
+
+    prefix, meta = _run(lambda: batch_meta(_store(params, store, endpoint_url), run_id))
+    rec = meta.get("lineage") or {}
+    lines = [
+        f"batch       {run_id} ({meta.get('n_images')} images, {meta.get('method')}), "
+        f"format {meta.get('format', 1)}, created {meta.get('created')}",
+        f"key         {prefix}",
+        f"data        {meta.get('data_sha256')}",
+        f"params      {meta.get('params_sha256')}",
+        f"git commit  {rec.get('git_commit') or 'not recorded'}"
+        + (" (uncommitted changes in the work tree)" if rec.get("git_dirty") else ""),
+        f"dvc.lock    {rec.get('dvc_lock_sha256') or 'not recorded'}",
+    ]
+    for name, sha in (rec.get("member_weights_sha256") or {}).items():
+        lines.append(f"member      {name}  weights {sha}")
+    if not rec:
+        lines.append("lineage     not recorded (a batch from before ensgan recorded it)")
+    lines += ["", "to make it again, in a clone of the project:"]
+    lines += [f"  {c}" for c in reproduce_commands(run_id, meta)]
+    typer.echo("\n".join(lines))
+
+
 @batches_app.command("pull")
 def batches_pull(
     run_id: str,

@@ -117,3 +117,47 @@ def test_batches_ls_lists_an_unreadable_batch_with_its_key(tmp_path: Path) -> No
     assert res.exit_code == 0, res.output
     assert "run-1  7 images" in res.output
     assert f"run-2  unreadable {tmp_path / 'store'}/{prefix}{BATCH_JSON}" in res.output
+
+
+def test_batches_show_prints_lineage_and_the_commands(flow_project: dict) -> None:
+    """batch.json records where the batch came from; `batches show` prints it (issue 10, §1)."""
+    import json
+
+    root, run_id = flow_project["root"], flow_project["summary"]["batch"]["run_id"]
+    res = runner.invoke(app, ["batches", "show", run_id, "--store", str(root / "store")])
+    assert res.exit_code == 0, res.output
+    cards = {n: json.loads((root / "models/members" / n / "card.json").read_text()) for n in "ab"}
+    for name, card in cards.items():
+        assert f"member      {name}  weights {card['weights_sha256']}" in res.output
+    assert f"data        {flow_project['summary']['data_sha256']}" in res.output
+    assert "git commit  not recorded" in res.output  # the tiny project is not a git repo
+    assert res.output.rstrip().endswith(f"ls outputs/batches/{run_id}")
+    assert "  dvc pull\n  ensgan generate" in res.output
+
+
+def test_lineage_names_the_commit_its_state_and_dvc_lock(tmp_path: Path) -> None:
+    import hashlib
+    import os
+    import subprocess
+
+    from ensgan.lineage import lineage, reproduce_commands
+
+    assert lineage(tmp_path, {"a": "w"})["git_commit"] is None  # not a repo: nothing invented
+    who = {"NAME": "t", "EMAIL": "t@x.invalid"}
+    env = {
+        **os.environ,
+        **{f"GIT_{r}_{k}": v for r in ("AUTHOR", "COMMITTER") for k, v in who.items()},
+    }
+    (tmp_path / "params.yaml").write_text("a: 1\n")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
+        subprocess.run(["git", "-C", str(tmp_path), *cmd], check=True, env=env)
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    rec = lineage(tmp_path, {"b": "2", "a": "1"})
+    assert rec["git_commit"] == head and rec["git_dirty"] is False
+    assert rec["dvc_lock_sha256"] == hashlib.sha256(b"schema: '2.0'\n").hexdigest()
+    assert list(rec["member_weights_sha256"]) == ["a", "b"]
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    assert lineage(tmp_path, {})["git_dirty"] is True
+    assert reproduce_commands("r", {"lineage": rec})[0] == f"git checkout {head}"

@@ -381,6 +381,14 @@ def _listed_shards(batch_json: Path) -> list[str]:
     return names
 
 
+def batch_meta(store: Store, run_id: str) -> tuple[str, dict]:
+    """A published batch's store prefix and its batch.json."""
+    check_run_id(run_id)
+    prefix = _find_one(store, run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        return prefix, _read_json(_fetch(store, prefix + BATCH_JSON, Path(tmp)))
+
+
 def repair_batch(store: Store, run_id: str, dest: Path) -> list[str]:
     """Download again just the files of dest/<run_id>/ that are missing or do not match the
     store (batch.json, damaged shards, the manifest last); return their names. Files the batch

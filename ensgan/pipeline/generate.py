@@ -12,6 +12,7 @@ from ensgan.io.batches import verify_batch, write_batch
 from ensgan.io.cards import DataCard, MemberCard, StackerCard, read_card
 from ensgan.io.files import write_json
 from ensgan.layout import Layout
+from ensgan.lineage import lineage
 from ensgan.pipeline.common import load_ensemble, params_sha256
 from ensgan.provenance import code_version
 
@@ -32,6 +33,7 @@ NOT_IMAGES_CODE = frozenset(
         "ensgan.io.files",
         "ensgan.io.storage",  # where batches are published, not what is in them
         "ensgan.io.s3",
+        "ensgan.lineage",  # where the batch came from, recorded beside it
     }
 )
 
@@ -77,6 +79,9 @@ def run(params: Params, layout: Layout) -> dict:
             "data_sha256": read_card(DataCard, layout.prepared).sha256,
             "params_sha256": params_sha256(params),
             "sampling": {k: round(v, 6) for k, v in s.stats.items()},  # accept rate, ESS
+            "lineage": lineage(
+                layout.root, {n: m.card and m.card.weights_sha256 for n, m in ens.members.items()}
+            ),
         }
         write_batch(
             layout.batches, run_id, s.images, s.rows(), shard_size=gc.shard_size, extra=extra
