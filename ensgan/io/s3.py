@@ -79,10 +79,12 @@ class S3Store:
         )
         # Building the client reads the AWS config (profile, region, config file) but sends
         # nothing: what fails here is the user's setup, so it is a StorageError naming it.
-        with self._errors("S3 client setup"):
+        try:
             self._client = boto3.session.Session().client(
                 "s3", endpoint_url=endpoint_url, region_name=region, config=config
             )
+        except (BotoCoreError, ValueError) as exc:  # ValueError: a bad AWS_* setting's value
+            raise self._error("S3 client setup", exc) from None
         # S3 rejects parts under 5 MiB (but the last), so only the threshold may go lower.
         self._transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
@@ -133,8 +135,7 @@ class S3Store:
     def _errors(self, action: str) -> Iterator[None]:
         try:
             yield
-        except (BotoCoreError, ClientError, Boto3Error, ValueError) as exc:
-            # ValueError: botocore's parsing of AWS_* settings (e.g. AWS_MAX_ATTEMPTS=x).
+        except (BotoCoreError, ClientError, Boto3Error) as exc:
             # boto3 wraps upload ClientErrors in S3UploadFailedError without chaining them.
             inner = exc.__context__ if isinstance(exc, Boto3Error) and exc.__context__ else exc
             raise self._error(action, inner) from None  # boto's text may hold the raw endpoint
