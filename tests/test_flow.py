@@ -277,6 +277,8 @@ def test_regenerate_remakes_published_images_byte_identical(
         res = runner.invoke(app, ["regenerate", run_id, str(image_id), "--out", str(out)])
         assert res.exit_code == 0, res.output
         assert "byte-identical" in res.output and out.is_file()
+    res = runner.invoke(app, ["regenerate", run_id, "0", "--out", str(tmp_path / "0.png")])
+    assert res.exit_code == 2 and "refusing to overwrite" in res.output  # nothing lost
     res = runner.invoke(app, ["regenerate", run_id, "40"])
     assert res.exit_code == 2 and "images 0 to 39" in res.output
     other = tmp_path / "other.yaml"

@@ -26,6 +26,8 @@ from ensgan.pipeline.generate import batch_run_id
 
 def run(params: Params, layout: Layout, run_id: str, image_id: int, out: Path) -> dict:
     check_run_id(run_id)
+    if Path(out).exists():
+        raise BatchError(f"{out} exists; refusing to overwrite it: name another --out")
     batch = layout.batches / run_id
     if not (batch / MANIFEST).is_file():
         raise BatchError(
