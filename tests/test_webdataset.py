@@ -143,3 +143,26 @@ def test_pull_repair_completes_an_interrupted_pull(tmp_path: Path) -> None:
     (local / BATCH_JSON).write_bytes((batch / BATCH_JSON).read_bytes())  # then it was killed
     assert repair_batch(store, "run-1", tmp_path / "dl")[-1] == MANIFEST
     assert verify_batch(local) == 7
+
+
+def test_read_manifest_is_a_dataframe_with_the_shared_fields(pulled) -> None:
+    from ensgan.batches import read_manifest
+
+    batch, _ = pulled
+    df = read_manifest(batch)
+    assert list(df["id"]) == list(range(7)) and len(df) == 7
+    assert set(df["member"]) == {"g0", "g1"} and df["seed"].tolist() == list(range(7))
+    assert (df["run_id"] == "run-1").all() and (df["data_sha256"] == "d" * 64).all()
+    assert (df["method"] == "vote").all()
+    assert read_manifest(batch / "manifest.jsonl").equals(df)
+    assert df.groupby("member")["score"].count().to_dict() == {"g0": 4, "g1": 3}
+
+
+def test_the_consumer_module_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    heavy = "{'torch', 'sklearn', 'prefect'}"
+    code = f"import sys, ensgan.batches; print(sorted({heavy} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
