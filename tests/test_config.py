@@ -252,3 +252,14 @@ def test_credentials_in_endpoint_are_refused_without_echoing_them() -> None:
     with pytest.raises(ConfigError) as exc:
         parse_params(raw)
     assert "s3cr3t" not in str(exc.value) and "AKIAEXAMPLE" not in str(exc.value)
+
+
+def test_exponent_floats_read_as_yaml_1_2_does_and_strings_are_not_coerced(tmp_path) -> None:
+    """Strict params would refuse `2e-4` if PyYAML's YAML 1.1 read it as a string; DVC (YAML
+    1.2) reads it as a float, and so does load_params. A quoted number stays refused."""
+    text = REPO_PARAMS.read_text()
+    (tmp_path / "p.yaml").write_text(text.replace("lr_g: 0.0002", "lr_g: 2e-4"))
+    assert load_params(tmp_path / "p.yaml").train.lr_g == 2e-4
+    (tmp_path / "q.yaml").write_text(text.replace("steps: 4000", 'steps: "4000"'))
+    with pytest.raises(ConfigError, match=r"train.steps: .*got str '4000'"):
+        load_params(tmp_path / "q.yaml")
