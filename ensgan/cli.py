@@ -201,17 +201,38 @@ def batches_ls(
     endpoint_url: EndpointOpt = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """List complete batches in the store (half-uploaded ones are invisible)."""
+    """List complete batches in the store (half-uploaded ones are invisible), and for each
+    whether it is `latest` (what consumers get) or why the promotion gate held it back."""
     from ensgan.io.batches import list_batches
+    from ensgan.io.promotion import statuses
 
-    rows = _run(lambda: list_batches(_store(params, store, endpoint_url)))
+    def listing() -> tuple[list, dict[str, str]]:
+        opened = _store(params, store, endpoint_url)
+        return list_batches(opened), statuses(opened)
+
+    rows, status = _run(listing)
     if not rows:
         typer.echo("no batches")
     for b in rows:
         if b.error:
             typer.echo(f"{b.date}  {b.run_id}  {b.error}", err=True)
         else:
-            typer.echo(f"{b.date}  {b.run_id}  {b.n_images} images  {b.prefix}")
+            why = status.get(b.run_id, "")
+            typer.echo(f"{b.date}  {b.run_id}  {b.n_images} images  {b.prefix}  {why}".rstrip())
+
+
+@batches_app.command("promote")
+def batches_promote(
+    run_id: str,
+    store: StoreOpt = None,
+    endpoint_url: EndpointOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Make batch RUN_ID `latest` by hand, whatever the promotion gate said of it."""
+    from ensgan.io.promotion import promote
+
+    record = _run(lambda: promote(_store(params, store, endpoint_url), run_id))
+    typer.echo(f"{record['run_id']} is now latest (promoted by hand; nothing was deleted)")
 
 
 @batches_app.command("show")
@@ -221,12 +242,18 @@ def batches_show(
     endpoint_url: EndpointOpt = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Print where batch RUN_ID came from (data, params, members, git commit, dvc.lock) and
-    the commands that make it again."""
+    """Print where batch RUN_ID (or `latest`) came from (data, params, members, git commit,
+    dvc.lock) and the commands that make it again."""
     from ensgan.io.batches import batch_meta
+    from ensgan.io.promotion import resolve
     from ensgan.lineage import reproduce_commands
 
-    prefix, meta = _run(lambda: batch_meta(_store(params, store, endpoint_url), run_id))
+    def show() -> tuple[str, str, dict]:
+        opened = _store(params, store, endpoint_url)
+        rid = resolve(opened, run_id)
+        return (rid, *batch_meta(opened, rid))
+
+    run_id, prefix, meta = _run(show)
     rec = meta.get("lineage") or {}
     lines = [
         f"batch       {run_id} ({meta.get('n_images')} images, {meta.get('method')}), "
@@ -238,6 +265,8 @@ def batches_show(
         + (" (uncommitted changes in the work tree)" if rec.get("git_dirty") else ""),
         f"dvc.lock    {rec.get('dvc_lock_sha256') or 'not recorded'}",
     ]
+    for path, md5 in (rec.get("dvc_inputs") or {}).items():
+        lines.append(f"dvc input   {path}  {md5}")
     for name, sha in (rec.get("member_weights_sha256") or {}).items():
         lines.append(f"member      {name}  weights {sha}")
     if not rec:
@@ -256,17 +285,22 @@ def batches_pull(
     params: ParamsOpt = Path("params.yaml"),
     repair: Annotated[bool, typer.Option("--repair", help="fix an earlier pull in place")] = False,
 ) -> None:
-    """Download batch RUN_ID into DEST/RUN_ID/ and verify every checksum (--repair: download
-    again only what an earlier pull left missing or damaged)."""
+    """Download batch RUN_ID (`latest`: the champion) into DEST/RUN_ID/ and verify every
+    checksum (--repair: download again only what an earlier pull left missing or damaged)."""
     from ensgan.io.batches import pull_batch, repair_batch
+    from ensgan.io.promotion import resolve
 
+    def pull() -> tuple[str, Path | list[str]]:
+        opened = _store(params, store, endpoint_url)
+        rid = resolve(opened, run_id)
+        return rid, (repair_batch if repair else pull_batch)(opened, rid, dest)
+
+    run_id, done = _run(pull)
     if repair:
-        fixed = _run(lambda: repair_batch(_store(params, store, endpoint_url), run_id, dest))
-        what = ", ".join(fixed) if fixed else "nothing (it was intact)"
+        what = ", ".join(done) if done else "nothing (it was intact)"
         typer.echo(f"repaired {dest / run_id}: downloaded {what}; checksums verified")
         return
-    path = _run(lambda: pull_batch(_store(params, store, endpoint_url), run_id, dest))
-    typer.echo(f"pulled {run_id} into {path} (checksums verified)")
+    typer.echo(f"pulled {run_id} into {done} (checksums verified)")
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (not part of the pipeline).")

@@ -163,6 +163,21 @@ class GenerateConfig(_Strict):
     seed: int = 0
 
 
+Tolerance = Annotated[float, Field(ge=0.0)] | None  # None: that figure is not compared
+
+
+class GateConfig(_Strict):
+    """How much worse than the champion a night's batch may be and still become `latest`.
+
+    FD is compared relatively (its scale depends on the dataset and feature net), the others
+    as absolute differences; a figure set to null is not compared."""
+
+    fd: Tolerance = 0.10  # FD may rise by this fraction of the champion's
+    recall: Tolerance = 0.02  # may fall by this much
+    coverage: Tolerance = 0.02  # may fall by this much
+    class_kl: Tolerance = 0.05  # may rise by this much
+
+
 class StorageConfig(_Strict):
     url: str = "store"  # a local directory, or s3://bucket[/prefix]
     endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, Ceph, R2, SeaweedFS)
@@ -233,6 +248,7 @@ class Params(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     generate: GenerateConfig = GenerateConfig()
     storage: StorageConfig = StorageConfig()
+    gate: GateConfig = GateConfig()
     schedule: ScheduleConfig = ScheduleConfig()
 
     @field_validator("members")

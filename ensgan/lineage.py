@@ -1,7 +1,10 @@
 """Where a batch came from, recorded in its batch.json: the git commit of the project (and
 whether the work tree had uncommitted changes), dvc.lock's digest as it stood when the batch
-was generated (the stages before `generate`), and each member's weights hash. With them, a
-batch in the bucket names what to check out and pull to make it again (`ensgan batches show`).
+was generated, the DVC hashes of what generate read (the outs of prepare, train and stack as
+dvc.lock records them: what `dvc pull` fetches from the remote), and each member's weights
+hash. With them, a batch in the bucket names what to check out and pull to make it again
+(`ensgan batches show`). The flow records those stages in dvc.lock before it generates
+(ensgan/orchestration/versioning.py), so the hashes name the members that made the batch.
 """
 
 from __future__ import annotations
@@ -10,6 +13,10 @@ import hashlib
 import shutil
 import subprocess
 from pathlib import Path
+
+import yaml
+
+INPUT_STAGES = ("prepare", "train", "stack")  # what generate reads
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -25,6 +32,20 @@ def _git(root: Path, *args: str) -> str | None:
     return res.stdout.strip() if res.returncode == 0 else None
 
 
+def dvc_inputs(lock: Path) -> dict[str, str] | None:
+    """{out path: DVC hash} for the input stages' outs in dvc.lock; None without a lock."""
+    try:
+        stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        return None
+    outs = {}
+    for stage in INPUT_STAGES:
+        for out in (stages.get(stage) or {}).get("outs") or []:
+            if isinstance(out, dict) and "path" in out:
+                outs[str(out["path"])] = str(out.get("md5") or out.get("etag") or "")
+    return outs or None
+
+
 def lineage(root: Path, member_weights: dict[str, str | None]) -> dict:
     """The record; a field is None where the project is not a git repo or has no dvc.lock."""
     root = Path(root)
@@ -36,15 +57,28 @@ def lineage(root: Path, member_weights: dict[str, str | None]) -> dict:
         "git_commit": commit,
         "git_dirty": bool(status) if commit else None,
         "dvc_lock_sha256": lock_sha,
+        "dvc_inputs": dvc_inputs(lock) if lock_sha else None,
         "member_weights_sha256": dict(sorted(member_weights.items())),
     }
 
 
 def reproduce_commands(run_id: str, meta: dict) -> list[str]:
-    """The commands that make the batch again, from its batch.json."""
+    """The commands that make the batch again, from its batch.json.
+
+    The recorded commit is the code the batch was made with; the dvc.lock that names its
+    members is committed after the run (the flow writes it as the night ends), so where the
+    lineage has the members' DVC hash, the checkout finds the first commit whose dvc.lock
+    holds it (git's pickaxe), and `dvc pull` fetches just what generate reads."""
     rec = meta.get("lineage") or {}
+    members = (rec.get("dvc_inputs") or {}).get("models/members")
     steps = []
-    if rec.get("git_commit"):
-        steps.append(f"git checkout {rec['git_commit']}")
-    steps += ["dvc pull", "ensgan generate", f"ls outputs/batches/{run_id}"]
+    if members:
+        find = f"git log --all --reverse --format=%H -S {members} -- dvc.lock | head -n 1"
+        steps.append(f'git checkout "$({find})"')
+        steps.append(f"dvc pull {' '.join(INPUT_STAGES)}")
+    else:
+        if rec.get("git_commit"):
+            steps.append(f"git checkout {rec['git_commit']}")
+        steps.append("dvc pull")
+    steps += ["ensgan generate", f"ls outputs/batches/{run_id}"]
     return steps

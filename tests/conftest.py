@@ -95,15 +95,20 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def _s3_env() -> Iterator[None]:
-    """Dummy credentials and no ambient AWS config, so tests never touch a real account."""
+def _s3_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Dummy credentials and no ambient AWS config, so tests never touch a real account.
+
+    The config files are empty files rather than /dev/null: aiobotocore (under DVC's S3
+    remote) refuses a config path that is not a regular file."""
+    empty = tmp_path_factory.mktemp("aws") / "empty"
+    empty.write_text("")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AWS_ACCESS_KEY_ID", "ensgan-test-key")
         mp.setenv("AWS_SECRET_ACCESS_KEY", "ensgan-test-secret")
         mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
         mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        mp.setenv("AWS_CONFIG_FILE", os.devnull)
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        mp.setenv("AWS_CONFIG_FILE", str(empty))
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
         for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
             mp.delenv(var, raising=False)
         yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -26,6 +27,11 @@ def test_flow_runs_every_stage_and_publishes(flow_project: dict, tmp_path: Path)
     root, s = flow_project["root"], flow_project["summary"]
     assert set(s["members"]) == {"a", "b"}
     assert s["published"]["status"] == "published"
+    assert s["dvc"]["recorded"] is False and "not a DVC project" in s["dvc"]["why"]
+    assert s["published"]["gate"]["decision"] == "promoted"  # the first batch: the champion
+    champion = json.loads((root / "store" / "latest.json").read_text())
+    assert champion["run_id"] == s["batch"]["run_id"] and champion["metrics"]["fd"] > 0
+    assert not (root / "dvc.lock").exists()  # no DVC: nothing written in its name
 
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     assert set(metrics["members"]) == {"a", "b"}
@@ -91,6 +97,8 @@ def test_second_run_retrains_and_publishes_nothing(flow_project: dict) -> None:
     assert os.stat(ckpt).st_mtime_ns == before, "a finished member was trained again"
     assert again["batch"]["run_id"] == flow_project["summary"]["batch"]["run_id"]
     assert again["published"]["status"] == "already-published"
+    assert again["published"]["gate"]["latest"] == again["batch"]["run_id"]
+    assert len(list((root / "store" / "history").glob("*.json"))) >= 2  # a row per night
 
     runs = anyio.run(_flow_runs)
     assert len(runs) >= 2
@@ -221,7 +229,9 @@ def test_a_planted_pickle_record_is_never_unpickled(flow_project: dict, tmp_path
     from ensgan.orchestration.results import check_plain_json
 
     storage = Path(PREFECT_LOCAL_STORAGE_PATH.value())
-    (record_path,) = [p for p in storage.rglob("ensgan-member-a-*") if p.is_file()]
+    member = flow_project["root"].resolve() / "models" / "members" / "a"
+    where = hashlib.sha256(str(member).encode()).hexdigest()[:12]  # the key names the project
+    (record_path,) = [p for p in storage.rglob(f"ensgan-member-a-*-{where}") if p.is_file()]
     marker = tmp_path / "unpickled"
     planted = ResultRecord(
         metadata=ResultRecordMetadata(serializer=PickleSerializer(), storage_key=str(record_path)),

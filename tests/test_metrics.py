@@ -88,6 +88,22 @@ def test_save_load_round_trip(tmp_path, net: f.FeatureNet, digits) -> None:
     assert not list(path.parent.glob("*.tmp"))
 
 
+def test_saving_the_same_net_gives_the_same_bytes(tmp_path, net: f.FeatureNet) -> None:
+    """DVC hashes the file: identical tensors must give an identical file, every time."""
+    paths = [f.save_feature_net(net, tmp_path / f"{i}.safetensors") for i in range(6)]
+    assert len({p.read_bytes() for p in paths}) == 1
+
+
+def test_a_format_1_feature_net_still_loads(tmp_path, net: f.FeatureNet, digits) -> None:
+    from safetensors.torch import save_file
+
+    images, _ = digits
+    path = tmp_path / "old.safetensors"
+    meta = {k: str(v) for k, v in net.config.items()} | {"format": "ensgan.featurenet/1"}
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path), metadata=meta)
+    assert np.array_equal(f.embed(f.load_feature_net(path), images[:20]), f.embed(net, images[:20]))
+
+
 def test_load_rejects_foreign_safetensors(tmp_path) -> None:
     import torch
     from safetensors.torch import save_file

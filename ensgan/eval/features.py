@@ -8,6 +8,7 @@ learns to tell clusters apart, and "classes covered" counts clusters covered.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ from torch import nn
 
 from ensgan.io.files import atomic_write
 
-FORMAT = "ensgan.featurenet/1"
+FORMAT = "ensgan.featurenet/2"  # /2: the config in one metadata key; /1 files still load
+_FORMAT_1 = "ensgan.featurenet/1"
 _META_KEYS = ("channels", "image_size", "n_classes", "feature_dim")
 
 
@@ -134,11 +136,16 @@ def pseudo_labels(images: np.ndarray, n_classes: int = 10, seed: int = 0) -> np.
 
 
 def save_feature_net(net: FeatureNet, path: str | Path) -> Path:
-    """Write weights plus constructor args (safetensors metadata) atomically."""
+    """Write weights plus constructor args (safetensors metadata) atomically.
+
+    The args go in a single metadata key: safetensors writes its metadata map in random order,
+    so with several keys the same net gave different bytes each time, and DVC saw a changed
+    output after every evaluate."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    meta = {k: str(v) for k, v in net.config.items()} | {"format": FORMAT}
+    config = {"format": FORMAT, **{k: int(v) for k, v in net.config.items()}}
+    meta = {"ensgan": json.dumps(config, sort_keys=True)}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
@@ -146,7 +153,9 @@ def load_feature_net(path: str | Path, device: str = "cpu") -> FeatureNet:
     """Rebuild a FeatureNet from its safetensors file alone (no pickle involved)."""
     with safe_open(str(path), framework="pt", device="cpu") as f:
         meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
+        if "ensgan" in meta:
+            meta = json.loads(meta["ensgan"])
+        if meta.get("format") not in (FORMAT, _FORMAT_1):
             raise ValueError(f"{path} is not a feature net ({FORMAT}) file")
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
     net = FeatureNet(**{k: int(meta[k]) for k in _META_KEYS})

@@ -22,6 +22,8 @@ from ensgan.layout import Layout
 from ensgan.orchestration.runners import make_runner, shared_api, worker_count
 from ensgan.orchestration.schedule import plan
 from ensgan.orchestration.tasks import (
+    dvc_commit_task,
+    dvc_push_task,
     evaluate_task,
     generate_task,
     prepare_task,
@@ -30,6 +32,7 @@ from ensgan.orchestration.tasks import (
     stack_task,
     train_task,
 )
+from ensgan.orchestration.versioning import INPUT_STAGES, dvc_project
 from ensgan.pipeline.common import params_sha256
 
 
@@ -82,9 +85,15 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
             )
     cards = [f.result() for f in futures]
     stack = stack_task(params_path, root)
+    unversioned = dvc_project(layout.root, params_path)
+    if unversioned is None:  # before generate: the batch's lineage names what dvc.lock holds
+        dvc_commit_task(root, INPUT_STAGES)
+    else:
+        get_run_logger().info("not recorded in DVC: %s", unversioned)
     metrics = evaluate_task(params_path, root)
     batch = generate_task(params_path, root)
     receipt = publish_task(params_path, root, batch["run_id"])
+    dvc = _record(root, unversioned)
     report = layout.reports.resolve() / "index.html"
     summary = {
         "data_sha256": data["sha256"],
@@ -95,19 +104,49 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
         "published": receipt,
         "report": str(report),
         "metrics": metrics,
+        "dvc": dvc,
     }
     create_markdown_artifact(
         key="ensgan-nightly",
         markdown=(
             f"# ensgan nightly\n\nbatch `{batch['run_id']}` ({batch['n_images']} images), "
             f"published: {receipt['status']} at `{receipt.get('url', receipt.get('prefix'))}`\n\n"
+            f"{_gate_line(receipt['gate'])}\n\n"
             f"data `{data['sha256'][:12]}`, params `{summary['params_sha256'][:12]}`, "
             f"stacker CV ROC AUC {stack['cv_roc_auc']:.3f}\n\n"
-            f"```\n{metrics_table(metrics)}\n```\n\nreport: `{report}`\n"
+            f"```\n{metrics_table(metrics)}\n```\n\nreport: `{report}`\n\n"
+            f"DVC: {_dvc_line(dvc)}\n"
         ),
         description="members and combinations side by side",
     )
     return summary
+
+
+def _record(root: str, unversioned: str | None) -> dict:
+    """Record the rest of the run in dvc.lock and push the cache to the default remote."""
+    if unversioned is not None:
+        return {"recorded": False, "why": unversioned}
+    changed = dvc_commit_task(root, ("evaluate", "generate", "publish"))
+    if changed:  # e.g. code edited while the flow ran: dvc.lock cannot describe both
+        get_run_logger().warning("dvc status is not clean after recording the run: %s", changed)
+    remote = dvc_push_task(root)
+    return {"recorded": True, "status": changed, "pushed_to": remote}
+
+
+def _gate_line(verdict: dict) -> str:
+    if verdict["decision"] == "promoted":
+        return f"**promoted** by the gate; `latest` (what consumers get) is `{verdict['latest']}`"
+    why = "; ".join(verdict["reasons"])
+    return f"**not promoted** (a candidate; `latest` stays `{verdict['latest']}`): {why}"
+
+
+def _dvc_line(dvc: dict) -> str:
+    if not dvc["recorded"]:
+        return f"not recorded ({dvc['why']})"
+    remote = dvc["pushed_to"]
+    pushed = f"pushed to remote `{remote}`" if remote else "no remote to push to"
+    clean = "`dvc status` clean" if not dvc["status"] else "`dvc status` NOT clean"
+    return f"recorded in dvc.lock, {clean}, {pushed}"
 
 
 def run(params_path: str = "params.yaml", root: str = ".") -> dict:

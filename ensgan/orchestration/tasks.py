@@ -20,6 +20,7 @@ from ensgan.config import Params, load_params
 from ensgan.errors import is_user_error
 from ensgan.gan.member import fingerprint
 from ensgan.layout import Layout
+from ensgan.orchestration import versioning
 from ensgan.orchestration.logs import quiet_user_tracebacks
 from ensgan.orchestration.results import PLAIN_JSON, guard_cached_record
 from ensgan.pipeline import evaluate, generate, prepare, publish, stack, train
@@ -100,3 +101,15 @@ def generate_task(params_path: str, root: str) -> dict:
 @task(name="publish", retries=3, retry_delay_seconds=[2, 10, 30], **RETRY)
 def publish_task(params_path: str, root: str, run_id: str) -> dict:
     return publish.run(*setup(params_path, root), run_id)
+
+
+@task(name="dvc-commit", retries=2, retry_delay_seconds=[5, 30])  # DVC's repo lock may be held
+def dvc_commit_task(root: str, stages: tuple[str, ...]) -> dict:
+    """Record what the flow made in dvc.lock, as `dvc repro` would have (see versioning.py)."""
+    versioning.commit(Path(root), stages)
+    return versioning.status(Path(root))
+
+
+@task(name="dvc-push", retries=3, retry_delay_seconds=[2, 10, 30])
+def dvc_push_task(root: str) -> str | None:
+    return versioning.push(Path(root))

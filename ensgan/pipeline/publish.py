@@ -1,15 +1,36 @@
-"""Stage `publish`: upload a generated batch (manifest last) and write a receipt of where."""
+"""Stage `publish`: upload a generated batch (manifest last), pass it through the promotion
+gate against the store's champion, and write a receipt of where it went and what the gate said.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 
 from ensgan.config import Params
-from ensgan.io.batches import publish_batch
+from ensgan.io.batches import BATCH_JSON, publish_batch
 from ensgan.io.files import write_json
+from ensgan.io.promotion import figures, gate
 from ensgan.io.storage import open_store
 from ensgan.layout import Layout
+
+log = logging.getLogger(__name__)
+
+
+def batch_metrics(layout: Layout, run_id: str) -> tuple[dict | None, dict[str, dict]]:
+    """The evaluation of the batch's combination and of each member, from reports/metrics.json
+    when it describes the same data and params as the batch (else None: nothing to judge by)."""
+    path = layout.reports / "metrics.json"
+    if not path.is_file():
+        return None, {}
+    metrics = json.loads(path.read_text())
+    meta = json.loads((layout.batches / run_id / BATCH_JSON).read_text())
+    if any(metrics.get(k) != meta.get(k) for k in ("data_sha256", "params_sha256")):
+        log.warning("reports/metrics.json evaluates other data or params than batch %s", run_id)
+        return None, {}
+    members = {n: figures(row) or {} for n, row in (metrics.get("members") or {}).items()}
+    return figures((metrics.get("ensemble") or {}).get(meta.get("method"))), members
 
 
 def run(params: Params, layout: Layout, run_id: str | None = None) -> dict:
@@ -23,6 +44,11 @@ def run(params: Params, layout: Layout, run_id: str | None = None) -> dict:
         raise FileNotFoundError(f"no batch {run_id} under {layout.batches}: run generate first")
     store = open_store(params.storage, layout.root)
     result = {"run_id": run_id, **publish_batch(store, batch_dir)}
+    metrics, members = batch_metrics(layout, run_id)
+    result["gate"] = gate(store, run_id, result["prefix"], metrics, members, params.gate)
+    if result["gate"]["decision"] == "candidate":
+        why = "; ".join(result["gate"]["reasons"])
+        log.warning("batch %s published as a candidate, not promoted: %s", run_id, why)
     result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(layout.published, result)
     return result
