@@ -148,6 +148,7 @@ class EnsembleConfig(_Strict):
     training: Literal["bagging", "boosting"] = "bagging"  # members in parallel, or AdaGAN rounds
     boosting_beta: Annotated[float, Field(gt=0, lt=1)] | None = None  # None: β_t = 1/t
     boosting_epochs: Annotated[int, Field(ge=1, le=100)] = 5  # the mixture classifier's passes
+    min_members: Annotated[int, Field(ge=1)] | None = None  # None: every member must finish
 
 
 class EvaluateConfig(_Strict):
@@ -260,6 +261,15 @@ class Params(_Strict):
             if not NAME_RE.match(name):
                 raise ValueError(f"member name {name!r} must match {NAME_RE.pattern}")
         return v
+
+    @model_validator(mode="after")
+    def _min_members(self) -> Params:
+        k = self.ensemble.min_members
+        if k is not None and k > len(self.members):
+            raise ValueError(
+                f"ensemble.min_members is {k}, but params.yaml lists {len(self.members)} members"
+            )
+        return self
 
     @model_validator(mode="after")
     def _weights_name_members(self) -> Params:

@@ -39,6 +39,10 @@ class StackerError(ValueError):
     """The meta-learner cannot be fitted or loaded as asked; the message says why."""
 
 
+class TooFewMembersError(RuntimeError):
+    """Fewer members finished than `ensemble.min_members`; the message names who failed."""
+
+
 class BusyError(RuntimeError):
     """Another ensgan run is writing to the same project directory."""
 
@@ -56,6 +60,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     DivergedError,
     OutputError,
     StackerError,
+    TooFewMembersError,
     BusyError,
     CardError,
     FileNotFoundError,

@@ -295,3 +295,26 @@ def test_regenerate_remakes_published_images_byte_identical(
     other.write_text((root / "params.yaml").read_text().replace("seed: 0", "seed: 5"))
     res = runner.invoke(app, ["regenerate", run_id, "0", "-p", str(other)])
     assert res.exit_code == 2 and "not " + run_id in res.output
+
+
+def test_a_failed_member_does_not_sink_the_night(tmp_path: Path, prefect_server) -> None:
+    """With ensemble.min_members: 2 of 3, the flow goes on without the member that failed, and
+    the metrics, the report and the batch name it (issue 10, §2)."""
+    from ensgan.orchestration.flow import run
+
+    members = {
+        "a": {"arch": "dcgan", "seed": 1, "width": 8},
+        "b": {"arch": "upsample", "seed": 2, "width": 4},
+        "c": {"arch": "mlp", "seed": 3, "width": 8},
+    }
+    root = write_tiny_project(tmp_path / "p", members=members, ensemble={"min_members": 2})
+    (root / "models" / "members").mkdir(parents=True)
+    (root / "models" / "members" / "c").write_text("a file where member c's folder goes")
+    summary = run(params_path="params.yaml", root=str(root))
+    assert set(summary["members"]) == {"a", "b"} and list(summary["left_out"]) == ["c"]
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    assert set(metrics["members"]) == {"a", "b"}
+    assert "NotADirectoryError" in metrics["left_out"]["c"]
+    assert "left out of this run" in (root / "reports" / "index.html").read_text()
+    meta = json.loads((Path(summary["batch"]["path"]) / "batch.json").read_text())
+    assert list(meta["left_out"]) == ["c"] and summary["published"]["status"] == "published"

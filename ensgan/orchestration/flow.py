@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact
 
 from ensgan.config import Params, load_params
+from ensgan.errors import CardError
 from ensgan.eval.report import metrics_table
 from ensgan.gan.member import fingerprint, member_is_finished
 from ensgan.io.files import project_lock, recover_outputs
@@ -34,6 +35,8 @@ from ensgan.orchestration.tasks import (
 )
 from ensgan.orchestration.versioning import INPUT_STAGES, dvc_project
 from ensgan.pipeline.common import params_sha256
+from ensgan.pipeline.survivors import settle
+from ensgan.pipeline.train import failure
 
 
 @flow(name="nightly", log_prints=True)
@@ -52,22 +55,15 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
     workers = worker_count(params)
     threads = max(1, (os.cpu_count() or 1) // workers)
     names, _ = plan(params, layout, workers)
-    finished = {
-        n: member_is_finished(
-            layout.member(n),
-            fingerprint(data["sha256"], params.members[n], params.train),
-            params.train.steps,
-        )
-        is not None
-        for n in names
-    }
-    futures = []
+    finished = {n: _finished(params, layout, n, data["sha256"]) for n in names}
+    futures, submitted = [], []
     if params.ensemble.training == "boosting":
         # AdaGAN: a chain, each member after the ones before it. The cache key cannot see the
         # data weights a round gets from the members before it, so these tasks always run
         # (a finished member returns at once; its weights are cached beside it).
         boost = train_task.with_options(refresh_cache=True)
         for n in params.members:
+            submitted.append(n)
             futures.append(
                 boost.submit(  # one member at a time: every core
                     n, params_path, root, data["sha256"], os.cpu_count() or 1, wait_for=futures[-1:]
@@ -76,6 +72,7 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
     for trusted in (True, False) if params.ensemble.training == "bagging" else ():
         group = [n for n in names if finished[n] is trusted]  # untrusted: run despite a cache
         if group:
+            submitted += group
             futures += train_task.with_options(refresh_cache=not trusted).map(
                 group,
                 unmapped(params_path),
@@ -83,7 +80,17 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
                 unmapped(data["sha256"]),
                 unmapped(threads),
             )
-    cards = [f.result() for f in futures]
+    cards, failures = [], {}
+    for name, future in zip(submitted, futures, strict=True):
+        future.wait()
+        outcome = future.state.result(raise_on_failure=False)
+        if future.state.is_completed():
+            cards.append(outcome)
+        else:  # recorded; settle() stops the run if fewer than ensemble.min_members finished
+            failures[name] = (
+                failure(outcome) if isinstance(outcome, BaseException) else future.state.message
+            ) or future.state.name
+    settle(params, layout, failures)
     stack = stack_task(params_path, root)
     unversioned = dvc_project(layout.root, params_path)
     if unversioned is None:  # before generate: the batch's lineage names what dvc.lock holds
@@ -99,6 +106,7 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
         "data_sha256": data["sha256"],
         "params_sha256": params_sha256(params),
         "members": {c["name"]: c["fingerprint"][:12] for c in cards},
+        "left_out": failures,
         "stacker_cv_roc_auc": stack["cv_roc_auc"],
         "batch": batch,
         "published": receipt,
@@ -112,6 +120,8 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
             f"# ensgan nightly\n\nbatch `{batch['run_id']}` ({batch['n_images']} images), "
             f"published: {receipt['status']} at `{receipt.get('url', receipt.get('prefix'))}`\n\n"
             f"{_gate_line(receipt['gate'])}\n\n"
+            + "".join(f"- **left out**: member `{n}`: {why}\n" for n, why in failures.items())
+            + "\n"
             f"data `{data['sha256'][:12]}`, params `{summary['params_sha256'][:12]}`, "
             f"stacker CV ROC AUC {stack['cv_roc_auc']:.3f}\n\n"
             f"```\n{metrics_table(metrics)}\n```\n\nreport: `{report}`\n\n"
@@ -120,6 +130,16 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
         description="members and combinations side by side",
     )
     return summary
+
+
+def _finished(params: Params, layout: Layout, name: str, data_sha: str) -> bool:
+    """Whether the member's output on disk is finished; one that cannot even be read is not,
+    and its task runs (and fails there, to be left out, rather than failing the flow here)."""
+    fp = fingerprint(data_sha, params.members[name], params.train)
+    try:
+        return member_is_finished(layout.member(name), fp, params.train.steps) is not None
+    except (OSError, CardError):
+        return False
 
 
 def _record(root: str, unversioned: str | None) -> dict:

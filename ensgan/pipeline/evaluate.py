@@ -30,6 +30,7 @@ from ensgan.io.files import atomic_dir, atomic_write, staged_outputs, write_json
 from ensgan.io.images import save_grid
 from ensgan.layout import Layout
 from ensgan.pipeline.common import load_ensemble, params_sha256
+from ensgan.pipeline.survivors import left_out, survivors
 
 # What evaluate writes under reports/, switched from the old run's to the new as one
 # (io.files.staged_outputs): a kill at any instant leaves a report of one run, never a mix.
@@ -44,6 +45,7 @@ OUTPUTS = (
 
 
 def run(params: Params, layout: Layout) -> dict:
+    params = survivors(params, layout)  # without the members training left out
     rel = layout.reports.relative_to(layout.root).as_posix()
     with staged_outputs(layout.root, "evaluate", [f"{rel}/{o}" for o in OUTPUTS]) as stage:
         return _evaluate(params, layout, stage / rel)
@@ -141,6 +143,7 @@ def _evaluate(params: Params, layout: Layout, out: Path) -> dict:
     }
     metrics["data_sha256"] = data.card.sha256
     metrics["params_sha256"] = params_sha256(params)
+    metrics["left_out"] = left_out(layout)  # members that failed training, and why
     with atomic_dir(out / "grids") as tmp:  # no grid of a removed member survives
         for stem, images in tiles.values():
             save_grid(images, tmp / f"{stem}.png", nrow=ec.grid_size)
@@ -159,6 +162,10 @@ def _evaluate(params: Params, layout: Layout, out: Path) -> dict:
             f"{stack_card.calibration} calibration: ECE {stack_card.ece_raw:.3f} -> "
             f"{stack_card.ece_calibrated:.3f}, Brier {stack_card.brier_raw:.3f} -> "
             f"{stack_card.brier_calibrated:.3f}",
+            "left out of this run": "; ".join(
+                f"{n}: {why}" for n, why in metrics["left_out"].items()
+            )
+            or "none",
             "real row": "held-in real images vs the hold-out: the floor for every metric",
             "real images accepted by DRS, per class / mean": metrics["stacker"][
                 "real_acceptance_by_class"

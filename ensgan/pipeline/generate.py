@@ -14,6 +14,7 @@ from ensgan.io.files import write_json
 from ensgan.layout import Layout
 from ensgan.lineage import lineage
 from ensgan.pipeline.common import load_ensemble, params_sha256
+from ensgan.pipeline.survivors import left_out, survivors
 from ensgan.provenance import code_version
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def batch_run_id(params: Params, layout: Layout) -> str:
 
 
 def run(params: Params, layout: Layout) -> dict:
+    params = survivors(params, layout)  # without the members training left out (in the id)
     run_id = batch_run_id(params, layout)
     batch_dir = layout.batches / run_id
     if batch_dir.exists():
@@ -79,6 +81,7 @@ def run(params: Params, layout: Layout) -> dict:
             "data_sha256": read_card(DataCard, layout.prepared).sha256,
             "params_sha256": params_sha256(params),
             "sampling": {k: round(v, 6) for k, v in s.stats.items()},  # accept rate, ESS
+            "left_out": left_out(layout),  # members that failed training, and why
             "lineage": lineage(
                 layout.root, {n: m.card and m.card.weights_sha256 for n, m in ens.members.items()}
             ),

@@ -22,10 +22,12 @@ from ensgan.io.images import png_bytes
 from ensgan.layout import Layout
 from ensgan.pipeline.common import load_ensemble
 from ensgan.pipeline.generate import batch_run_id
+from ensgan.pipeline.survivors import survivors
 
 
 def run(params: Params, layout: Layout, run_id: str, image_id: int, out: Path) -> dict:
     check_run_id(run_id)
+    params = survivors(params, layout)  # the members the batch was made from
     if Path(out).exists():
         raise BatchError(f"{out} exists; refusing to overwrite it: name another --out")
     batch = layout.batches / run_id

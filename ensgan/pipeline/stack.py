@@ -22,9 +22,11 @@ from ensgan.ensemble.stacking import (
 from ensgan.io.cards import StackerCard
 from ensgan.layout import Layout
 from ensgan.pipeline.common import load_ensemble, stacker_settings
+from ensgan.pipeline.survivors import survivors
 
 
 def run(params: Params, layout: Layout) -> dict:
+    params = survivors(params, layout)  # without the members training left out
     sc, ec = params.stack, params.ensemble
     data = load_prepared(layout.prepared)
     ens = load_ensemble(params, layout, with_stacker=False)

@@ -27,6 +27,7 @@ from ensgan.gan.member import train_member
 from ensgan.gan.samplers import RealSampler, UniformSampler, WeightedSampler
 from ensgan.io.files import atomic_write
 from ensgan.layout import Layout
+from ensgan.pipeline.survivors import finished_again, settle
 from ensgan.provenance import code_version
 
 log = logging.getLogger(__name__)
@@ -43,16 +44,48 @@ def run(
     progress: bool | None = None,
     callback: Callable[[int], None] | None = None,
 ) -> dict:
-    """Train member `name`, or every member when None; returns {name: card}."""
+    """Train member `name`, or every member when None; returns {name: card} of those that
+    finished. Training every member goes on past one that fails while `ensemble.min_members`
+    can still finish (survivors.py); one named member must finish."""
     names = list(params.members)
     if name is not None and name not in params.members:
         raise ConfigError(f"unknown member {name!r}; params.yaml lists {sorted(names)}")
-    if params.ensemble.training == "boosting":
-        upto = names if name is None else names[: names.index(name) + 1]
-        return {n: train_one(params, layout, n, progress=progress, callback=callback) for n in upto}
     if name is not None:
-        return {name: train_one(params, layout, name, progress=progress, callback=callback)}
-    return train_parallel(params, layout, names)
+        upto = names[: names.index(name)] if params.ensemble.training == "boosting" else []
+        cards = {n: train_one(params, layout, n, progress=progress) for n in upto}
+        cards[name] = train_one(params, layout, name, progress=progress, callback=callback)
+        finished_again(layout, name)
+        return cards
+    if params.ensemble.training == "boosting":
+        cards, failures = train_chain(params, layout, names, progress)
+    else:
+        cards, failures = train_parallel(params, layout, names)
+    settle(params, layout, failures)
+    return cards
+
+
+def failure(exc: BaseException) -> str:
+    """What a left-out member's record says: the error's type and message, on one line."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
+
+
+def train_chain(
+    params: Params, layout: Layout, names: list[str], progress: bool | None
+) -> tuple[dict, dict[str, str]]:
+    """Boosting: rounds in order; a round that fails ends the chain (each round is trained
+    on what the members before it miss, so the rounds after it cannot run)."""
+    cards: dict = {}
+    for i, n in enumerate(names):
+        try:
+            cards[n] = train_one(params, layout, n, progress=progress)
+        except Exception as exc:  # recorded; settle() stops if too few finish
+            log.exception("member %s failed", n)
+            failures = {n: failure(exc)}
+            failures |= {
+                m: f"not trained: boosting round {n} before it failed" for m in names[i + 1 :]
+            }
+            return cards, failures
+    return cards, {}
 
 
 def train_one(
@@ -86,17 +119,32 @@ def _worker(params: Params, root: str, name: str, threads: int) -> dict:
     return train_one(params, Layout(Path(root)), name, progress=False)
 
 
-def train_parallel(params: Params, layout: Layout, names: list[str]) -> dict:
+def train_parallel(params: Params, layout: Layout, names: list[str]) -> tuple[dict, dict[str, str]]:
     """Bagging: independent members, `train.workers` at once (0 = one per core), each with
-    its share of the cores (benchmarks/parallel_members.py measures the gain)."""
+    its share of the cores (benchmarks/parallel_members.py measures the gain). Returns the
+    cards of those that finished and why the others did not."""
     workers = max(1, min(params.train.workers or (os.cpu_count() or 1), len(names)))
+    cards: dict = {}
+    failures: dict[str, str] = {}
     if workers == 1:
-        return {n: train_one(params, layout, n) for n in names}
+        for n in names:
+            try:
+                cards[n] = train_one(params, layout, n)
+            except Exception as exc:  # recorded; settle() stops if too few finish
+                log.exception("member %s failed", n)
+                failures[n] = failure(exc)
+        return cards, failures
     threads = max(1, (os.cpu_count() or 1) // workers)
     root = str(layout.root.resolve())
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         futures = {n: pool.submit(_worker, params, root, n, threads) for n in names}
-        return {n: f.result() for n, f in futures.items()}
+        for n, f in futures.items():
+            try:
+                cards[n] = f.result()
+            except Exception as exc:  # recorded; settle() stops if too few finish
+                log.error("member %s failed: %s", n, failure(exc))
+                failures[n] = failure(exc)
+    return cards, failures
 
 
 def boosting_sampler(params: Params, layout: Layout, name: str) -> RealSampler:
