@@ -18,6 +18,9 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.base
 	$(UV) -e '.[dev]'
+	@# headless Chromium renders the report offline in a test (tests/test_report.py)
+	command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null \
+		|| (apt-get update -q && apt-get install -y -q chromium >/dev/null)
 	touch $@
 
 setup: $(VENV)/.base

@@ -48,15 +48,19 @@ def test_save_grid_rejects_bad_input(tmp_path) -> None:
 def test_write_html(tmp_path) -> None:
     grids = {"dcgan_a": "grids/dcgan_a.png", "vote": "grids/vote.png", "real": "grids/real.png"}
     extra = {"data hash": "abc123", "stacker CV AUC": 0.8765, "note": "<script>x</script>"}
+    charts = {"loss curves": '<svg id="chart"><text>g</text></svg>'}
     path = report.write_html(
-        tmp_path / "r" / "index.html", title="Run <1>", metrics=METRICS, grids=grids, extra=extra
-    )
+        tmp_path / "r" / "index.html", title="Run <1>", metrics=METRICS, grids=grids,
+        extra=extra, charts=charts,
+    )  # fmt: skip
     html = path.read_text(encoding="utf-8")
     for name in ("dcgan_a", "mixture", "vote", "real"):
         assert f"<td>{name}</td>" in html
     for metric in ("fd", "classes_covered", "class_kl", "accept_rate"):
         assert f"<th>{metric}</th>" in html
-    assert html.count("<img ") == 3
+    assert html.count("<img ") == 4  # three grids and the history chart (publish draws it)
+    assert 'src="history.svg"' in html
+    assert '<svg id="chart"><text>g</text></svg>' in html  # our chart, inline and unescaped
     for src in grids.values():
         assert f'src="{src}"' in html
     assert "<b>evil</b>" not in html and "&lt;b&gt;evil&lt;/b&gt;" in html

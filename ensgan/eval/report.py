@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from jinja2 import Environment
+from markupsafe import Markup
 from tabulate import tabulate
 
 from ensgan.io.files import atomic_write
@@ -176,6 +177,7 @@ td.best{font-weight:bold;background:#e6f4e6}
 .grids{display:flex;flex-wrap:wrap;gap:1.5em}
 figure{margin:0}figcaption{text-align:center;font-size:.9em}
 img{image-rendering:pixelated;border:1px solid #ccc;width:280px;height:auto}
+.chart svg,img.chart{max-width:100%;height:auto;image-rendering:auto;width:auto;border:0}
 dt{font-weight:bold}dd{margin:0 0 .5em 1em;font-family:monospace;word-break:break-all}
 </style></head><body>
 <h1>{{ title }}</h1>
@@ -197,6 +199,15 @@ dt{font-weight:bold}dd{margin:0 0 .5em 1em;font-family:monospace;word-break:brea
 {% for cell in r.cells %}<td class="num">{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}</table>
 {% endfor %}
+{% for name, svg in charts %}<h2>{{ name | capitalize }}</h2>
+<div class="chart">{{ svg }}</div>
+{% endfor %}
+{% if history %}<h2>History</h2>
+<p>FD, recall and coverage per night, for the published combination and each member (✕: not
+promoted by the gate). Drawn by <code>publish</code> from the store's history, so tonight's
+row appears once the batch is published.</p>
+<img class="chart" src="{{ history }}" alt="no history yet: it is drawn when a batch is published">
+{% endif %}
 {% if grids %}<h2>Samples</h2>
 <div class="grids">{% for name, src in grids %}
 <figure><img src="{{ src }}" alt="{{ name }} samples"><figcaption>{{ name }}</figcaption></figure>
@@ -215,6 +226,8 @@ def write_html(
     metrics: Mapping[str, object],
     grids: Mapping[str, str | Path],
     extra: Mapping[str, object] | None = None,
+    charts: Mapping[str, str] | None = None,
+    history: str | None = "history.svg",
 ) -> Path:
     """Render the one-page report (autoescaped, so names cannot inject markup), atomically."""
     rows = _rows(metrics)
@@ -243,5 +256,7 @@ def write_html(
         notes_by_name=_NOTES,
         list_tables=_list_tables(rows),
         extra=[(k, fmt(v)) for k, v in (extra or {}).items()],
+        charts=[(k, Markup(v)) for k, v in (charts or {}).items()],  # our own SVG, inline
+        history=history,
     )
     return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))

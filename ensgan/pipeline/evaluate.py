@@ -10,12 +10,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ensgan.config import Params
 from ensgan.data.prepared import load_prepared
 from ensgan.ensemble.combinations import METHODS, Ensemble, collapse
 from ensgan.ensemble.rejection import drs_accept_prob
 from ensgan.errors import DataError, StackerError
+from ensgan.eval.charts import loss_chart, metrics_chart
 from ensgan.eval.features import (
     FeatureNet,
     embed,
@@ -149,12 +151,13 @@ def _evaluate(params: Params, layout: Layout, out: Path) -> dict:
             save_grid(images, tmp / f"{stem}.png", nrow=ec.grid_size)
     grids = {caption: f"grids/{stem}.png" for caption, (stem, _) in tiles.items()}
     write_json(out / "metrics.json", metrics)
-    _write_plots(params, layout, metrics, out / "plots")
+    charts = _write_plots(params, layout, metrics, out / "plots")
     write_html(
         out / "index.html",
         title="ensgan report",
         metrics=metrics,
         grids=grids,
+        charts=charts,
         extra={
             "data sha256": data.card.sha256,
             "params sha256": metrics["params_sha256"],
@@ -225,14 +228,32 @@ NARROWING = 0.01  # recall or coverage this far below the plain mixture's: the m
 PLOTTED = ("fd", "class_kl", "precision", "recall", "density", "coverage")  # plots/fd.csv
 
 
-def _write_plots(params: Params, layout: Layout, metrics: dict, plots: Path) -> None:
-    with atomic_dir(plots / "losses") as losses:
+def models_frame(metrics: dict, *, real: bool = False) -> pd.DataFrame:
+    """One row per member and combination (and the real row when asked), with the plotted
+    figures: the DVC plot's table and the report's chart."""
+    groups = [("member", metrics["members"]), ("ensemble", metrics["ensemble"])]
+    if real:
+        groups.append(("real", {"real": metrics["real"]}))
+    rows = [
+        {"model": name, "kind": kind, **{k: m[k] for k in PLOTTED}}
+        for kind, group in groups
+        for name, m in group.items()
+        if "error" not in m
+    ]
+    return pd.DataFrame(rows, columns=["model", "kind", *PLOTTED])
+
+
+def _write_plots(params: Params, layout: Layout, metrics: dict, plots: Path) -> dict[str, str]:
+    """The DVC plots (loss logs, the figures per model) and the report's charts drawn from
+    the same tables."""
+    losses = {}
+    with atomic_dir(plots / "losses") as out:
         for name in params.members:
-            shutil.copyfile(layout.member(name) / "losses.csv", losses / f"{name}.csv")
-    rows = ["model,kind," + ",".join(PLOTTED)]
-    for kind, group in (("member", metrics["members"]), ("ensemble", metrics["ensemble"])):
-        for name, m in group.items():
-            if "error" not in m:
-                rows.append(f"{name},{kind}," + ",".join(f"{m[k]:.6f}" for k in PLOTTED))
-    text = "\n".join(rows) + "\n"
-    atomic_write(plots / "fd.csv", lambda tmp: Path(tmp).write_text(text))
+            shutil.copyfile(layout.member(name) / "losses.csv", out / f"{name}.csv")
+            losses[name] = pd.read_csv(out / f"{name}.csv")
+    table = models_frame(metrics)
+    atomic_write(plots / "fd.csv", lambda tmp: table.to_csv(tmp, index=False, float_format="%.6f"))
+    return {
+        "loss curves": loss_chart(losses),
+        "members and combinations": metrics_chart(models_frame(metrics, real=True)),
+    }

@@ -7,15 +7,20 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
 
 from ensgan.config import Params
 from ensgan.io.batches import BATCH_JSON, publish_batch
-from ensgan.io.files import write_json
-from ensgan.io.promotion import figures, gate
+from ensgan.io.files import atomic_write, write_json
+from ensgan.io.promotion import figures, gate, history
 from ensgan.io.storage import open_store
 from ensgan.layout import Layout
 
 log = logging.getLogger(__name__)
+
+HISTORY_CHART = "history.svg"  # under reports/: the report's <img> names it
 
 
 def batch_metrics(layout: Layout, run_id: str) -> tuple[dict | None, dict[str, dict]]:
@@ -49,6 +54,17 @@ def run(params: Params, layout: Layout, run_id: str | None = None) -> dict:
     if result["gate"]["decision"] == "candidate":
         why = "; ".join(result["gate"]["reasons"])
         log.warning("batch %s published as a candidate, not promoted: %s", run_id, why)
+    write_history_chart(layout, history(store))
     result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(layout.published, result)
     return result
+
+
+def write_history_chart(layout: Layout, frame: pd.DataFrame) -> Path:
+    """reports/history.svg, the report's history chart, from the store's rows (every night
+    published there, whichever machine ran it)."""
+    from ensgan.eval.charts import history_chart  # matplotlib: only where a chart is drawn
+
+    svg = history_chart(frame)
+    path = layout.reports / HISTORY_CHART
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
