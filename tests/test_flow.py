@@ -55,7 +55,8 @@ def test_flow_runs_every_stage_and_publishes(flow_project: dict, tmp_path: Path)
     assert s["batch"]["run_id"].startswith("mh-")
     assert metrics["data_sha256"] == s["data_sha256"]
     assert metrics["params_sha256"] == s["params_sha256"]
-    assert (root / "reports" / "index.html").read_text().count("<img") == 2 + len(METHODS)
+    # a grid per member and combination, and the history chart
+    assert (root / "reports" / "index.html").read_text().count("<img") == 2 + len(METHODS) + 1
 
     # The batch is in the store, listed, and pulls back with verified checksums.
     store = LocalStore(root / "store")

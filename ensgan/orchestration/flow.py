@@ -52,44 +52,7 @@ def nightly(params_path: str = "params.yaml", root: str = ".") -> dict:
 def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
     root = str(layout.root.resolve())
     data = prepare_task(params_path, root)
-    workers = worker_count(params)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    names, _ = plan(params, layout, workers)
-    finished = {n: _finished(params, layout, n, data["sha256"]) for n in names}
-    futures, submitted = [], []
-    if params.ensemble.training == "boosting":
-        # AdaGAN: a chain, each member after the ones before it. The cache key cannot see the
-        # data weights a round gets from the members before it, so these tasks always run
-        # (a finished member returns at once; its weights are cached beside it).
-        boost = train_task.with_options(refresh_cache=True)
-        for n in params.members:
-            submitted.append(n)
-            futures.append(
-                boost.submit(  # one member at a time: every core
-                    n, params_path, root, data["sha256"], os.cpu_count() or 1, wait_for=futures[-1:]
-                )
-            )
-    for trusted in (True, False) if params.ensemble.training == "bagging" else ():
-        group = [n for n in names if finished[n] is trusted]  # untrusted: run despite a cache
-        if group:
-            submitted += group
-            futures += train_task.with_options(refresh_cache=not trusted).map(
-                group,
-                unmapped(params_path),
-                unmapped(root),
-                unmapped(data["sha256"]),
-                unmapped(threads),
-            )
-    cards, failures = [], {}
-    for name, future in zip(submitted, futures, strict=True):
-        future.wait()
-        outcome = future.state.result(raise_on_failure=False)
-        if future.state.is_completed():
-            cards.append(outcome)
-        else:  # recorded; settle() stops the run if fewer than ensemble.min_members finished
-            failures[name] = (
-                failure(outcome) if isinstance(outcome, BaseException) else future.state.message
-            ) or future.state.name
+    cards, failures = _train_members(params, layout, params_path, root, data["sha256"])
     settle(params, layout, failures)
     stack = stack_task(params_path, root)
     unversioned = dvc_project(layout.root, params_path)
@@ -132,6 +95,51 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
     return summary
 
 
+def _train_members(
+    params: Params, layout: Layout, params_path: str, root: str, data_sha: str
+) -> tuple[list[dict], dict[str, str]]:
+    """Every member as a task on the members' own runner (make_runner: a process pool with
+    each process's share of the cores), whoever launched the flow (`ensgan run`, `serve`, a
+    worker running the deployment): the flow's own runner runs the rest. Returns the cards of
+    the members that finished and why the others did not."""
+    workers = worker_count(params)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    names, _ = plan(params, layout, workers)
+    finished = {n: _finished(params, layout, n, data_sha) for n in names}
+    fixed = {"params_path": params_path, "root": root, "data_sha": data_sha}
+    futures, submitted = [], []
+    with make_runner(params) as runner:
+        if params.ensemble.training == "boosting":
+            # AdaGAN: a chain, each member after the ones before it. The cache key cannot see
+            # the data weights a round gets from the members before it, so these tasks always
+            # run (a finished member returns at once; its weights are cached beside it).
+            boost = train_task.with_options(refresh_cache=True)
+            for n in params.members:
+                submitted.append(n)
+                every_core = {**fixed, "name": n, "threads": os.cpu_count() or 1}
+                futures.append(runner.submit(boost, every_core, wait_for=futures[-1:]))
+        for trusted in (True, False) if params.ensemble.training == "bagging" else ():
+            group = [n for n in names if finished[n] is trusted]  # untrusted: run, cache or not
+            if group:
+                submitted += group
+                task = train_task.with_options(refresh_cache=not trusted)
+                mapped = {k: unmapped(v) for k, v in {**fixed, "threads": threads}.items()}
+                futures += runner.map(task, {**mapped, "name": group})
+        cards, failures = [], {}
+        for name, future in zip(submitted, futures, strict=True):
+            future.wait()
+            outcome = future.state.result(raise_on_failure=False)
+            if future.state.is_completed():
+                cards.append(outcome)
+            else:  # recorded; settle() stops the run if fewer than min_members finished
+                failures[name] = (
+                    (failure(outcome) if isinstance(outcome, BaseException) else None)
+                    or future.state.message
+                    or future.state.name
+                )
+    return cards, failures
+
+
 def _finished(params: Params, layout: Layout, name: str, data_sha: str) -> bool:
     """Whether the member's output on disk is finished; one that cannot even be read is not,
     and its task runs (and fails there, to be left out, rather than failing the flow here)."""
@@ -171,11 +179,9 @@ def _dvc_line(dvc: dict) -> str:
 
 def run(params_path: str = "params.yaml", root: str = ".") -> dict:
     """Run the flow once, members in parallel processes when there is more than one worker."""
-    params = load_params(Path(root) / params_path)
+    load_params(Path(root) / params_path)  # invalid params stop here, before a server starts
     with shared_api():
-        return nightly.with_options(task_runner=make_runner(params))(
-            params_path=params_path, root=root
-        )
+        return nightly(params_path=params_path, root=root)
 
 
 def serve(params_path: str = "params.yaml", root: str = ".") -> None:
@@ -189,7 +195,7 @@ def serve(params_path: str = "params.yaml", root: str = ".") -> None:
     from prefect.schedules import Cron
 
     params = load_params(Path(root) / params_path)
-    nightly.with_options(task_runner=make_runner(params)).serve(
+    nightly.serve(
         name="nightly",
         schedule=Cron(params.schedule.cron, timezone=params.schedule.timezone),
         parameters={"params_path": params_path, "root": str(Path(root).resolve())},
