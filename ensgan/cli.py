@@ -71,8 +71,12 @@ def _stage(stage: str, params: Path, *args):
 
 @app.command()
 def validate(params: ParamsOpt = Path("params.yaml")) -> None:
-    """Check params.yaml and print the resolved configuration."""
+    """Check params.yaml (and that prefect.yaml beside it runs on its schedule), and print
+    the resolved configuration."""
+    from ensgan.orchestration.deployment import check_prefect_yaml
+
     p, _ = _run(_load, params)
+    _run(check_prefect_yaml, params.parent / "prefect.yaml", p.schedule)
     typer.echo(p.model_dump_json(indent=2))
 
 

@@ -217,3 +217,69 @@ def test_serve_rejects_an_invalid_cron_without_a_server(tmp_path: Path) -> None:
     assert not (tmp_path / "prefect-home").exists() or not any(
         (tmp_path / "prefect-home").glob("*.db")
     )
+
+
+@pytest.mark.timeout(420)
+def test_a_worker_runs_the_deployment_from_prefect_yaml(tmp_path: Path) -> None:
+    """`prefect deploy` reads prefect.yaml; a real worker of a process pool picks up a run of
+    the `nightly` deployment, which trains, evaluates and publishes a tiny project (§3)."""
+    import json
+    import shutil
+
+    from tests.conftest import REPO
+
+    root = write_tiny_project(tmp_path / "project")
+    shutil.copy(REPO / "prefect.yaml", root / "prefect.yaml")
+    (root / "flows").mkdir()
+    shutil.copy(REPO / "flows" / "nightly.py", root / "flows" / "nightly.py")
+    assert subprocess.run([*_ensgan(), "validate"], cwd=root, capture_output=True).returncode == 0
+    with _prefect_server(tmp_path) as api:
+        env = _clean_env(PREFECT_HOME=str(tmp_path / "client-home"), PREFECT_API_URL=api)
+
+        def prefect(*args: str) -> str:
+            res = subprocess.run([_prefect(), "--no-prompt", *args], cwd=root, env=env,
+                                 capture_output=True, text=True, timeout=120)  # fmt: skip
+            assert res.returncode == 0, f"prefect {' '.join(args)}:\n{res.stdout}\n{res.stderr}"
+            return res.stdout
+
+        prefect("work-pool", "create", "ensgan", "--type", "process")
+        prefect("deploy", "--name", "nightly")
+        prefect("deployment", "run", "nightly/nightly")
+        worker_log = tmp_path / "worker.log"
+        worker_env = {**env, "PREFECT_HOME": str(tmp_path / "worker-home")}
+        cmd = [_prefect(), "worker", "start", "--pool", "ensgan", "--type", "process"]
+        with _spawn(cmd, worker_log, root, worker_env) as worker:
+            logs = [worker_log, tmp_path / "server.log"]
+
+            async def finished(client):
+                if worker.poll() is not None:
+                    pytest.fail(f"the worker exited ({worker.returncode}):\n{_tail(worker_log)}")
+                dep = await client.read_deployment_by_name("nightly/nightly")
+                runs = await client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id]))
+                )
+                done = [r for r in runs if r.state and r.state.is_final()]
+                return (dep, done) if done else None
+
+            dep, done = anyio.run(lambda: _poll(api, finished, 300, "a finished run", logs))
+
+    assert dep.work_pool_name == "ensgan" and dep.entrypoint == "flows/nightly.py:nightly"
+    assert [(s.schedule.cron, s.schedule.timezone) for s in dep.schedules] == [("0 2 * * *", "UTC")]
+    assert done[0].state.type == StateType.COMPLETED, _tail(worker_log)
+    receipt = json.loads((root / "outputs" / "published.json").read_text())
+    assert receipt["status"] == "published" and receipt["gate"]["decision"] == "promoted"
+    assert (root / "store" / receipt["prefix"] / "manifest.jsonl").is_file()
+
+
+def test_validate_refuses_a_prefect_yaml_off_the_params_schedule(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import REPO
+
+    root = write_tiny_project(tmp_path / "project", schedule={"cron": CRON, "timezone": TZ})
+    shutil.copy(REPO / "prefect.yaml", root / "prefect.yaml")
+    res = subprocess.run([*_ensgan(), "validate"], cwd=root, capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f'set prefect.yaml\'s schedules to `- cron: "{CRON}"` with `timezone: {TZ}`' in (
+        res.stderr
+    )
