@@ -17,7 +17,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base
-	$(UV) -e '.[dev]'
+	$(UV) -e '.[dev,ray]'
 	@# headless Chromium renders the report offline in a test (tests/test_report.py)
 	command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null \
 		|| (apt-get update -q && apt-get install -y -q chromium >/dev/null)

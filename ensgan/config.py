@@ -123,6 +123,10 @@ class TrainConfig(_Strict):
     workers: Annotated[int, Field(ge=0, le=64)] = 0  # members trained at once; 0 = one per core
     max_loss: Annotated[float, Field(gt=0)] = 50.0  # a member whose loss passes this has diverged
     loss: Loss = "non_saturating"  # the GAN loss (ensgan/registry.py LOSSES)
+    runner: Literal["process", "ray"] = "process"  # the flow's member tasks: local or Ray
+    ray_address: str | None = None  # a Ray cluster (host:port); None: RAY_ADDRESS, or local
+    ray_cpus: Annotated[float, Field(gt=0)] = 1.0  # CPUs each member task asks Ray for
+    ray_gpus: Annotated[float, Field(ge=0)] = 0.0  # GPUs each member task asks Ray for
     channels_last: bool = True  # NHWC memory format: 1.07-1.4x faster conv members on CPU
 
 
@@ -261,6 +265,15 @@ class Params(_Strict):
             if not NAME_RE.match(name):
                 raise ValueError(f"member name {name!r} must match {NAME_RE.pattern}")
         return v
+
+    @model_validator(mode="after")
+    def _ray_bags(self) -> Params:
+        if self.train.runner == "ray" and self.ensemble.training == "boosting":
+            raise ValueError(
+                "train.runner: ray trains bagged members (independent tasks); boosting rounds "
+                "each need the ones before them: use train.runner: process"
+            )
+        return self
 
     @model_validator(mode="after")
     def _min_members(self) -> Params:

@@ -32,9 +32,10 @@ def test_compose_has_every_service_the_issue_names() -> None:
     services = COMPOSE["services"]
     assert {"minio", "buckets", "postgres", "prefect-server", "deployment", "worker",
             "ray-head", "ray-worker"} <= set(services)  # fmt: skip
-    assert "postgresql+asyncpg://" in services["prefect-server"]["environment"][
-        "PREFECT_API_DATABASE_CONNECTION_URL"
-    ]
+    assert (
+        "postgresql+asyncpg://"
+        in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
+    )
     assert services["worker"]["command"][:4] == ["prefect", "worker", "start", "--pool"]
     assert "--head" in services["ray-head"]["command"]
     assert "mc mb" in services["buckets"]["command"][0]

@@ -36,7 +36,7 @@ def check_prefect_yaml(path: Path, schedule: ScheduleConfig) -> str | None:
     if got != [want]:
         raise ConfigError(
             f"{path}: the `{DEPLOYMENT}` deployment's schedules are {got}, params.yaml's "
-            f"schedule is {want}: set prefect.yaml's schedules to `- cron: \"{schedule.cron}\"` "
+            f'schedule is {want}: set prefect.yaml\'s schedules to `- cron: "{schedule.cron}"` '
             f"with `timezone: {schedule.timezone}` (prefect.yaml cannot read params.yaml)"
         )
     return f"{path}: `{DEPLOYMENT}` runs on params.yaml's schedule"

@@ -20,6 +20,7 @@ from ensgan.eval.report import metrics_table
 from ensgan.gan.member import fingerprint, member_is_finished
 from ensgan.io.files import project_lock, recover_outputs
 from ensgan.layout import Layout
+from ensgan.orchestration.remote import fetch_member, remote_store, stage_data
 from ensgan.orchestration.runners import make_runner, shared_api, worker_count
 from ensgan.orchestration.schedule import plan
 from ensgan.orchestration.tasks import (
@@ -29,6 +30,7 @@ from ensgan.orchestration.tasks import (
     generate_task,
     prepare_task,
     publish_task,
+    ray_train_task,
     setup,
     stack_task,
     train_task,
@@ -70,6 +72,7 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
         "params_sha256": params_sha256(params),
         "members": {c["name"]: c["fingerprint"][:12] for c in cards},
         "left_out": failures,
+        "trained_on": {c["name"]: c["trained_on"]["node"] for c in cards if "trained_on" in c},
         "stacker_cv_roc_auc": stack["cv_roc_auc"],
         "batch": batch,
         "published": receipt,
@@ -102,6 +105,8 @@ def _train_members(
     each process's share of the cores), whoever launched the flow (`ensgan run`, `serve`, a
     worker running the deployment): the flow's own runner runs the rest. Returns the cards of
     the members that finished and why the others did not."""
+    if params.train.runner == "ray":
+        return _train_on_ray(params, layout, data_sha)
     workers = worker_count(params)
     threads = max(1, (os.cpu_count() or 1) // workers)
     names, _ = plan(params, layout, workers)
@@ -125,19 +130,59 @@ def _train_members(
                 task = train_task.with_options(refresh_cache=not trusted)
                 mapped = {k: unmapped(v) for k, v in {**fixed, "threads": threads}.items()}
                 futures += runner.map(task, {**mapped, "name": group})
-        cards, failures = [], {}
-        for name, future in zip(submitted, futures, strict=True):
-            future.wait()
-            outcome = future.state.result(raise_on_failure=False)
-            if future.state.is_completed():
-                cards.append(outcome)
-            else:  # recorded; settle() stops the run if fewer than min_members finished
-                failures[name] = (
-                    (failure(outcome) if isinstance(outcome, BaseException) else None)
-                    or future.state.message
-                    or future.state.name
-                )
+        return _outcomes(submitted, futures)
+
+
+def _outcomes(names: list[str], futures: list) -> tuple[list[dict], dict[str, str]]:
+    """The cards of the member tasks that finished, and why the others did not."""
+    cards, failures = [], {}
+    for name, future in zip(names, futures, strict=True):
+        future.wait()
+        outcome = future.state.result(raise_on_failure=False)
+        if future.state.is_completed():
+            cards.append(outcome)
+        else:  # recorded; settle() stops the run if fewer than min_members finished
+            failures[name] = (
+                (failure(outcome) if isinstance(outcome, BaseException) else None)
+                or future.state.message
+                or future.state.name
+            )
     return cards, failures
+
+
+def _train_on_ray(
+    params: Params, layout: Layout, data_sha: str
+) -> tuple[list[dict], dict[str, str]]:
+    """Each member a Ray task with its own CPU (and GPU) request, on any node: the data goes
+    through the store and so do the members (remote.py); then they are fetched here."""
+    from prefect_ray.context import remote_options
+
+    from ensgan.io.storage import open_store
+
+    store = open_store(params.storage, layout.root)
+    stage_data(store, layout, data_sha)
+    names = list(params.members)
+    fixed = {
+        "params": params.model_dump(mode="json"),
+        "storage": remote_store(params, layout).model_dump(mode="json"),
+        "data_sha": data_sha,
+        "threads": max(1, int(params.train.ray_cpus)),
+    }
+    with (
+        make_runner(params) as runner,
+        remote_options(num_cpus=params.train.ray_cpus, num_gpus=params.train.ray_gpus),
+    ):
+        futures = runner.map(ray_train_task, {**{k: unmapped(v) for k, v in fixed.items()},
+                                              "name": names})  # fmt: skip
+        cards, failures = _outcomes(names, list(futures))
+    fetched = []
+    for card in cards:
+        try:
+            fetch_member(store, layout, card["name"], card)
+            fetched.append(card)
+        except Exception as exc:  # recorded; settle() stops the run if too few remain
+            failures[card["name"]] = failure(exc)
+    return fetched, failures
 
 
 def _finished(params: Params, layout: Layout, name: str, data_sha: str) -> bool:

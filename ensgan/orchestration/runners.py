@@ -12,9 +12,10 @@ from typing import Self
 
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from ensgan.config import Params
+from ensgan.errors import ConfigError
 
 
 def worker_count(params: Params) -> int:
@@ -45,7 +46,18 @@ class OrderedProcessPoolTaskRunner(ProcessPoolTaskRunner):
         return self
 
 
-def make_runner(params: Params) -> OrderedProcessPoolTaskRunner | ThreadPoolTaskRunner:
+def make_runner(params: Params) -> TaskRunner:
+    """The runner of the flow's member tasks: Ray's (train.runner: ray), else a process pool
+    of `train.workers`, or one thread when a single worker is asked for."""
+    if params.train.runner == "ray":
+        try:
+            from prefect_ray import RayTaskRunner
+        except ImportError:
+            raise ConfigError(
+                "train.runner: ray needs Ray and prefect-ray: pip install 'ensgan[ray]'"
+            ) from None
+        address = params.train.ray_address or os.environ.get("RAY_ADDRESS") or None
+        return RayTaskRunner(address=address)
     n = worker_count(params)
     if n > 1:
         return OrderedProcessPoolTaskRunner(max_workers=n)

@@ -14,13 +14,14 @@ from typing import Any
 
 import torch
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
 from ensgan.config import Params, load_params
 from ensgan.errors import is_user_error
 from ensgan.gan.member import fingerprint
 from ensgan.layout import Layout
-from ensgan.orchestration import versioning
+from ensgan.orchestration import remote, versioning
 from ensgan.orchestration.logs import quiet_user_tracebacks
 from ensgan.orchestration.results import PLAIN_JSON, guard_cached_record
 from ensgan.pipeline import evaluate, generate, prepare, publish, stack, train
@@ -81,6 +82,19 @@ def train_task(name: str, params_path: str, root: str, data_sha: str, threads: i
     if card["data_sha256"] != data_sha:
         raise RuntimeError(f"member {name} trained on {card['data_sha256']}, expected {data_sha}")
     return card
+
+
+@task(
+    name="train-member-ray",
+    retries=1,
+    retry_delay_seconds=5,
+    cache_policy=NO_CACHE,  # the member's copy in the store is its cache (remote.py)
+    task_run_name="train-{name}",
+    **RETRY,
+)
+def ray_train_task(name: str, params: dict, storage: dict, data_sha: str, threads: int) -> dict:
+    """A member on whichever Ray node has room: data from the store, the member back to it."""
+    return remote.train_elsewhere(name, params, storage, data_sha, threads)
 
 
 @task(name="stack", retries=1, retry_delay_seconds=2, **RETRY)

@@ -1,0 +1,139 @@
+"""Members trained on machines that share nothing with the driver but the object store.
+
+With `train.runner: ray` a member task may run on any Ray node, where the project folder does
+not exist. So the driver puts the prepared data in the store (`work/data/SHA/`), the task
+downloads it into a temp folder of its own, trains there (resuming from, or returning at once
+with, a copy of the member already in the store), uploads the member folder
+(`work/members/NAME/FINGERPRINT/`), and the driver downloads it into models/members/NAME.
+Every upload ends with a `files.json` listing each file's sha256, written last: a folder
+without it is incomplete, and a download is checked against it.
+
+The member's copy in the store is also its cache across machines: a node that finds it
+finished at the configured steps returns its card without training. (Prefect's own task
+cache stays in its local result storage: a result storage shared by every node would need a
+saved storage block, which Prefect refuses to create from a task.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ensgan.config import Params, StorageConfig
+from ensgan.errors import BatchError
+from ensgan.gan.member import fingerprint
+from ensgan.io.files import atomic_dir
+from ensgan.io.storage import Store, open_store, safe_local_path
+from ensgan.layout import Layout
+
+WORK = "work/"
+MANIFEST = "files.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def upload_tree(store: Store, local: Path, prefix: str) -> int:
+    """Every file under `local` to `prefix`, then the manifest last; returns the file count."""
+    files = {
+        p.relative_to(local).as_posix(): _sha256(p)
+        for p in sorted(Path(local).rglob("*"))
+        if p.is_file()
+    }
+    for rel in files:
+        store.put_file(Path(local) / rel, prefix + rel)
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / MANIFEST
+        manifest.write_text(json.dumps(files, indent=1, sort_keys=True))
+        store.put_file(manifest, prefix + MANIFEST)
+    return len(files)
+
+
+def download_tree(store: Store, prefix: str, local: Path) -> bool:
+    """The files `prefix`'s manifest lists into `local` (a new folder), each checked against
+    its sha256; False when the store holds no complete upload there."""
+    if not store.exists(prefix + MANIFEST):
+        return False
+    local = Path(local)
+    local.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        store.get_file(prefix + MANIFEST, Path(tmp) / MANIFEST)
+        files = json.loads((Path(tmp) / MANIFEST).read_text())
+    for rel, sha in files.items():
+        target = safe_local_path(local, rel)  # a listing cannot write outside `local`
+        store.get_file(prefix + rel, target)
+        if _sha256(target) != sha:
+            raise BatchError(f"{store.url}/{prefix}{rel} does not match its sha256 in {MANIFEST}")
+    return True
+
+
+def data_prefix(data_sha: str) -> str:
+    return f"{WORK}data/{data_sha}/"
+
+
+def member_prefix(name: str, fp: str) -> str:
+    return f"{WORK}members/{name}/{fp[:32]}/"
+
+
+def remote_store(params: Params, layout: Layout) -> StorageConfig:
+    """The store as a task elsewhere must open it: a local store by its absolute path (it
+    must then be a folder every node sees; S3 needs nothing shared)."""
+    cfg = params.storage
+    if cfg.url.startswith("s3://"):
+        return cfg
+    return cfg.model_copy(update={"url": str((layout.root / cfg.url).resolve())})
+
+
+def stage_data(store: Store, layout: Layout, data_sha: str) -> str:
+    """Put data/prepared in the store once per data hash (what member tasks download)."""
+    prefix = data_prefix(data_sha)
+    if not store.exists(prefix + MANIFEST):
+        upload_tree(store, layout.prepared, prefix)
+    return prefix
+
+
+def train_elsewhere(name: str, params: dict, storage: dict, data_sha: str, threads: int) -> dict:
+    """The member task's body on a node: store in, train in a temp folder, store out. Gets the
+    params as data (the params file is on the driver's disk, not here)."""
+    import torch
+
+    from ensgan.config import parse_params
+    from ensgan.pipeline.train import train_one
+
+    torch.set_num_threads(threads)
+    p = parse_params(params)
+    store = open_store(StorageConfig(**storage))
+    prefix = member_prefix(name, fingerprint(data_sha, p.members[name], p.train))
+    with tempfile.TemporaryDirectory(prefix="ensgan-member-") as tmp:
+        layout = Layout(Path(tmp))
+        if not download_tree(store, data_prefix(data_sha), layout.prepared):
+            raise BatchError(f"no prepared data {data_sha[:12]} in {store.url}/{WORK}")
+        download_tree(store, prefix, layout.member(name))  # resume or finished, if there
+        card = train_one(p, layout, name, progress=False)
+        upload_tree(store, layout.member(name), prefix)
+    return {**card, "trained_on": {"pid": os.getpid(), "node": _node_id()}}
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except ImportError:  # not on Ray
+        return None
+
+
+def fetch_member(store: Store, layout: Layout, name: str, card: dict) -> None:
+    """The member a task uploaded, into models/members/NAME (replacing what was there)."""
+    prefix = member_prefix(name, card["fingerprint"])
+    with atomic_dir(layout.member(name)) as work:
+        if not download_tree(store, prefix, work):
+            raise BatchError(f"member {name} is not in {store.url}/{prefix}: train it again")

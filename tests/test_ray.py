@@ -1,0 +1,55 @@
+"""Members on a real Ray cluster (issue 10, §4): `train.runner: ray` trains each member as a
+Ray task on the worker node (the head has no CPUs), where the task reads the prepared data
+from the store and writes the member back to it; the driver picks the members up from there
+and the flow stacks, evaluates and publishes as on one machine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ensgan.config import ConfigError, parse_params
+from tests.conftest import REPO, TINY, tiny_params, write_tiny_project
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.timeout(420)
+def test_the_flow_trains_members_on_a_ray_cluster(tmp_path: Path) -> None:
+    root = write_tiny_project(tmp_path / "project", train={**TINY["train"], "runner": "ray"})
+    out = tmp_path / "out.json"
+    script = f"ip link set lo up && exec {sys.executable} {REPO / 'tests' / 'ray_cluster.py'} "
+    script += f"{root} {out}"
+    assert shutil.which("unshare"), "unshare (util-linux) is needed for a private network"
+    res = subprocess.run(
+        ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c",
+         script],
+        capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert res.returncode == 0 and out.is_file(), (res.stdout + res.stderr)[-6000:]
+    result = json.loads(out.read_text())
+    summary = result["summary"]
+    workers = {n["id"] for n in result["nodes"] if n["cpus"] > 0}
+    head = {n["id"] for n in result["nodes"] if n["cpus"] == 0}
+    assert len(workers) == 1 and len(head) == 1
+    trained_on = summary["trained_on"]
+    assert set(trained_on) == {"a", "b"} and set(trained_on.values()) == workers
+    assert summary["published"]["status"] == "published" and summary["left_out"] == {}
+    for name in ("a", "b"):  # picked up from the store, and they load
+        card = json.loads((root / "models/members" / name / "card.json").read_text())
+        assert card["steps"] == 30 and (root / "models/members" / name / "checkpoint").is_dir()
+        assert (root / "store/work/members" / name).is_dir()
+    print(f"cluster up in {result['cluster_seconds']:.1f} s, flow {result['flow_seconds']:.1f} s")
+
+
+def test_ray_runner_refuses_boosting() -> None:
+    text = tiny_params(train={"runner": "ray"}, ensemble={"training": "boosting"})
+    import yaml
+
+    with pytest.raises(ConfigError, match="train.runner: ray trains bagged members"):
+        parse_params(yaml.safe_load(text))
