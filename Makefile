@@ -28,8 +28,8 @@ setup: $(VENV)/.base
 run: $(VENV)/.base  ## the nightly flow, once, on the embedded defaults
 	$(BIN)/ensgan run
 
-test: $(VENV)/.dev
-	$(BIN)/python -m pytest
+test: $(VENV)/.dev  ## two test files at a time (a file's tests share its fixtures, in order)
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 test-fast: $(VENV)/.dev  ## the inner loop: no test that starts a real service
 	$(BIN)/python -m pytest -m "not e2e"

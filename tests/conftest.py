@@ -233,8 +233,11 @@ def tiny_params(**sections: dict) -> str:
     import yaml
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for key, value in {**TINY, **sections}.items():
-        params[key] = value if key == "members" else {**params.get(key, {}), **value}
+    for key in {**TINY, **sections}:  # a section given is merged onto TINY's, not instead
+        if key == "members":
+            params[key] = sections.get(key, TINY[key])
+        else:
+            params[key] = {**params.get(key, {}), **TINY.get(key, {}), **sections.get(key, {})}
     if "min_members" not in sections.get("ensemble", {}):  # the default asks for 3 of 5
         params["ensemble"]["min_members"] = None
     return yaml.safe_dump(params, sort_keys=False)

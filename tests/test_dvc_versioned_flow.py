@@ -51,7 +51,9 @@ def versioned(tmp_path_factory: pytest.TempPathFactory, prefect_server, seaweedf
 
 def test_the_flow_records_every_stage_in_dvc_lock(versioned: dict) -> None:
     repo, summary = versioned["repo"], versioned["summary"]
-    assert summary["dvc"] == {"recorded": True, "status": {}, "pushed_to": "nightly"}
+    dvc = summary["dvc"]
+    assert dvc["recorded"] and dvc["status"] == {} and dvc["pushed_to"] == "nightly"
+    assert dvc["seconds"] > 0  # what recording and pushing cost (benchmarks/flow_overheads.py)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(STAGES)
     assert "up to date" in _sh(repo, "dvc", "status")

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from ensgan.config import ConfigError, parse_params
-from tests.conftest import REPO, TINY, tiny_params, write_tiny_project
+from tests.conftest import REPO, tiny_params, write_tiny_project
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.timeout(420)
 def test_the_flow_trains_members_on_a_ray_cluster(tmp_path: Path) -> None:
-    root = write_tiny_project(tmp_path / "project", train={**TINY["train"], "runner": "ray"})
+    root = write_tiny_project(tmp_path / "project", train={"runner": "ray"})
     out = tmp_path / "out.json"
     script = f"ip link set lo up && exec {sys.executable} {REPO / 'tests' / 'ray_cluster.py'} "
     script += f"{root} {out}"

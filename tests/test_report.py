@@ -99,3 +99,12 @@ def test_metrics_table_lists_all_rows() -> None:
 )
 def test_fmt(value: object, text: str) -> None:
     assert report.fmt(value) == text
+
+
+def test_metrics_frame_is_the_table_as_a_dataframe() -> None:
+    frame = report.metrics_frame(METRICS)
+    assert list(frame["model"]) == ["dcgan_a", "<b>evil</b>", "mixture", "vote", "real"]
+    assert list(frame["kind"]) == ["member", "member", "ensemble", "ensemble", "real"]
+    assert {"fd", "classes_covered", "class_kl", "accept_rate"} <= set(frame.columns)
+    assert frame.loc[frame["model"] == "real", "fd"].item() == METRICS["real"]["fd"]
+    assert "coverage_per_class" not in frame.columns  # a list: a table of its own

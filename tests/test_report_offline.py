@@ -48,6 +48,7 @@ def test_the_report_fetches_nothing_and_its_files_are_there(flow_project: dict) 
         assert (reports / src).is_file(), src  # grids and the history chart, beside it
     svg = (reports / "history.svg").read_text()
     assert external_refs(svg) == []
+    assert f"{flow_project['summary']['batch']['run_id']}: promoted; latest is" in svg  # why
     ET.fromstring(svg)  # well-formed
 
 
@@ -65,6 +66,15 @@ def test_external_refs_finds_what_a_browser_would_fetch() -> None:
         "<style>@import 'http://x/y.css'; .a{background:url(//cdn/x.png)}</style>"
     )
     assert external_refs(page) == ["https://cdn.example/vega.js", "//cdn/x.png", "http://x/y.css"]
+
+
+def test_history_chart_titles_the_gates_verdict() -> None:
+    frame = pd.DataFrame({"at": pd.to_datetime(["2026-01-01", "2026-01-02"], utc=True),
+                          "run_id": ["r1", "r2"], "decision": ["promoted", "candidate"],
+                          "model": "ensemble", "fd": [10.0, 30.0], "recall": 0.9,
+                          "coverage": 0.8})  # fmt: skip
+    svg = history_chart(frame, "r2: not promoted (fd 30 > 10 + 10%); latest stays r1")
+    assert "r2: not promoted (fd 30 &gt; 10 + 10%); latest stays r1" in svg
 
 
 def test_history_chart_with_no_evaluated_night_says_so() -> None:

@@ -5,6 +5,7 @@ run stacks, evaluates and generates from the survivors and names who was left ou
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,9 +70,7 @@ def test_a_failed_member_is_left_out_by_train_stack_and_generate(tmp_path: Path)
     its folder must go), and stack and generate work on a and b."""
     from ensgan.pipeline import generate, prepare, stack, train
 
-    root = write_tiny_project(
-        tmp_path / "p", members=THREE, ensemble={"min_members": 2}, train={"workers": 2}
-    )
+    root = write_tiny_project(tmp_path / "p", members=THREE, ensemble={"min_members": 2})
     params, layout = load_params(root / "params.yaml"), Layout(root)
     prepare.run(params, layout)
     layout.members.mkdir(parents=True)
@@ -89,7 +88,7 @@ def test_a_failed_member_is_left_out_by_train_stack_and_generate(tmp_path: Path)
     strict = write_tiny_project(tmp_path / "q", members=THREE, ensemble={"min_members": 3})
     (strict / "data").mkdir()
     (strict / "data" / "prepared").symlink_to(layout.prepared)
-    (strict / "models" / "members").mkdir(parents=True)
-    (strict / "models" / "members" / "c").write_text("not a folder")
+    shutil.copytree(layout.members, strict / "models" / "members")  # a and b: finished
+    (strict / "models" / "members" / "left_out.json").unlink()
     with pytest.raises(TooFewMembersError, match=r"only 2 of 3 .*c: NotADirectoryError"):
         train.run(load_params(strict / "params.yaml"), Layout(strict))

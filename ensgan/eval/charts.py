@@ -66,9 +66,10 @@ def metrics_chart(table: pd.DataFrame) -> str:
         return _svg(fig)
 
 
-def history_chart(history: pd.DataFrame) -> str:
+def history_chart(history: pd.DataFrame, verdict: str | None = None) -> str:
     """FD, recall and coverage per night, a line for the published combination and one per
-    member (`promotion.history`'s frame); the nights held back by the gate are marked."""
+    member (`promotion.history`'s frame); the nights held back by the gate are marked, and
+    `verdict` (the last night's: promoted, or why not) is the chart's title."""
     with plt.rc_context(_STYLE):
         if history.dropna(subset=list(FIGURES), how="all").empty:
             fig, ax = plt.subplots(figsize=(9, 0.6))
@@ -89,6 +90,8 @@ def history_chart(history: pd.DataFrame) -> str:
             ax.tick_params(axis="x", labelrotation=30, labelsize=7)
         handles, labels = axes[-1].get_legend_handles_labels()
         axes[-1].legend(handles, labels, fontsize=7, loc="best")
+        if verdict:
+            fig.suptitle(verdict, fontsize=9, color="red" if "not promoted" in verdict else None)
         return _svg(fig)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from jinja2 import Environment
 from markupsafe import Markup
 from tabulate import tabulate
@@ -138,17 +139,24 @@ def fmt(value: object) -> str:
     return str(value)
 
 
-def _best(rows: list[Row], columns: list[str]) -> dict[str, object]:
+def metrics_frame(metrics: Mapping[str, object]) -> pd.DataFrame:
+    """The report's table as a DataFrame: a row per model (members, combinations, real), the
+    columns `model`, `kind` and every scalar metric found (lists get tables of their own)."""
+    rows = _rows(metrics)
+    columns = _columns(rows)
+    body = [{"model": n, "kind": k, **{c: vals.get(c) for c in columns}} for n, k, vals in rows]
+    return pd.DataFrame(body, columns=["model", "kind", *columns], dtype=object)
+
+
+def _best(frame: pd.DataFrame) -> dict[str, object]:
     """Best value per known-direction column among generators (members and ensembles)."""
     best: dict[str, object] = {}
-    for col in columns:
-        if col not in _BETTER:
-            continue
+    generators = frame[frame["kind"] != "real"]
+    for col in (c for c in frame.columns if c in _BETTER):
         vals = [
-            v[col]
-            for _, kind, v in rows
-            if kind != "real" and isinstance(v.get(col), int | float) and not math.isnan(v[col])
-        ]
+            v for v in generators[col]
+            if isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v)
+        ]  # fmt: skip
         if len(vals) > 1:
             best[col] = _BETTER[col](vals)
     return best
@@ -156,13 +164,14 @@ def _best(rows: list[Row], columns: list[str]) -> dict[str, object]:
 
 def metrics_table(metrics: Mapping[str, object]) -> str:
     """The report's table as plain text, for the end of a run's log."""
-    rows = _rows(metrics)
-    columns = _columns(rows)
-    body = [[name, kind] + [fmt(vals.get(c)) for c in columns] for name, kind, vals in rows]
-    align = ["left", "left"] + ["right"] * len(columns)
+    frame = metrics_frame(metrics)
+    align = ["left", "left"] + ["right"] * (len(frame.columns) - 2)
+    cells = frame.map(fmt)
+    cells[["model", "kind"]] = frame[["model", "kind"]]
     return tabulate(
-        body, headers=["model", "kind", *columns], disable_numparse=True, colalign=align
-    )
+        cells.values.tolist(), headers=list(frame.columns), disable_numparse=True,
+        colalign=align,
+    )  # fmt: skip
 
 
 _TEMPLATE = """<!DOCTYPE html>
@@ -230,22 +239,22 @@ def write_html(
     history: str | None = "history.svg",
 ) -> Path:
     """Render the one-page report (autoescaped, so names cannot inject markup), atomically."""
-    rows = _rows(metrics)
-    columns = _columns(rows)
-    best = _best(rows, columns)
+    frame = metrics_frame(metrics)
+    columns = list(frame.columns[2:])
+    best = _best(frame)
     table = [
         {
-            "name": name,
-            "kind": kind,
+            "name": row["model"],
+            "kind": row["kind"],
             "cells": [
                 {
-                    "text": fmt(vals.get(c)),
-                    "best": kind != "real" and c in best and vals.get(c) == best[c],
+                    "text": fmt(row[c]),
+                    "best": row["kind"] != "real" and c in best and row[c] == best[c],
                 }
                 for c in columns
             ],
         }
-        for name, kind, vals in rows
+        for row in frame.to_dict("records")
     ]
     html = _ENV.from_string(_TEMPLATE).render(
         title=title,
@@ -254,7 +263,7 @@ def write_html(
         grids=[(name, Path(src).as_posix()) for name, src in grids.items()],
         notes=[(c, _NOTES[c]) for c in columns if c in _NOTES],
         notes_by_name=_NOTES,
-        list_tables=_list_tables(rows),
+        list_tables=_list_tables(_rows(metrics)),
         extra=[(k, fmt(v)) for k, v in (extra or {}).items()],
         charts=[(k, Markup(v)) for k, v in (charts or {}).items()],  # our own SVG, inline
         history=history,

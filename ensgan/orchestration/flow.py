@@ -9,6 +9,7 @@ re-exports the flow as the file entrypoint a `prefect deploy` names (`flows/nigh
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, unmapped
@@ -58,14 +59,17 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
     settle(params, layout, failures)
     stack = stack_task(params_path, root)
     unversioned = dvc_project(layout.root, params_path)
+    t_dvc = time.perf_counter()
     if unversioned is None:  # before generate: the batch's lineage names what dvc.lock holds
         dvc_commit_task(root, INPUT_STAGES)
     else:
         get_run_logger().info("not recorded in DVC: %s", unversioned)
+    t_dvc = time.perf_counter() - t_dvc
     metrics = evaluate_task(params_path, root)
     batch = generate_task(params_path, root)
     receipt = publish_task(params_path, root, batch["run_id"])
     dvc = _record(root, unversioned)
+    dvc["seconds"] = round(t_dvc + dvc["seconds"], 2)  # recording and pushing, all told
     report = layout.reports.resolve() / "index.html"
     summary = {
         "data_sha256": data["sha256"],
@@ -198,12 +202,14 @@ def _finished(params: Params, layout: Layout, name: str, data_sha: str) -> bool:
 def _record(root: str, unversioned: str | None) -> dict:
     """Record the rest of the run in dvc.lock and push the cache to the default remote."""
     if unversioned is not None:
-        return {"recorded": False, "why": unversioned}
+        return {"recorded": False, "why": unversioned, "seconds": 0.0}
+    t0 = time.perf_counter()
     changed = dvc_commit_task(root, ("evaluate", "generate", "publish"))
     if changed:  # e.g. code edited while the flow ran: dvc.lock cannot describe both
         get_run_logger().warning("dvc status is not clean after recording the run: %s", changed)
     remote = dvc_push_task(root)
-    return {"recorded": True, "status": changed, "pushed_to": remote}
+    seconds = time.perf_counter() - t0
+    return {"recorded": True, "status": changed, "pushed_to": remote, "seconds": seconds}
 
 
 def _gate_line(verdict: dict) -> str:

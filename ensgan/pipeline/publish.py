@@ -54,17 +54,25 @@ def run(params: Params, layout: Layout, run_id: str | None = None) -> dict:
     if result["gate"]["decision"] == "candidate":
         why = "; ".join(result["gate"]["reasons"])
         log.warning("batch %s published as a candidate, not promoted: %s", run_id, why)
-    write_history_chart(layout, history(store))
+    write_history_chart(layout, history(store), verdict_line(run_id, result["gate"]))
     result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(layout.published, result)
     return result
 
 
-def write_history_chart(layout: Layout, frame: pd.DataFrame) -> Path:
+def verdict_line(run_id: str, verdict: dict) -> str:
+    """The gate's word on this batch, for the report: promoted, or why not."""
+    if verdict["decision"] == "promoted":
+        return f"{run_id}: promoted; latest is {verdict['latest']}"
+    why = "; ".join(verdict["reasons"])
+    return f"{run_id}: not promoted ({why}); latest stays {verdict['latest']}"
+
+
+def write_history_chart(layout: Layout, frame: pd.DataFrame, verdict: str | None = None) -> Path:
     """reports/history.svg, the report's history chart, from the store's rows (every night
     published there, whichever machine ran it)."""
     from ensgan.eval.charts import history_chart  # matplotlib: only where a chart is drawn
 
-    svg = history_chart(frame)
+    svg = history_chart(frame, verdict)
     path = layout.reports / HISTORY_CHART
     return atomic_write(path, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
