@@ -53,3 +53,36 @@ def test_ray_runner_refuses_boosting() -> None:
 
     with pytest.raises(ConfigError, match="train.runner: ray trains bagged members"):
         parse_params(yaml.safe_load(text))
+
+
+def test_a_member_in_the_store_is_the_cache_across_machines(tmp_path: Path) -> None:
+    """Without Ray: the task body run twice from two empty folders (two "nodes") trains once;
+    the second finds the member finished in the store and returns its card untouched."""
+    import yaml
+
+    from ensgan.config import StorageConfig
+    from ensgan.data.prepared import prepare
+    from ensgan.io.storage import LocalStore
+    from ensgan.layout import Layout
+    from ensgan.orchestration import remote
+
+    params = parse_params(yaml.safe_load(tiny_params()))
+    driver = Layout(tmp_path / "driver")
+    data = prepare(params.data, driver.prepared)
+    store = LocalStore(tmp_path / "store")
+    remote.stage_data(store, driver, data.sha256)
+    storage = StorageConfig(url=str(tmp_path / "store")).model_dump(mode="json")
+    dump = params.model_dump(mode="json")
+    first = remote.train_elsewhere("a", dump, storage, data.sha256, threads=1)
+    keys = {k: (tmp_path / "store" / k).stat().st_mtime_ns for k in store.list_keys("work/")}
+    second = remote.train_elsewhere("a", dump, storage, data.sha256, threads=1)
+    assert {k: v for k, v in first.items() if k != "trained_on"} == {
+        k: v for k, v in second.items() if k != "trained_on"
+    }
+    ckpt = [k for k in keys if k.endswith("generator_ema.safetensors")]
+    assert ckpt and all((tmp_path / "store" / k).stat().st_mtime_ns == keys[k] for k in ckpt)
+    remote.fetch_member(store, driver, "a", first)  # and the driver picks it up, checked
+    assert json.loads((driver.member("a") / "card.json").read_text())["steps"] == 30
+    (tmp_path / "store" / ckpt[0]).write_bytes(b"tampered")
+    with pytest.raises(Exception, match="does not match its sha256"):
+        remote.fetch_member(store, driver, "a", first)

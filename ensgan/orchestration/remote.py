@@ -41,13 +41,24 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _stored_manifest(store: Store, prefix: str) -> dict[str, str] | None:
+    if not store.exists(prefix + MANIFEST):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        store.get_file(prefix + MANIFEST, Path(tmp) / MANIFEST)
+        return json.loads((Path(tmp) / MANIFEST).read_text())
+
+
 def upload_tree(store: Store, local: Path, prefix: str) -> int:
-    """Every file under `local` to `prefix`, then the manifest last; returns the file count."""
+    """Every file under `local` to `prefix`, then the manifest last; returns how many files
+    were uploaded (none when the store already holds exactly these)."""
     files = {
         p.relative_to(local).as_posix(): _sha256(p)
         for p in sorted(Path(local).rglob("*"))
         if p.is_file()
     }
+    if _stored_manifest(store, prefix) == files:
+        return 0  # a finished member found in the store and returned as it was
     for rel in files:
         store.put_file(Path(local) / rel, prefix + rel)
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,13 +71,11 @@ def upload_tree(store: Store, local: Path, prefix: str) -> int:
 def download_tree(store: Store, prefix: str, local: Path) -> bool:
     """The files `prefix`'s manifest lists into `local` (a new folder), each checked against
     its sha256; False when the store holds no complete upload there."""
-    if not store.exists(prefix + MANIFEST):
+    files = _stored_manifest(store, prefix)
+    if files is None:
         return False
     local = Path(local)
     local.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        store.get_file(prefix + MANIFEST, Path(tmp) / MANIFEST)
-        files = json.loads((Path(tmp) / MANIFEST).read_text())
     for rel, sha in files.items():
         target = safe_local_path(local, rel)  # a listing cannot write outside `local`
         store.get_file(prefix + rel, target)
