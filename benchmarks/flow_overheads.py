@@ -8,7 +8,7 @@
   flow's summary gives the seconds those steps took;
 - `ray`: the same flow with `train.runner: ray` on a local Ray cluster (a head with no CPUs
   and a worker node with as many as the pool has), in a network and PID namespace of its own
-  (tests/ray_cluster.py; needs `unshare`, i.e. root); the cluster's start-up is reported
+  (tests/ray_cluster.py; needs `unshare` and user namespaces); the cluster's start-up is reported
   apart.
 
 Every run starts from an empty project (members trained from scratch) and is timed from when
@@ -106,8 +106,8 @@ def main() -> None:
         script = f"ip link set lo up && exec {sys.executable} {REPO / 'tests/ray_cluster.py'} "
         t0 = time.perf_counter()
         subprocess.run(
-            ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c",
-             script + f"{ray_root} {out}"],
+            ["unshare", "--map-root-user", "--net", "--pid", "--fork", "--kill-child",
+             "--mount-proc", "sh", "-c", script + f"{ray_root} {out}"],
             check=True, env=env, capture_output=True, text=True,
         )  # fmt: skip
         total = time.perf_counter() - t0

@@ -1,13 +1,14 @@
 """Run the nightly flow with `train.runner: ray` on a real local Ray cluster; for
 tests/test_ray.py, which starts this in namespaces of its own:
 
-    unshare --net --pid --fork --kill-child --mount-proc \
+    unshare --map-root-user --net --pid --fork --kill-child --mount-proc \
         sh -c 'ip link set lo up && exec python tests/ray_cluster.py PROJECT OUT.json'
 
 Ray binds the machine's network interfaces whatever address it is given, and tests may only
 talk on loopback: in a network namespace of its own there is nothing else to bind. In a PID
 namespace of its own, every process Ray started dies with this one (no `ray stop`, which
-kills Ray processes machine-wide by name).
+kills Ray processes machine-wide by name). The user namespace (--map-root-user) makes both
+possible without root.
 
 The cluster: a head with no CPUs (the driver's node: no member can run there) and a worker
 node with two, started from another working directory. The Prefect API (a temporary server)

@@ -27,8 +27,8 @@ def test_the_flow_trains_members_on_a_ray_cluster(tmp_path: Path) -> None:
     script += f"{root} {out}"
     assert shutil.which("unshare"), "unshare (util-linux) is needed for a private network"
     res = subprocess.run(
-        ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c",
-         script],
+        ["unshare", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
+         "sh", "-c", script],
         capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert res.returncode == 0 and out.is_file(), (res.stdout + res.stderr)[-6000:]

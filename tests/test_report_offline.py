@@ -27,9 +27,9 @@ def _shoot(page: Path, out: Path, height: int) -> np.ndarray:
     loopback that is down): anything the page needed from the network would be missing."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "headless Chromium is needed: apt-get install chromium (make test does)"
-    cmd = ["unshare", "-n", chromium, "--headless", "--no-sandbox", "--disable-gpu",
-           "--hide-scrollbars", f"--window-size=1200,{height}", f"--screenshot={out}",
-           page.resolve().as_uri()]  # fmt: skip
+    cmd = ["unshare", "--map-root-user", "--net", chromium, "--headless", "--no-sandbox",
+           "--disable-gpu", "--hide-scrollbars", f"--window-size=1200,{height}",
+           f"--screenshot={out}", page.resolve().as_uri()]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and out.is_file(), res.stderr[-2000:]
     return np.asarray(Image.open(out).convert("RGB")).astype(int)
