@@ -156,7 +156,7 @@ class EnsembleConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
-    n_samples: Annotated[int, Field(ge=10)] = 1000  # generated images per member/combination
+    n_samples: Annotated[int, Field(ge=10)] = 2000  # generated images per member/combination
     classifier_steps: Annotated[int, Field(gt=0)] = 600  # training steps of the feature net
     grid_size: Annotated[int, Field(ge=1, le=32)] = 8  # sample grids are grid_size^2 images
     seed: int = 0
@@ -177,7 +177,7 @@ class GateConfig(_Strict):
     FD is compared relatively (its scale depends on the dataset and feature net), the others
     as absolute differences; a figure set to null is not compared."""
 
-    fd: Tolerance = 0.10  # FD may rise by this fraction of the champion's
+    fd: Tolerance = 0.25  # FD may rise by this fraction (one evaluation's own noise: ~10 %)
     recall: Tolerance = 0.02  # may fall by this much
     coverage: Tolerance = 0.02  # may fall by this much
     class_kl: Tolerance = 0.05  # may rise by this much

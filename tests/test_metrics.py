@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 
 from ensgan.eval import features as f
 from ensgan.eval import metrics as m
-from ensgan.eval.prdc import equal_counts, prdc
+from ensgan.eval.prdc import equal_count_sets, equal_counts, prdc, prdc_mean
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +235,41 @@ def test_prdc_equal_counts_and_bad_input() -> None:
         prdc(np.zeros((10, 2)), np.zeros((10, 3)))
     with pytest.raises(ValueError, match="more than k=5"):
         prdc(np.zeros((5, 2)), np.zeros((10, 2)))
+
+
+def test_equal_count_sets_are_disjoint_and_use_every_full_set() -> None:
+    real, fake = _gauss(100, 4, seed=1), np.arange(1050, dtype=np.float64)[:, None] * [1, 1, 1, 1]
+    real_n, sets, labels = equal_count_sets(real, fake, np.arange(100) % 3)
+    assert len(real_n) == 100 and len(labels) == 100
+    assert len(sets) == 10 and all(len(s) == 100 for s in sets)
+    used = np.concatenate([s[:, 0] for s in sets])
+    assert len(np.unique(used)) == 1000  # disjoint: no generated image counted twice
+    _, one, _ = equal_count_sets(real, fake[:60])
+    assert len(one) == 1 and len(one[0]) == 60  # fewer fakes than reals: one set of them all
+
+
+def test_prdc_mean_averages_sets_and_steadies_coverage() -> None:
+    real = _gauss(200, 4, seed=2)
+    labels = np.arange(200) % 2
+    a, b = _gauss(200, 4, seed=3), _gauss(200, 4, seed=4) + 0.5
+    both = prdc_mean(real, [a, b], real_labels=labels, n_classes=3)
+    pa, pb = (prdc(real, x, real_labels=labels, n_classes=3) for x in (a, b))
+    for key in ("precision", "recall", "density", "coverage"):
+        assert both[key] == pytest.approx((pa[key] + pb[key]) / 2)
+    assert both["coverage_per_class"][0] == pytest.approx(
+        (pa["coverage_per_class"][0] + pb["coverage_per_class"][0]) / 2, abs=1e-6
+    )
+    assert both["coverage_per_class"][2] is None  # no real image of class 2
+
+    same = np.random.default_rng(5).normal(size=(200, 4))  # fakes from the same law
+
+    def coverage(seed: int, n_fake: int) -> float:
+        fake = np.random.default_rng(100 + seed).normal(size=(n_fake, 4))
+        real_n, sets, _ = equal_count_sets(same, fake)
+        return prdc_mean(real_n, sets)["coverage"]
+
+    one_set = np.std([coverage(s, 200) for s in range(12)])
+    five_sets = np.std([coverage(s, 1000) for s in range(12)])
+    assert five_sets < 0.7 * one_set  # the point of using every generated image
+    with pytest.raises(ValueError, match="no generated"):
+        prdc_mean(real, [])

@@ -24,8 +24,8 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"fd": 109.0}, None),  # within 10 %
-        ({"fd": 111.0}, "fd 111 > 100 + 10%"),
+        ({"fd": 124.0}, None),  # within 25 %
+        ({"fd": 126.0}, "fd 126 > 100 + 25%"),
         ({"recall": 0.94}, None),
         ({"recall": 0.92}, "recall 0.92 < 0.95 - 0.02"),
         ({"coverage": 0.77}, "coverage 0.77 < 0.8 - 0.02"),

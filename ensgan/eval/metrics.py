@@ -15,7 +15,7 @@ import numpy as np
 import scipy.linalg
 
 from ensgan.eval.features import FeatureNet, features_and_classes
-from ensgan.eval.prdc import equal_counts, prdc
+from ensgan.eval.prdc import equal_count_sets, prdc_mean
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6) -> float:
@@ -105,12 +105,13 @@ def evaluate_images(
     min_fraction: float = 0.01,
 ) -> dict[str, float | int]:
     """All measures for one set of generated images, as plain JSON-ready numbers.
-    Precision, recall, density and coverage use equal real and generated counts."""
+    Precision, recall, density and coverage use equal real and generated counts: the mean
+    over disjoint sets of the generated images, each as large as the real subset."""
     feats, pred = features_and_classes(net, images, 512)
-    real_n, fake_n, labels_n = equal_counts(real_feats, feats, real_labels)
+    real_n, fake_sets, labels_n = equal_count_sets(real_feats, feats, real_labels)
     return {
         "fd": frechet_distance(feats, real_feats),
-        **prdc(real_n, fake_n, real_labels=labels_n, n_classes=n_classes),
+        **prdc_mean(real_n, fake_sets, real_labels=labels_n, n_classes=n_classes),
         "classes_covered": class_coverage(pred, n_classes, min_fraction),
         "class_kl": class_kl(pred, real_labels, n_classes),
     }

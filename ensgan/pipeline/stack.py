@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ensgan.config import Params
-from ensgan.data.prepared import load_prepared
+from ensgan.data.prepared import Prepared, load_prepared
 from ensgan.ensemble.combinations import Ensemble
 from ensgan.ensemble.stacking import (
     Stacker,
@@ -27,9 +27,17 @@ from ensgan.pipeline.survivors import survivors
 
 def run(params: Params, layout: Layout) -> dict:
     params = survivors(params, layout)  # without the members training left out
-    sc, ec = params.stack, params.ensemble
     data = load_prepared(layout.prepared)
     ens = load_ensemble(params, layout, with_stacker=False)
+    stacker = fit_ensemble_stacker(ens, data, params)
+    save_stacker(stacker.estimator, layout.stacker, stacker.card, stacker.real_log_ratios)
+    return stacker.card.model_dump(mode="json")
+
+
+def fit_ensemble_stacker(ens: Ensemble, data: Prepared, params: Params) -> Stacker:
+    """Fit, calibrate and burn in a stacker for `ens` (in memory; `run` saves it). Also sets
+    `ens.stacker`, so the ensemble samples by it at once (benchmarks/drs_ratio.py)."""
+    sc, ec = params.stack, params.ensemble
     pi = np.array([ens.weights[m] for m in ens.members])
 
     def rows(images: np.ndarray) -> np.ndarray:
@@ -69,10 +77,9 @@ def run(params: Params, layout: Layout) -> dict:
     stacker = Stacker(calibrated, card, np.empty(0))
     ens.stacker = stacker
     log_m, weights = burn_in(ens, sc.burn_in, ec.drs_percentile, ec.weight_floor, sc.seed + 3)
-    card = card.model_copy(update={"drs_log_m": log_m, "member_weights": weights})
-    real_log_ratios = ens.log_ratio(real_cal)
-    save_stacker(calibrated, layout.stacker, card, real_log_ratios)
-    return card.model_dump(mode="json")
+    stacker.card = card.model_copy(update={"drs_log_m": log_m, "member_weights": weights})
+    stacker.real_log_ratios = ens.log_ratio(real_cal)
+    return stacker
 
 
 def burn_in(
