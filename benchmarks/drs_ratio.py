@@ -1,8 +1,8 @@
-"""Why `drs` narrows, and whether a better ratio stops it: DRS at several γ, and DRS after each
-member's discriminator is trained further against the generator that is sampled (G fixed).
+"""Why `drs` narrows, and whether a better ratio stops it: DRS at several γ, within pixel cells,
+on a ratio without the members' discriminators, and after each member's D is trained further.
 
     .venv/bin/python benchmarks/drs_ratio.py [--root .] [--seeds 2] [--gammas 0 -1 -2 -3]
-                                             [--finetune-steps 500]
+                                             [--strata 40] [--finetune-steps 500]
 
 Run after `make run` (or `dvc repro`): it reads the trained members, the stacker and the
 evaluation feature net from ROOT and writes nothing. DRS (Azadi et al., ICLR 2019) assumes
