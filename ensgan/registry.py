@@ -71,6 +71,7 @@ META_LEARNERS = Registry(
     "stacker model",
     {
         "logistic": "ensgan.ensemble.stacking:logistic",
+        "logistic_pca": "ensgan.ensemble.stacking:logistic_pca",
         "random_forest": "ensgan.ensemble.stacking:random_forest",
         "gradient_boosting": "ensgan.ensemble.stacking:gradient_boosting",
     },

@@ -231,6 +231,20 @@ def test_names_are_validated_against_their_registries() -> None:
     assert parse_params(ok).ensemble.method == list(COMBINATIONS)[-1]
 
 
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"stack": {"features": "pixels"}}, "stack.features"),
+        ({"ensemble": {"drs_temperature": 0}}, "ensemble.drs_temperature"),
+        ({"evaluate": {"n_selected": 5}}, "evaluate.n_selected"),
+    ],
+)
+def test_stacker_inputs_drs_temperature_and_counts_are_checked(raw: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_params(with_(raw))
+    assert key in str(info.value)
+
+
 def test_mixture_weights_uniform_by_default() -> None:
     p = parse_params({"members": {"a": {}, "b": {}, "c": {}, "d": {}}})
     w = p.mixture_weights()

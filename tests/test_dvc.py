@@ -17,15 +17,20 @@ from tests.conftest import REPO, write_tiny_project
 pytestmark = pytest.mark.e2e  # real services: Prefect, DVC, S3 servers
 
 STAGES = ["prepare", "train", "stack", "evaluate", "generate", "publish"]
-# The DVC project trains by boosting, with a GMAN member, and publishes DRS samples (the flow's
-# project bags, with another GMAN member, and publishes MH samples): every method runs under both.
+# The DVC project trains by boosting, with a GMAN member, and publishes tempered DRS samples by
+# a stacker on the discriminators' hidden layers (the flow's project bags, with another GMAN
+# member, a logits stacker, and publishes MH samples): every method runs under both.
 TINY_DVC = {
     "members": {
         "a": {"arch": "dcgan", "seed": 1, "width": 8},
         "b": {"arch": "upsample", "seed": 2, "width": 4, "discriminators": 2, "gman": "learned"},
     },
-    "ensemble": {"training": "boosting", "boosting_epochs": 1, "method": "drs", "mh_chain": 8},
-}
+    "stack": {"features": "hidden", "model": "logistic_pca", "n_fake": 60},
+    "ensemble": {
+        "training": "boosting", "boosting_epochs": 1, "method": "drs", "drs_temperature": 0.5,
+        "mh_chain": 8,
+    },
+}  # fmt: skip
 
 
 def _sh(repo: Path, *cmd: str, check: bool = True) -> str:
@@ -64,6 +69,9 @@ def test_repro_runs_every_stage(dvc_repo: Path) -> None:
     metrics = json.loads((dvc_repo / "reports" / "metrics.json").read_text())
     assert set(metrics["members"]) == {"a", "b"}
     assert metrics["ensemble"]["drs"]["accept_rate"] < 1
+    stacker = json.loads((dvc_repo / "models/stacker/card.json").read_text())
+    assert stacker["model"] == "logistic_pca" and stacker["settings"]["features"] == "hidden"
+    assert stacker["n_fake"] == 60 and 0 <= stacker["cv_roc_auc"] <= 1
     b = json.loads((dvc_repo / "models/members/b/card.json").read_text())
     assert b["loss"] == "non_saturating+gman-learned" and b["discriminators"] == 2
     assert (dvc_repo / "models/members/b/boost_weights.npz").exists()  # its AdaGAN round

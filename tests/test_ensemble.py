@@ -335,3 +335,61 @@ class NaNGen(nn.Module):
 def test_non_finite_output_is_refused_naming_the_member() -> None:
     with pytest.raises(OutputError, match="member bad generated non-finite"):
         member("bad", NaNGen()).generate(torch.zeros(3, Z))
+
+
+# The stacker's `hidden` inputs: each discriminator's last hidden layer beside the logits.
+
+
+@pytest.mark.parametrize(
+    ("arch", "n_disc"), [("dcgan", 1), ("upsample", 1), ("mlp", 1), ("mlp", 2)]
+)
+def test_the_logit_is_a_linear_function_of_the_hidden_layer(arch: str, n_disc: int) -> None:
+    """What `hidden` returns is the layer the logit is read from: a least-squares fit of the
+    logits on it (plus a bias) is exact, for every architecture and for GMAN's several Ds."""
+    torch.manual_seed(0)
+    g, d = build_pair(arch, z_dim=Z, size=8, channels=1, width=4, n_discriminators=n_disc)
+    m = member(arch, g, d)
+    images = m.generate_u8(latents(np.arange(300), Z))
+    h, logit = m.hidden_and_score(images)
+    np.testing.assert_allclose(logit, m.score(images), rtol=1e-6, atol=1e-6)  # one pass, same
+    assert h.shape[0] == 300 and h.dtype == np.float32 and h.shape[1] < 300
+    one = member(arch, *build_pair(arch, z_dim=Z, size=8, channels=1, width=4))
+    assert h.shape[1] == n_disc * one.hidden_and_score(images)[0].shape[1]  # GMAN: side by side
+    x = np.column_stack([h, np.ones(len(h))]).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(x, logit, rcond=None)
+    np.testing.assert_allclose(x @ coef, logit, atol=1e-4)
+
+
+class HiddenMeanStacker(MeanStacker):
+    """log r̂ = mean logit + the mean of the hidden columns: sees every column it is given."""
+
+    def log_ratio(self, inputs: np.ndarray) -> np.ndarray:
+        self.widths.append(inputs.shape)
+        return inputs[:, :2].mean(axis=1) + inputs[:, 2:].mean(axis=1)
+
+    widths: list
+
+
+def test_hidden_inputs_follow_the_logits_and_are_scored_a_chunk_at_a_time(
+    net_members, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ensgan.ensemble.combinations as combinations
+
+    images = Ensemble(net_members).sample("mixture", 25, seed=0).images
+    t = torch.from_numpy(images)
+    plain = Ensemble(net_members).features(images)
+    ens = Ensemble(net_members, stack_inputs="hidden")
+    feats = ens.features(images)
+    h = [m.hidden_and_score(t)[0] for m in net_members.values()]
+    assert feats.shape == (25, 2 + sum(x.shape[1] for x in h))
+    np.testing.assert_array_equal(feats[:, :2], plain)  # the logits first, as before
+    np.testing.assert_allclose(feats[:, 2:], np.hstack(h))
+    stacker = HiddenMeanStacker()
+    stacker.widths = []
+    ens.stacker = stacker
+    whole = ens.log_ratio(images)
+    monkeypatch.setattr(combinations, "CHUNK", 10)
+    stacker.widths = []
+    np.testing.assert_allclose(ens.log_ratio(images), whole, rtol=1e-5)
+    assert [w[0] for w in stacker.widths] == [10, 10, 5]  # never more rows than a chunk
+    assert ens.log_ratio(images[:0]).shape == (0,)

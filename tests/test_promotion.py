@@ -13,8 +13,19 @@ from ensgan.cli import app
 from ensgan.config import GateConfig
 from ensgan.errors import BatchError
 from ensgan.io.batches import publish_batch
-from ensgan.io.promotion import gate, history, judge, latest, promote, resolve, statuses
+from ensgan.io.promotion import (
+    gate,
+    history,
+    judge,
+    latest,
+    not_compared,
+    promote,
+    resolve,
+    statuses,
+    verdict,
+)
 from ensgan.io.storage import LocalStore
+from ensgan.pipeline.publish import verdict_line
 from tests.test_storage import make_batch
 
 GOOD = {"fd": 100.0, "recall": 0.95, "coverage": 0.80, "class_kl": 0.02}
@@ -24,8 +35,8 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"fd": 124.0}, None),  # within 25 %
-        ({"fd": 126.0}, "fd 126 > 100 + 25%"),
+        ({"fd": 109.0}, None),  # within 10 %
+        ({"fd": 111.0}, "fd 111 > 100 + 10%"),
         ({"recall": 0.94}, None),
         ({"recall": 0.92}, "recall 0.92 < 0.95 - 0.02"),
         ({"coverage": 0.77}, "coverage 0.77 < 0.8 - 0.02"),
@@ -46,6 +57,35 @@ def test_judge_skips_unset_tolerances_and_needs_a_champion() -> None:
     assert len(judge(worse, GOOD, GateConfig())) == 2
 
 
+def test_fd_is_compared_only_at_equal_image_counts() -> None:
+    """FD falls as the count grows, so a night evaluated on more images than the champion
+    must not pass (or fail) by the count alone: FD is left out, and the verdict says so."""
+    champion = {**GOOD, "n_images": 2000}
+    much_worse_fd = {**GOOD, "fd": 500.0, "n_images": 60000}
+    assert judge(much_worse_fd, champion, GateConfig()) == []
+    assert not_compared(much_worse_fd, champion) == [
+        "fd: measured on 60000 images, the champion's on 2000"
+    ]
+    # the other figures are still judged, and equal counts compare FD as before
+    assert judge({**much_worse_fd, "recall": 0.5}, champion, GateConfig()) == [
+        "recall 0.5 < 0.95 - 0.02"
+    ]
+    assert judge({**much_worse_fd, "n_images": 2000}, champion, GateConfig()) == [
+        "fd 500 > 100 + 10%"
+    ]
+    assert not_compared(much_worse_fd, GOOD) == []  # a champion from before counts were kept
+
+
+def test_the_verdict_records_what_it_did_not_compare(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    _publish(store, tmp_path, "night-1", {**GOOD, "n_images": 2000}, seed=1)
+    second = _publish(store, tmp_path, "night-2", {**GOOD, "fd": 150.0, "n_images": 60000}, 2)
+    assert second["decision"] == "promoted" and second["latest"] == "night-2"
+    assert second["not_compared"] == ["fd: measured on 60000 images, the champion's on 2000"]
+    assert verdict(store, "night-2")["not_compared"] == second["not_compared"]
+    assert "not compared: fd: measured on 60000" in verdict_line("night-2", second)
+
+
 def _publish(store: LocalStore, tmp: Path, run_id: str, metrics: dict | None, seed: int) -> dict:
     batch_dir = tmp / "out" / run_id
     if not batch_dir.exists():
@@ -58,7 +98,13 @@ def _publish(store: LocalStore, tmp: Path, run_id: str, metrics: dict | None, se
 def test_a_worse_batch_stays_a_candidate_until_promoted_by_hand(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     first = _publish(store, tmp_path, "night-1", GOOD, seed=1)
-    assert first == {"decision": "promoted", "reasons": [], "champion": None, "latest": "night-1"}
+    assert first == {
+        "decision": "promoted",
+        "reasons": [],
+        "champion": None,
+        "not_compared": [],
+        "latest": "night-1",
+    }
     assert latest(store)["how"] == "first"
 
     worse = _publish(store, tmp_path, "night-2", {**GOOD, "coverage": 0.5}, seed=2)

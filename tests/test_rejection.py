@@ -41,6 +41,27 @@ def test_drs_keeps_member_shares_and_hits_its_target_acceptance() -> None:
     assert s.stats["ess"] >= 1
 
 
+@pytest.mark.parametrize("t", [0.5, 0.25])
+def test_drs_temperature_accepts_by_the_ratio_to_the_power_t(t: float) -> None:
+    """drs_temperature T filters by (r̂/M)^T: more is accepted than at T = 1, at the rate the
+    tempered rule predicts, and the tilt toward high r̂ is gentler."""
+    ens = Ensemble(const_members(spread=0.4), stacker=MeanStacker(log_m=0.3))
+    plain = ens.sample("drs", 2000, seed=0)
+    ens.drs_temperature = t
+    tempered = ens.sample("drs", 2000, seed=0)
+    rates = []
+    for name in ("A", "B"):
+        lr = ens.log_ratio(ens.member_sample(name, np.arange(4000)))
+        rates.append(drs_accept_prob(t * lr, t * 0.3).mean())
+    assert tempered.stats["accept_rate"] == pytest.approx(2 / sum(1 / r for r in rates), rel=0.1)
+    assert tempered.stats["accept_rate"] > plain.stats["accept_rate"] + 0.05
+    mix = ens.sample("mixture", 2000, seed=0)
+    a_plain, a_tempered, a_mix = (
+        x.images[np.array(x.members) == "A"].mean() for x in (plain, tempered, mix)
+    )
+    assert a_mix + 2 < a_tempered < a_plain - 2  # tilted, but less than at T = 1
+
+
 def test_mh_chains_sample_the_target_of_a_known_ratio() -> None:
     """Proposals of two kinds, equally likely, with r̂ = 1 and 3: the target puts 3/4 on the
     second kind, whatever the start."""

@@ -27,12 +27,13 @@ from ensgan.ensemble.stacking import (
     prob_real,
     ratio_features,
     save_stacker,
+    stacker_columns,
 )
 from ensgan.gan.loaded import LoadedMember
 from ensgan.gan.models import build_pair
 from ensgan.io.cards import StackerCard
 
-MODELS = ("logistic", "random_forest", "gradient_boosting")
+MODELS = ("logistic", "logistic_pca", "random_forest", "gradient_boosting")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -332,3 +333,29 @@ def test_prob_real_of_a_fitted_stacker_is_high_for_real_rows(fitted: dict) -> No
     est, _ = fitted["logistic"]
     p = prob_real(est, np.array([[3.0, 3.0, 3.0, 0.0], [-3.0, -3.0, -3.0, 0.0]]))
     assert p[0] > 0.9 > 0.1 > p[1]
+
+
+def test_stacker_columns_keep_the_hidden_columns_after_the_ratio() -> None:
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(7, 2 + 5))  # 2 member logits, then 5 hidden-layer columns
+    out = stacker_columns(inputs, np.array([0.5, 0.5]))
+    assert out.shape == (7, 2 + 1 + 5)
+    np.testing.assert_array_equal(out[:, :3], ratio_features(inputs[:, :2], np.array([0.5, 0.5])))
+    np.testing.assert_array_equal(out[:, 3:], inputs[:, 2:])
+
+
+def test_logistic_pca_fits_wide_inputs_with_few_rows() -> None:
+    """Thousands of hidden columns against a few real images: the PCA never asks for more
+    components than a cross-validation fold has rows, and the ratio still points the right
+    way on a known case (real images shifted along one direction)."""
+    rng = np.random.default_rng(1)
+    shift = np.zeros(500)
+    shift[:50] = 0.5
+    real, fake = rng.normal(size=(20, 500)) + shift, rng.normal(size=(60, 500))
+    est, info = fit_stacker(real, fake, model="logistic_pca", cv_folds=5, seed=0)
+    assert est.named_steps["pca"].n_components == 80 - 16  # a 5-fold's training rows
+    assert info["cv_roc_auc"] > 0.75
+    fresh_real, fresh_fake = rng.normal(size=(200, 500)) + shift, rng.normal(size=(200, 500))
+    assert auc(est, fresh_real, fresh_fake) > 0.75
+    # balanced: three fakes per real do not push P(real) of an average image far below 1/2
+    assert 0.3 < prob_real(est, np.zeros((1, 500)) + shift / 2)[0] < 0.7

@@ -17,6 +17,7 @@ Every sample records its acceptance rate and effective sample size (ensgan/ensem
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,8 @@ from ensgan.gan.models import to_uint8
 from ensgan.registry import COMBINATIONS
 
 METHODS = tuple(COMBINATIONS)  # every combination, in the registry's order
+CHUNK = 4096  # images whose stacker inputs are held at once
+SELECTING = frozenset({"vote", "drs", "mh"})  # many proposals per image: costly to evaluate
 
 
 def latents(seeds: np.ndarray, z_dim: int) -> torch.Tensor:
@@ -85,7 +88,9 @@ class Ensemble:
     stacker: Stacker | None = None  # the calibrated density-ratio estimator
     vote_oversample: int = 4
     drs_gamma: float = 0.0
+    drs_temperature: float = 1.0  # DRS filters by r̂^T: T < 1 flattens the ratio
     mh_chain: int = 64
+    stack_inputs: str = "logits"  # logits | hidden: what `features` gives the stacker
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -103,19 +108,29 @@ class Ensemble:
     # Features and scores.
 
     def features(self, images: np.ndarray) -> np.ndarray:
-        """(N, K) discriminator logits, one column per member in `members` order."""
+        """The stacker's inputs: (N, K) discriminator logits, one column per member in
+        `members` order, then (stack_inputs "hidden") each member's last hidden layer."""
         t = torch.from_numpy(images)
-        return np.stack([m.score(t) for m in self.members.values()], axis=1)
+        if self.stack_inputs == "logits":
+            return np.stack([m.score(t) for m in self.members.values()], axis=1)
+        hidden, logits = zip(*(m.hidden_and_score(t) for m in self.members.values()), strict=True)
+        return np.hstack([np.stack(logits, axis=1), *hidden])
+
+    def _by_chunk(self, fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+        """fn over the stacker inputs of `images`, a chunk at a time: with hidden layers the
+        inputs of 60,000 images would take gigabytes."""
+        parts = [fn(self.features(images[i : i + CHUNK])) for i in range(0, len(images), CHUNK)]
+        return np.concatenate(parts) if parts else np.empty(0)
 
     def score(self, images: np.ndarray) -> np.ndarray | None:
         """The stacker's calibrated P(real) per image (None without a stacker)."""
         if self.stacker is None:
             return None
-        return self.stacker.prob_real(self.features(images))
+        return self._by_chunk(self.stacker.prob_real, images)
 
     def log_ratio(self, images: np.ndarray) -> np.ndarray:
         """log r̂ = log p_data/p_mix per image, from the calibrated stacker."""
-        return self.need_stacker("the density ratio").log_ratio(self.features(images))
+        return self._by_chunk(self.need_stacker("the density ratio").log_ratio, images)
 
     def need_stacker(self, what: str) -> Stacker:
         if self.stacker is None:
@@ -213,7 +228,8 @@ MAX_PROPOSALS_PER_IMAGE = 1000  # DRS gives up (a clear error) past this many pr
 
 def drs(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
     """Rejection sampling per member: each member keeps its mixture share of the n images, and
-    accepts its proposals with probability min(1, r̂/M_k) (γ = 0), M_k from its burn-in."""
+    accepts its proposals with probability min(1, r̂/M_k) (γ = 0), M_k from its burn-in; with
+    a temperature T, min(1, (r̂/M_k)^T)."""
     st = ens.need_stacker("discriminator rejection sampling")
     names = list(ens.members)
     p = np.array([ens.weights.get(m, 0.0) for m in names])
@@ -231,10 +247,11 @@ def drs(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
         def propose(batch: int, name: str = name) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
             cand_seeds = rng.integers(0, 2**31 - 1, size=batch)
             cand = ens.member_sample(name, cand_seeds)
-            return (cand, cand_seeds), ens.log_ratio(cand)
+            return (cand, cand_seeds), ens.drs_temperature * ens.log_ratio(cand)
 
+        log_m = ens.drs_temperature * st.card.drs_log_m[name]  # M's percentile of r̂^T
         (kept, kept_seeds), used, w = rejection_fill(
-            len(slots), propose, st.card.drs_log_m[name], ens.drs_gamma, rng,
+            len(slots), propose, log_m, ens.drs_gamma, rng,
             max_proposals=MAX_PROPOSALS_PER_IMAGE * len(slots), who=f"member {name}",
         )  # fmt: skip
         if images is None:

@@ -24,6 +24,7 @@ import skops.io as sio
 from scipy.special import logsumexp
 from sklearn.base import ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.decomposition import PCA
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
@@ -39,6 +40,7 @@ from ensgan.registry import META_LEARNERS
 
 MODEL_FILE = "stacker.skops"
 REAL_RATIOS_FILE = "real_log_ratios.npy"  # the calibrate split's log r̂: where MH chains start
+PCA_COMPONENTS = 64  # logistic_pca: principal components of the stacker's columns
 P_CLIP = 1e-7  # calibrated probabilities are clipped to [P_CLIP, 1 - P_CLIP] before log-odds
 
 # Every type a saved meta-learner may contain; anything else in a file is refused.
@@ -50,6 +52,7 @@ TRUSTED_TYPES = [
     "sklearn.frozen._frozen.FrozenEstimator",
     "sklearn.pipeline.Pipeline",
     "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.decomposition._pca.PCA",
     "sklearn.linear_model._logistic.LogisticRegression",
     "sklearn.ensemble._forest.RandomForestClassifier",
     "sklearn.tree._classes.DecisionTreeClassifier",
@@ -92,6 +95,18 @@ def logistic(seed: int) -> Pipeline:
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=0.01))
 
 
+def logistic_pca(seed: int) -> Pipeline:
+    """For the `hidden` features (thousands of columns against a few hundred real images):
+    standardised, projected on their first PCA_COMPONENTS principal components, then a
+    logistic regression regularised harder still (C=0.0003) and balanced between real and
+    generated rows. Measured on the default digits: README "A ratio that does not narrow"."""
+    return make_pipeline(
+        StandardScaler(),
+        PCA(n_components=PCA_COMPONENTS, random_state=seed),
+        LogisticRegression(max_iter=3000, C=3e-4, class_weight="balanced"),
+    )
+
+
 def random_forest(seed: int) -> RandomForestClassifier:
     return RandomForestClassifier(n_estimators=200, min_samples_leaf=3, random_state=seed)
 
@@ -114,6 +129,13 @@ def ratio_features(logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.column_stack([logits, -logsumexp(log_pi[None, :] - logits, axis=1)])
 
 
+def stacker_columns(inputs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(N, K + H) inputs, K member logits first (K = len(weights)) -> (N, K + 1 + H): the
+    logits, the mixture's analytic log-ratio, and the H hidden-layer columns unchanged."""
+    k = len(weights)
+    return np.hstack([ratio_features(inputs[:, :k], weights), inputs[:, k:]])
+
+
 def fit_stacker(
     real: np.ndarray, fake: np.ndarray, *, model: str, cv_folds: int, seed: int
 ) -> tuple[ClassifierMixin | Pipeline, dict]:
@@ -127,6 +149,10 @@ def fit_stacker(
         raise StackerError("the stacker needs at least 2 real and 2 generated images")
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     est = make_meta_learner(model, seed)
+    if isinstance(est, Pipeline) and "pca" in est.named_steps:
+        # no more components than a cross-validation fold's rows or the columns allow
+        fold_rows = len(x) - -(-len(x) // folds)
+        est.set_params(pca__n_components=min(PCA_COMPONENTS, x.shape[1], fold_rows))
     res = cross_validate(est, x, y, cv=cv, scoring=("roc_auc", "accuracy", "neg_log_loss"))
     info = {
         "model": model,
@@ -198,17 +224,19 @@ class Stacker:
     card: StackerCard
     real_log_ratios: np.ndarray  # log r̂ of the calibrate split's real images
 
-    def features(self, logits: np.ndarray) -> np.ndarray:
+    def features(self, inputs: np.ndarray) -> np.ndarray:
+        """The meta-learner's columns from `Ensemble.features` rows: the K member logits and
+        the mixture's analytic log-ratio, then any hidden-layer columns as they are."""
         weights = np.array([self.card.mixture_weights[m] for m in self.card.members])
-        return ratio_features(logits, weights)
+        return stacker_columns(inputs, weights)
 
-    def prob_real(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated P(real) for each row of member logits."""
-        return prob_real(self.estimator, self.features(logits))
+    def prob_real(self, inputs: np.ndarray) -> np.ndarray:
+        """Calibrated P(real) for each row of stacker inputs (member logits first)."""
+        return prob_real(self.estimator, self.features(inputs))
 
-    def log_ratio(self, logits: np.ndarray) -> np.ndarray:
-        """log r̂ = log p_data/p_mix for each row of member logits."""
-        p = np.clip(self.prob_real(logits), P_CLIP, 1.0 - P_CLIP)
+    def log_ratio(self, inputs: np.ndarray) -> np.ndarray:
+        """log r̂ = log p_data/p_mix for each row of stacker inputs."""
+        p = np.clip(self.prob_real(inputs), P_CLIP, 1.0 - P_CLIP)
         return np.log(p) - np.log1p(-p) + self.card.log_prior_ratio
 
 

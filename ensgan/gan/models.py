@@ -184,6 +184,19 @@ def discriminator_list(d: nn.Module) -> list[nn.Module]:
     return list(d.members) if isinstance(d, MultiDiscriminator) else [d]
 
 
+def hidden_and_logit(d: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The discriminator's last hidden layer, (N, H), and its logit, (N,), from one forward
+    pass. The hidden layer is what the logit is a linear function of, and a richer view of
+    "how real" than the logit alone (the stacker's `hidden` features). Every architecture
+    here ends `main` with that linear layer (or 4x4 convolution); a MultiDiscriminator gives
+    its discriminators' layers side by side and their mean logit, as its forward does."""
+    if isinstance(d, MultiDiscriminator):
+        parts = [hidden_and_logit(m, x) for m in d.members]
+        return torch.cat([h for h, _ in parts], dim=1), torch.stack([o for _, o in parts]).mean(0)
+    h = d.main[:-1](x)
+    return h.flatten(1), d.main[-1](h).flatten()
+
+
 def build_pair(
     arch: str, *, z_dim: int, size: int, channels: int, width: int, n_discriminators: int = 1
 ) -> tuple[nn.Module, nn.Module]:

@@ -77,5 +77,7 @@ def load_ensemble(params: Params, layout: Layout, *, with_stacker: bool = True) 
         stacker=stacker,
         vote_oversample=params.ensemble.vote_oversample,
         drs_gamma=params.ensemble.drs_gamma,
+        drs_temperature=params.ensemble.drs_temperature,
         mh_chain=params.ensemble.mh_chain,
+        stack_inputs=params.stack.features,
     )

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ensgan.config import Params
 from ensgan.data.prepared import load_prepared
-from ensgan.ensemble.combinations import METHODS, Ensemble, collapse
+from ensgan.ensemble.combinations import METHODS, SELECTING, Ensemble, collapse
 from ensgan.ensemble.rejection import drs_accept_prob
 from ensgan.errors import DataError, StackerError
 from ensgan.eval.charts import loss_chart, metrics_chart
@@ -25,7 +25,7 @@ from ensgan.eval.features import (
     save_feature_net,
     train_feature_net,
 )
-from ensgan.eval.metrics import evaluate_images
+from ensgan.eval.metrics import evaluate_images, frechet_distance
 from ensgan.eval.prdc import NEAREST_K
 from ensgan.eval.report import write_html
 from ensgan.io.files import atomic_dir, atomic_write, staged_outputs, write_json
@@ -87,7 +87,7 @@ def _evaluate(params: Params, layout: Layout, out: Path) -> dict:
     def measure(images: np.ndarray, scores: np.ndarray | None) -> dict:
         m = evaluate_images(net, images, real_feats, real_labels, n_classes)
         m["stacker_score"] = None if scores is None else round(float(np.mean(scores)), 6)
-        return m
+        return m | {"n_images": len(images)}  # FD falls with the count: compare equal counts
 
     rng = np.random.default_rng(ec.seed)
     seeds = rng.integers(0, 2**31 - 1, size=ec.n_samples)  # same latents for every member
@@ -107,15 +107,19 @@ def _evaluate(params: Params, layout: Layout, out: Path) -> dict:
         metrics["members"][name]["collapsed"] = collapse(images) is not None
         tiles[name] = (name, images[:n_grid])
     metrics["ensemble"] = {}
+    n_selected = min(ec.n_selected, ec.n_samples)
     for method in METHODS:
+        n = n_selected if method in SELECTING else ec.n_samples
         try:
-            s = ens.sample(method, ec.n_samples, seed=ec.seed)
+            s = ens.sample(method, n, seed=ec.seed)
         except StackerError as exc:  # e.g. DRS cannot fill a member's share: report it
             metrics["ensemble"][method] = {"error": str(exc)}
             continue
         metrics["ensemble"][method] = measure(s.images, s.scores) | {
             k: round(v, 6) for k, v in s.stats.items()
         }
+        if method == "mixture":
+            mixture_images = s.images
         stem = f"ensemble-{method}"
         if stem in params.members:  # a member named like a combination's grid file
             tiles[stem] = (f"member-{stem}", tiles[stem][1])
@@ -125,6 +129,10 @@ def _evaluate(params: Params, layout: Layout, out: Path) -> dict:
         if "error" in row:
             continue
         row["narrows"] = any(row[k] < mix[k] - NARROWING for k in ("recall", "coverage"))
+        if row["n_images"] < mix["n_images"]:  # the mixture's FD at this row's count
+            row["mixture_fd_same_count"] = frechet_distance(
+                embed(net, mixture_images[: row["n_images"]]), real_feats
+            )
 
     stack_card = ens.need_stacker("evaluate").card
     metrics["stacker"] = {
@@ -214,7 +222,10 @@ def real_acceptance_by_class(
     (M: the highest member M, as for a mixture proposal). A class well below 1 is one the
     selector would thin out: narrowing."""
     st = ens.need_stacker("the real-acceptance check")
-    p = drs_accept_prob(ens.log_ratio(images), max(st.card.drs_log_m.values()), ens.drs_gamma)
+    t = ens.drs_temperature
+    p = drs_accept_prob(
+        t * ens.log_ratio(images), t * max(st.card.drs_log_m.values()), ens.drs_gamma
+    )
     overall = max(float(p.mean()), 1e-12)
     return [
         round(float(p[labels == c].mean()) / overall, 4) if (labels == c).any() else None

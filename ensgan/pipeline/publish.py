@@ -54,6 +54,8 @@ def run(params: Params, layout: Layout, run_id: str | None = None) -> dict:
     if result["gate"]["decision"] == "candidate":
         why = "; ".join(result["gate"]["reasons"])
         log.warning("batch %s published as a candidate, not promoted: %s", run_id, why)
+    for what in result["gate"]["not_compared"]:
+        log.warning("the gate did not compare %s", what)
     write_history_chart(layout, history(store), verdict_line(run_id, result["gate"]))
     result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(layout.published, result)
@@ -62,10 +64,11 @@ def run(params: Params, layout: Layout, run_id: str | None = None) -> dict:
 
 def verdict_line(run_id: str, verdict: dict) -> str:
     """The gate's word on this batch, for the report: promoted, or why not."""
+    unseen = "".join(f" (not compared: {w})" for w in verdict.get("not_compared", []))
     if verdict["decision"] == "promoted":
-        return f"{run_id}: promoted; latest is {verdict['latest']}"
+        return f"{run_id}: promoted; latest is {verdict['latest']}{unseen}"
     why = "; ".join(verdict["reasons"])
-    return f"{run_id}: not promoted ({why}); latest stays {verdict['latest']}"
+    return f"{run_id}: not promoted ({why}); latest stays {verdict['latest']}{unseen}"
 
 
 def write_history_chart(layout: Layout, frame: pd.DataFrame, verdict: str | None = None) -> Path:

@@ -16,8 +16,8 @@ from ensgan.ensemble.stacking import (
     Stacker,
     calibrate,
     fit_stacker,
-    ratio_features,
     save_stacker,
+    stacker_columns,
 )
 from ensgan.io.cards import StackerCard
 from ensgan.layout import Layout
@@ -38,10 +38,12 @@ def fit_ensemble_stacker(ens: Ensemble, data: Prepared, params: Params) -> Stack
     """Fit, calibrate and burn in a stacker for `ens` (in memory; `run` saves it). Also sets
     `ens.stacker`, so the ensemble samples by it at once (benchmarks/drs_ratio.py)."""
     sc, ec = params.stack, params.ensemble
+    ens.stack_inputs = sc.features  # what the stacker reads, from the params it is fitted under
+    ens.stacker = None  # an earlier stacker may read other inputs: none scores the fakes
     pi = np.array([ens.weights[m] for m in ens.members])
 
     def rows(images: np.ndarray) -> np.ndarray:
-        return ratio_features(ens.features(images), pi)
+        return stacker_columns(ens.features(images), pi)
 
     def fakes(n_real: int, seed: int) -> np.ndarray:
         return rows(ens.sample("mixture", sc.n_fake or n_real, seed=seed).images)
