@@ -164,8 +164,8 @@ class EvaluateConfig(_Strict):
     # Generated images per member and per combination that draws each image once; FD's noise
     # falls as 1/sqrt(n) (2,000: ~8 %; 60,000: ~2.5 %: README "What the combinations do").
     n_samples: Annotated[int, Field(ge=10)] = 60000
-    # Images per combination that selects among proposals (vote, drs, mh: many per image).
-    n_selected: Annotated[int, Field(ge=10)] = 2000
+    # Images for `mh`, whose every image is the end of a chain of mh_chain proposals.
+    n_mh: Annotated[int, Field(ge=10)] = 2000
     classifier_steps: Annotated[int, Field(gt=0)] = 600  # training steps of the feature net
     grid_size: Annotated[int, Field(ge=1, le=32)] = 8  # sample grids are grid_size^2 images
     seed: int = 0

@@ -212,7 +212,7 @@ TINY = {
     },
     "stack": {"cv_folds": 3, "burn_in": 200},
     "ensemble": {"mh_chain": 8},
-    "evaluate": {"n_samples": 100, "n_selected": 60, "classifier_steps": 30, "grid_size": 4},
+    "evaluate": {"n_samples": 100, "n_mh": 60, "classifier_steps": 30, "grid_size": 4},
     "generate": {"n_images": 40, "shard_size": 16},
 }  # fmt: skip
 
@@ -224,6 +224,7 @@ TINY_FLOW = {
         "a": {"arch": "dcgan", "seed": 1, "width": 8},
         "b": {"arch": "upsample", "seed": 2, "width": 4, "discriminators": 2, "gman": "softmax"},
     },
+    "stack": {"features": "logits", "model": "logistic", "n_fake": None},  # DVC's: hidden
     "ensemble": {"method": "mh", "mh_chain": 8},
 }
 

@@ -236,7 +236,7 @@ def test_names_are_validated_against_their_registries() -> None:
     [
         ({"stack": {"features": "pixels"}}, "stack.features"),
         ({"ensemble": {"drs_temperature": 0}}, "ensemble.drs_temperature"),
-        ({"evaluate": {"n_selected": 5}}, "evaluate.n_selected"),
+        ({"evaluate": {"n_mh": 5}}, "evaluate.n_mh"),
     ],
 )
 def test_stacker_inputs_drs_temperature_and_counts_are_checked(raw: dict, key: str) -> None:

@@ -32,7 +32,6 @@ from ensgan.registry import COMBINATIONS
 
 METHODS = tuple(COMBINATIONS)  # every combination, in the registry's order
 CHUNK = 4096  # images whose stacker inputs are held at once
-SELECTING = frozenset({"vote", "drs", "mh"})  # many proposals per image: costly to evaluate
 
 
 def latents(seeds: np.ndarray, z_dim: int) -> torch.Tensor:

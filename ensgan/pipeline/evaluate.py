@@ -14,7 +14,7 @@ import pandas as pd
 
 from ensgan.config import Params
 from ensgan.data.prepared import load_prepared
-from ensgan.ensemble.combinations import METHODS, SELECTING, Ensemble, collapse
+from ensgan.ensemble.combinations import METHODS, Ensemble, collapse
 from ensgan.ensemble.rejection import drs_accept_prob
 from ensgan.errors import DataError, StackerError
 from ensgan.eval.charts import loss_chart, metrics_chart
@@ -107,9 +107,8 @@ def _evaluate(params: Params, layout: Layout, out: Path) -> dict:
         metrics["members"][name]["collapsed"] = collapse(images) is not None
         tiles[name] = (name, images[:n_grid])
     metrics["ensemble"] = {}
-    n_selected = min(ec.n_selected, ec.n_samples)
-    for method in METHODS:
-        n = n_selected if method in SELECTING else ec.n_samples
+    for method in METHODS:  # MH's images cost a chain each: it scores fewer
+        n = min(ec.n_mh, ec.n_samples) if method == "mh" else ec.n_samples
         try:
             s = ens.sample(method, n, seed=ec.seed)
         except StackerError as exc:  # e.g. DRS cannot fill a member's share: report it
