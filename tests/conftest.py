@@ -210,7 +210,7 @@ TINY = {
         "steps": 30, "batch_size": 32, "checkpoint_every": 10, "log_every": 5,
         "device": "cpu", "workers": 2,
     },
-    "stack": {"cv_folds": 3, "burn_in": 200},
+    "stack": {"cv_folds": 3, "burn_in": 200, "n_fake": 60},  # params.yaml: 2,000
     "ensemble": {"mh_chain": 8},
     "evaluate": {"n_samples": 100, "n_mh": 60, "classifier_steps": 30, "grid_size": 4},
     "generate": {"n_images": 40, "shard_size": 16},
