@@ -82,7 +82,7 @@ def judge(candidate: dict | None, champion: dict | None, tol: GateConfig) -> lis
     if candidate is None:
         return ["no evaluation of this batch (run `ensgan evaluate` before publishing)"]
     reasons = []
-    skip = {k.split(":")[0] for k in not_compared(candidate, champion)}
+    skip = _uncomparable(candidate, champion)
     for name, lower_is_better in _LOWER_IS_BETTER.items():
         limit, new, old = getattr(tol, name), candidate.get(name), champion.get(name)
         if limit is None or new is None or old is None or name in skip:
@@ -97,14 +97,19 @@ def judge(candidate: dict | None, champion: dict | None, tol: GateConfig) -> lis
     return reasons
 
 
-def not_compared(candidate: dict | None, champion: dict | None) -> list[str]:
-    """Figures the gate cannot compare, and why: FD measured on different image counts (its
-    estimate falls as the count grows, 2,000 to 60,000 images took 10 % off here), so a
+def _uncomparable(candidate: dict | None, champion: dict | None) -> dict[str, str]:
+    """Figure -> why the gate cannot compare it: FD measured on different image counts (its
+    estimate falls as the count grows: 2,000 to 60,000 images took 12-14 % off here), so a
     changed `evaluate.n_samples` would promote or hold back a night by the count alone."""
     n_new, n_old = (candidate or {}).get("n_images"), (champion or {}).get("n_images")
     if n_new is None or n_old is None or n_new == n_old:
-        return []
-    return [f"fd: measured on {n_new:.0f} images, the champion's on {n_old:.0f}"]
+        return {}
+    return {"fd": f"measured on {n_new:.0f} images, the champion's on {n_old:.0f}"}
+
+
+def not_compared(candidate: dict | None, champion: dict | None) -> list[str]:
+    """What the verdict records as not compared, one line per figure."""
+    return [f"{name}: {why}" for name, why in _uncomparable(candidate, champion).items()]
 
 
 def latest(store: Store) -> dict | None:
