@@ -174,8 +174,10 @@ def regenerate_cmd(
         raise typer.Exit(1)
 
 
+# Help texts are Rich markup: a literal "[" is written "\\[" (tests/test_cli.py walks every --help).
 StoreOpt = Annotated[
-    str | None, typer.Option("--store", help="directory or s3://bucket[/prefix]; default: params")
+    str | None,
+    typer.Option("--store", help="directory or s3://bucket\\[/prefix]; default: params"),
 ]
 EndpointOpt = Annotated[str | None, typer.Option("--endpoint-url", help="S3-compatible endpoint")]
 
@@ -337,9 +339,8 @@ def bench_modes(
     standard error beside PacGAN's published rows. Writes DIR/table.md, DIR/results.csv,
     DIR/bench.json and DIR/DATASET/METHOD/trial-K.npy. A non-empty DIR is refused unless
     --force is given and DIR holds an earlier run (its bench.json), which is then replaced
-    whole once the new run has finished. On 2 CPU cores the default (all datasets, 5 trials)
-    took 23 minutes with the gan and mixture rows; every row together takes about twice that
-    (use --method to pick rows); --full takes the paper's length (hours per trial on a CPU).
+    whole once the new run has finished. --method picks rows; --full takes the paper's length
+    (meant for a GPU; docs/results.md has the measured run times).
     """
 
     def call():

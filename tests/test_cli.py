@@ -188,3 +188,32 @@ def test_lineage_names_the_dvc_hashes_of_what_generate_read(tmp_path: Path) -> N
     assert cmds[1] == "dvc pull prepare train stack"  # what generate reads, nothing more
     (tmp_path / "dvc.lock").write_text("{not yaml")
     assert lineage(tmp_path, {})["dvc_inputs"] is None  # unreadable: nothing invented
+
+
+def _command_paths() -> list[list[str]]:
+    """Every group and command of `ensgan`, as the words that name it (the root is [])."""
+    import typer.main
+
+    def walk(cmd, path: list[str]) -> list[list[str]]:  # typer ships its own click
+        found = [path]
+        if hasattr(cmd, "commands"):
+            for name, sub in sorted(cmd.commands.items()):
+                found += walk(sub, [*path, name])
+        return found
+
+    return walk(typer.main.get_command(app), [])
+
+
+def test_the_command_tree_has_every_group() -> None:
+    paths = {" ".join(p) for p in _command_paths()}
+    assert {"", "batches", "batches ls", "batches pull", "bench modes", "run"} <= paths
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "ensgan")
+def test_every_help_works(path: list[str]) -> None:
+    """A user's first contact: each --help exits 0 and prints its usage (a help text that
+    Rich reads as broken markup ends in a traceback instead)."""
+    res = runner.invoke(app, [*path, "--help"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "Usage:" in res.output
+    assert " ".join(["ensgan", *path]).split()[-1] in res.output
