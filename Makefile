@@ -36,8 +36,9 @@ test: $(VENV)/.dev  ## two test files at a time (a file's tests share its fixtur
 test-fast: $(VENV)/.dev  ## the inner loop: no test that starts a real service
 	$(BIN)/python -m pytest -m "not e2e"
 
-lint: $(VENV)/.dev
+lint: $(VENV)/.dev  ## what CI checks beside the tests
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 repro: $(VENV)/.base
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro  # stages call `ensgan` from the venv

@@ -13,7 +13,7 @@ self-ensemble (snapshots of one run) costs no more than that one member. Precisi
 density and coverage are measured at equal counts against the evaluate split (k = 5); every
 figure is the mean over --seeds sampling seeds, and the last columns are ratios to the plain
 mixture. Below the table, the verdict the issue asks for: the published combination
-(ensemble.method) against the best member (lowest FD) and against the best member on each
+(generate.method) against the best member (lowest FD) and against the best member on each
 figure, with each difference and its standard error over the seeds; "beats" needs the
 difference to exceed two standard errors, "ties" is anything within them.
 """
@@ -34,6 +34,7 @@ from ensgan.data.prepared import load_prepared
 from ensgan.ensemble.combinations import METHODS, Ensemble, latents
 from ensgan.eval.features import embed, load_feature_net
 from ensgan.eval.metrics import evaluate_images
+from ensgan.eval.table import CHARTED, METRICS
 from ensgan.gan.loaded import LoadedMember, load_member
 from ensgan.gan.member import train_member
 from ensgan.gan.models import build_pair
@@ -56,7 +57,7 @@ def main() -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch threads (2 on a busy 2-core machine ran 25x slower than 1, measured)",
+        help="torch threads (more than 1 can be far slower on a busy machine: docs/results.md)",
     )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -98,7 +99,7 @@ def main() -> None:
             label = f"its snapshots at {', '.join(m[5:] for m in snaps.members)} (mixture)"
             samplers[label] = lambda n, seed: snaps.sample("mixture", n, seed=seed).images
 
-    published = params.ensemble.method
+    published = params.generate.method
     if a.only:
         keep = (*a.only, "mixture", published)
         samplers = {k: v for k, v in samplers.items() if k.startswith(keep)}
@@ -119,14 +120,15 @@ def main() -> None:
     df["coverage sd"] = spread.coverage
     print(
         f"{a.n} images per row, mean of {a.seeds} seeds; {len(ens.members)} members of "
-        f"{params.train.steps} steps ({params.ensemble.training}); reference: the evaluate "
+        f"{params.train.steps} steps ({params.train.ensemble}); reference: the evaluate "
         f"split ({len(real)} images)"
     )
     print(df.to_markdown(floatfmt=".3f"))
     print(verdict(runs, published))
 
 
-VERDICT = {"fd": -1, "recall": 1, "coverage": 1}  # the target's figures: sign of "better"
+# The target's figures (the charted ones), each with the sign of "better".
+VERDICT = {name: -1 if METRICS[name].lower_is_better else 1 for name in CHARTED}
 
 
 def verdict(runs: pd.DataFrame, published: str) -> str:

@@ -6,7 +6,7 @@ counts, for each stacker (its features, model and generated negatives) and tempe
 
 Run after `make run` (or `dvc repro`): it reads the trained members and the evaluation
 feature net from ROOT, fits each stacker in memory the way `ensgan stack` does (the stack and
-calibrate splits; nothing is written), and samples DRS with `ensemble.drs_temperature` T
+calibrate splits; nothing is written), and samples DRS with `combine.drs_temperature` T
 (r̂^T: T = 1 is the paper's rule, below 1 flattens the ratio). Stackers:
 
 - `logits`: the default, logistic regression (C = 0.01) on the members' logits and the

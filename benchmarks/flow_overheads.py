@@ -41,7 +41,7 @@ def _params(steps: int, members: int, **train: object) -> dict:
         for i in range(members)
     }
     params["train"].update(steps=steps, checkpoint_every=steps, device="cpu", **train)
-    params["ensemble"]["min_members"] = None
+    params["train"]["min_members"] = None
     params["stack"].update(burn_in=500)
     params["evaluate"].update(n_samples=300, classifier_steps=200)
     params["generate"].update(n_images=200)

@@ -360,7 +360,7 @@ def bench_modes(
         )  # fmt: skip
         modes.check_out(out, force)
         if dev.type == "cpu":
-            torch.set_num_threads(1)  # measured faster than 2 for these small nets
+            torch.set_num_threads(1)  # these small nets gain nothing from more (docs/results.md)
         return modes.run(settings, out, force=force, log=lambda m: typer.echo(m, err=True))
 
     _run(call)

@@ -127,7 +127,11 @@ class TrainConfig(_Strict):
     ray_address: str | None = None  # a Ray cluster (host:port); None: RAY_ADDRESS, or local
     ray_cpus: Annotated[float, Field(gt=0)] = 1.0  # CPUs each member task asks Ray for
     ray_gpus: Annotated[float, Field(ge=0)] = 0.0  # GPUs each member task asks Ray for
-    channels_last: bool = True  # NHWC memory format: 1.07-1.4x faster conv members on CPU
+    channels_last: bool = True  # NHWC memory format: faster convolutions on CPU
+    ensemble: Literal["bagging", "boosting"] = "bagging"  # members in parallel, or AdaGAN rounds
+    boosting_beta: Annotated[float, Field(gt=0, lt=1)] | None = None  # None: β_t = 1/t
+    boosting_epochs: Annotated[int, Field(ge=1, le=100)] = 5  # the mixture classifier's passes
+    min_members: Annotated[int, Field(ge=1)] | None = None  # None: every member must finish
 
 
 class StackConfig(_Strict):
@@ -140,29 +144,27 @@ class StackConfig(_Strict):
     # as many as the split's real images (the positives)
     calibration: Literal["sigmoid", "isotonic"] = "sigmoid"  # Platt scaling, or isotonic
     burn_in: Annotated[int, Field(ge=10)] = 2000  # generated images per member: DRS's M, weights
+    drs_percentile: Annotated[float, Field(gt=0, le=100)] = 95.0  # DRS's M: this percentile of r̂
+    weight_floor: Annotated[float, Field(ge=0, le=1)] = 0.5  # `weighted`: no member below this
+    # share of its prior weight
     seed: int = 0
 
 
-class EnsembleConfig(_Strict):
-    method: Combination = "mixture"  # what `generate` publishes
+class CombineConfig(_Strict):
+    """How the members are combined: the mixture weights (which the stacker is fitted against)
+    and the samplers' knobs (read by evaluate, which scores every combination, and generate)."""
+
     weights: dict[str, Annotated[float, Field(ge=0)]] | None = None  # mixture weights; uniform
     vote_oversample: Annotated[int, Field(ge=1, le=64)] = 4  # candidates drawn per kept image
-    drs_percentile: Annotated[float, Field(gt=0, le=100)] = 95.0  # M: this percentile of r̂
     drs_gamma: float = 0.0  # DRS's γ: 0 = plain rejection sampling; > 0 accepts less
     # DRS filters by r̂^T: 1 = the paper; below 1 flattens a ratio too steep in its tails
     drs_temperature: Annotated[float, Field(gt=0)] = 1.0
     mh_chain: Annotated[int, Field(ge=1, le=10_000)] = 64  # MH proposals per output image
-    weight_floor: Annotated[float, Field(ge=0, le=1)] = 0.5  # `weighted`: no member below this
-    # share of its prior weight
-    training: Literal["bagging", "boosting"] = "bagging"  # members in parallel, or AdaGAN rounds
-    boosting_beta: Annotated[float, Field(gt=0, lt=1)] | None = None  # None: β_t = 1/t
-    boosting_epochs: Annotated[int, Field(ge=1, le=100)] = 5  # the mixture classifier's passes
-    min_members: Annotated[int, Field(ge=1)] | None = None  # None: every member must finish
 
 
 class EvaluateConfig(_Strict):
-    # Generated images per member and per combination that draws each image once; FD's noise
-    # falls as 1/sqrt(n) (2,000: ~8 %; 60,000: ~2.5 %: README "What the combinations do").
+    # Generated images per member and per combination that draws each image once (FD's
+    # estimate depends on the count: rows compare only at equal counts).
     n_samples: Annotated[int, Field(ge=10)] = 60000
     # Images for `mh`, whose every image is the end of a chain of mh_chain proposals.
     n_mh: Annotated[int, Field(ge=10)] = 2000
@@ -172,10 +174,24 @@ class EvaluateConfig(_Strict):
 
 
 class GenerateConfig(_Strict):
+    method: Combination = "mixture"  # the combination `generate` publishes
     n_images: Annotated[int, Field(gt=0)] = 1000
     shard_size: Annotated[int, Field(gt=0)] = 256  # images per tar shard
     seed: int = 0
 
+
+# Where each key of the old `ensemble:` section went (params grouped by the stage that reads them).
+MOVED_KEYS = {
+    "method": "generate.method",
+    "training": "train.ensemble",
+    "boosting_beta": "train.boosting_beta",
+    "boosting_epochs": "train.boosting_epochs",
+    "min_members": "train.min_members",
+    "drs_percentile": "stack.drs_percentile",
+    "weight_floor": "stack.weight_floor",
+    **{k: f"combine.{k}" for k in ("weights", "vote_oversample", "drs_gamma", "drs_temperature",
+                                    "mh_chain")},
+}  # fmt: skip
 
 Tolerance = Annotated[float, Field(ge=0.0)] | None  # None: that figure is not compared
 
@@ -186,7 +202,7 @@ class GateConfig(_Strict):
     FD is compared relatively (its scale depends on the dataset and feature net), the others
     as absolute differences; a figure set to null is not compared."""
 
-    fd: Tolerance = 0.10  # FD may rise by this fraction (60,000 images: noise ~2.5 % sd)
+    fd: Tolerance = 0.10  # FD may rise by this fraction (docs/results.md: its measured noise)
     recall: Tolerance = 0.02  # may fall by this much
     coverage: Tolerance = 0.02  # may fall by this much
     class_kl: Tolerance = 0.05  # may rise by this much
@@ -258,12 +274,24 @@ class Params(_Strict):
     members: dict[str, MemberConfig]
     train: TrainConfig = TrainConfig()
     stack: StackConfig = StackConfig()
-    ensemble: EnsembleConfig = EnsembleConfig()
+    combine: CombineConfig = CombineConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     generate: GenerateConfig = GenerateConfig()
     storage: StorageConfig = StorageConfig()
     gate: GateConfig = GateConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ensemble_was_split(cls, data: object) -> object:
+        if isinstance(data, dict) and "ensemble" in data:
+            old = data["ensemble"] if isinstance(data["ensemble"], dict) else {}
+            moves = [f"ensemble.{k} -> {MOVED_KEYS[k]}" for k in old if k in MOVED_KEYS]
+            raise ValueError(
+                "the ensemble: section was split by the stage that reads it: "
+                + "; ".join(moves or [f"{k} -> {v}" for k, v in MOVED_KEYS.items()])
+            )
+        return data
 
     @field_validator("members")
     @classmethod
@@ -277,7 +305,7 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _ray_bags(self) -> Params:
-        if self.train.runner == "ray" and self.ensemble.training == "boosting":
+        if self.train.runner == "ray" and self.train.ensemble == "boosting":
             raise ValueError(
                 "train.runner: ray trains bagged members (independent tasks); boosting rounds "
                 "each need the ones before them: use train.runner: process"
@@ -286,25 +314,25 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _min_members(self) -> Params:
-        k = self.ensemble.min_members
+        k = self.train.min_members
         if k is not None and k > len(self.members):
             raise ValueError(
-                f"ensemble.min_members is {k}, but params.yaml lists {len(self.members)} members"
+                f"train.min_members is {k}, but params.yaml lists {len(self.members)} members"
             )
         return self
 
     @model_validator(mode="after")
     def _weights_name_members(self) -> Params:
-        w = self.ensemble.weights
+        w = self.combine.weights
         if w is not None:
             unknown = sorted(set(w) - set(self.members))
             if unknown:
-                raise ValueError(f"ensemble.weights names unknown members: {unknown}")
+                raise ValueError(f"combine.weights names unknown members: {unknown}")
             if sum(w.get(m, 0.0) for m in self.members) <= 0:
-                raise ValueError("ensemble.weights must give some member a positive weight")
-            if self.ensemble.training == "boosting":
+                raise ValueError("combine.weights must give some member a positive weight")
+            if self.train.ensemble == "boosting":
                 raise ValueError(
-                    "ensemble.weights cannot be set with ensemble.training: boosting "
+                    "combine.weights cannot be set with train.ensemble: boosting "
                     "(AdaGAN sets the mixture weights); remove one of them"
                 )
         return self
@@ -319,10 +347,10 @@ class Params(_Strict):
     def mixture_weights(self) -> dict[str, float]:
         """Normalised mixture weights over the members: AdaGAN's when boosting, else uniform
         unless params say otherwise."""
-        if self.ensemble.training == "boosting":
-            w = adagan_weights(len(self.members), self.ensemble.boosting_beta)
+        if self.train.ensemble == "boosting":
+            w = adagan_weights(len(self.members), self.train.boosting_beta)
             return dict(zip(self.members, w, strict=True))
-        raw = self.ensemble.weights or {}
+        raw = self.combine.weights or {}
         w = {m: float(raw.get(m, 0.0 if raw else 1.0)) for m in self.members}
         total = sum(w.values())
         return {m: x / total for m, x in w.items()}

@@ -40,7 +40,7 @@ class StackerError(ValueError):
 
 
 class TooFewMembersError(RuntimeError):
-    """Fewer members finished than `ensemble.min_members`; the message names who failed."""
+    """Fewer members finished than `train.min_members`; the message names who failed."""
 
 
 class BusyError(RuntimeError):

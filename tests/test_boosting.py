@@ -90,7 +90,7 @@ def test_weights_move_toward_the_data_the_mixture_misses() -> None:
 
 
 def test_boosted_members_train_in_order_and_reuse_their_weights(tmp_path: Path) -> None:
-    text = tiny_params(ensemble={"training": "boosting", "boosting_epochs": 1})
+    text = tiny_params(train={"ensemble": "boosting", "boosting_epochs": 1})
     (tmp_path / "params.yaml").write_text(text)
     params = parse_params(yaml.safe_load(text))
     layout = Layout(tmp_path)
@@ -110,6 +110,8 @@ def test_boosted_members_train_in_order_and_reuse_their_weights(tmp_path: Path) 
 
 
 def test_boosting_refuses_hand_set_weights() -> None:
-    raw = yaml.safe_load(tiny_params(ensemble={"training": "boosting", "weights": {"a": 1.0}}))
+    raw = yaml.safe_load(
+        tiny_params(train={"ensemble": "boosting"}, combine={"weights": {"a": 1.0}})
+    )
     with pytest.raises(ValueError, match="AdaGAN sets the mixture weights"):
         parse_params(raw)

@@ -39,7 +39,7 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
     assert p.train.steps == 2000 and p.train.device == "auto"
     assert p.storage.url == "store"
     assert p.schedule.cron == "0 2 * * *"
-    assert p.ensemble.weights is None
+    assert p.combine.weights is None
 
 
 def test_repository_params_yaml_shows_every_knob() -> None:
@@ -94,9 +94,9 @@ def test_params_yaml_comments_list_exactly_the_registered_names(key: str, regist
         (with_({"data": {"image_size": 128}}), "data.image_size"),
         (with_({"data": {"source": "folder"}}), "data.path"),
         (with_({"data": {"source": "npz"}}), "data.path"),
-        (with_({"ensemble": {"weights": {"a": 1.0, "ghost": 2.0}}}), "ensemble.weights"),
-        (with_({"ensemble": {"weights": {"a": 0.0}}}), "ensemble.weights"),
-        (with_({"ensemble": {"weights": {"a": -1.0}}}), "ensemble.weights.a"),
+        (with_({"combine": {"weights": {"a": 1.0, "ghost": 2.0}}}), "combine.weights"),
+        (with_({"combine": {"weights": {"a": 0.0}}}), "combine.weights"),
+        (with_({"combine": {"weights": {"a": -1.0}}}), "combine.weights.a"),
         (with_({"schedule": {"cron": "not a cron"}}), "schedule.cron"),
         (with_({"schedule": {"cron": "61 * * * *"}}), "schedule.cron"),
         (with_({"storage": {"url": "s3://AB"}}), "storage.url"),
@@ -123,7 +123,7 @@ def test_error_messages_are_specific() -> None:
     with pytest.raises(ConfigError, match="power of two"):
         parse_params(with_({"data": {"image_size": 24}}))
     with pytest.raises(ConfigError, match="ghost"):
-        parse_params(with_({"ensemble": {"weights": {"ghost": 1.0}}}))
+        parse_params(with_({"combine": {"weights": {"ghost": 1.0}}}))
     with pytest.raises(ConfigError, match="invalid bucket name 'AB'"):
         parse_params(with_({"storage": {"url": "s3://AB"}}))
     with pytest.raises(ConfigError, match="unsupported scheme"):
@@ -214,7 +214,7 @@ def test_names_are_validated_against_their_registries() -> None:
     for key, raw in [
         ("members.a.arch", with_({"members": {"a": {"arch": "resnet"}}})),
         ("train.loss", with_({"train": {"loss": "wasserstein"}})),
-        ("ensemble.method", with_({"ensemble": {"method": "median"}})),
+        ("generate.method", with_({"generate": {"method": "median"}})),
         ("stack.model", with_({"stack": {"model": "svm"}})),
     ]:
         with pytest.raises(ConfigError) as info:
@@ -224,18 +224,18 @@ def test_names_are_validated_against_their_registries() -> None:
         {
             "members": {"a": {"arch": next(iter(ARCHS))}},
             "train": {"loss": next(iter(LOSSES))},
-            "ensemble": {"method": list(COMBINATIONS)[-1]},
+            "generate": {"method": list(COMBINATIONS)[-1]},
             "stack": {"model": list(META_LEARNERS)[-1]},
         }
     )
-    assert parse_params(ok).ensemble.method == list(COMBINATIONS)[-1]
+    assert parse_params(ok).generate.method == list(COMBINATIONS)[-1]
 
 
 @pytest.mark.parametrize(
     ("raw", "key"),
     [
         ({"stack": {"features": "pixels"}}, "stack.features"),
-        ({"ensemble": {"drs_temperature": 0}}, "ensemble.drs_temperature"),
+        ({"combine": {"drs_temperature": 0}}, "combine.drs_temperature"),
         ({"evaluate": {"n_mh": 5}}, "evaluate.n_mh"),
     ],
 )
@@ -254,7 +254,7 @@ def test_mixture_weights_uniform_by_default() -> None:
 
 def test_mixture_weights_normalised_when_given() -> None:
     p = parse_params(
-        {"members": {"a": {}, "b": {}, "c": {}}, "ensemble": {"weights": {"a": 3, "b": 1}}}
+        {"members": {"a": {}, "b": {}, "c": {}}, "combine": {"weights": {"a": 3, "b": 1}}}
     )
     w = p.mixture_weights()
     assert w == pytest.approx({"a": 0.75, "b": 0.25, "c": 0.0})  # unnamed members get 0
@@ -277,3 +277,14 @@ def test_exponent_floats_read_as_yaml_1_2_does_and_strings_are_not_coerced(tmp_p
     (tmp_path / "q.yaml").write_text(text.replace("steps: 4000", 'steps: "4000"'))
     with pytest.raises(ConfigError, match=r"train.steps: .*got str '4000'"):
         load_params(tmp_path / "q.yaml")
+
+
+def test_the_old_ensemble_section_names_where_each_key_went() -> None:
+    """params grouped by stage: an old params.yaml gets one error naming each new key."""
+    old = {"members": {"a": {}}, "ensemble": {"method": "drs", "training": "boosting"}}
+    with pytest.raises(ConfigError) as err:
+        parse_params(old)
+    msg = str(err.value)
+    assert "ensemble.method -> generate.method" in msg
+    assert "ensemble.training -> train.ensemble" in msg
+    assert "drs_temperature" not in msg  # only the keys the file has

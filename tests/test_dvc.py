@@ -26,10 +26,9 @@ TINY_DVC = {
         "b": {"arch": "upsample", "seed": 2, "width": 4, "discriminators": 2, "gman": "learned"},
     },
     "stack": {"features": "hidden", "model": "logistic_pca", "n_fake": 60},
-    "ensemble": {
-        "training": "boosting", "boosting_epochs": 1, "method": "drs", "drs_temperature": 0.5,
-        "mh_chain": 8,
-    },
+    "train": {"ensemble": "boosting", "boosting_epochs": 1},
+    "combine": {"drs_temperature": 0.5, "mh_chain": 8},
+    "generate": {"method": "drs"},
 }  # fmt: skip
 
 
@@ -122,6 +121,23 @@ def test_metrics_and_plots_show(dvc_repo: Path, tmp_path: Path) -> None:
     _sh(dvc_repo, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "g_loss" in html and "reports/plots/fd.csv" in html
+
+
+def test_changing_the_published_method_reruns_only_generate_and_publish(dvc_repo: Path) -> None:
+    """generate.method is read by generate alone: stack and evaluate stay as they are, and the
+    gate judges the new batch by the evaluation already made of the same models."""
+    params = yaml.safe_load((dvc_repo / "params.yaml").read_text())
+    params["generate"]["method"] = "mixture"
+    (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert set(json.loads(_sh(dvc_repo, "dvc", "status", "--json"))) == {"generate"}
+    out = _sh(dvc_repo, "dvc", "repro")
+    ran = {s for s in STAGES if f"Running stage '{s}'" in out}
+    assert ran == {"generate", "publish"}, out
+    published = json.loads((dvc_repo / "outputs" / "published.json").read_text())
+    assert published["run_id"].startswith("mixture-") and published["status"] == "published"
+    verdict = json.loads((dvc_repo / "store" / "gate" / f"{published['run_id']}.json").read_text())
+    assert verdict["metrics"] is not None and verdict["metrics"]["fd"] > 0  # judged, not skipped
+    assert "up to date" in _sh(dvc_repo, "dvc", "status")
 
 
 def test_exp_run_with_a_param_override(dvc_repo: Path) -> None:

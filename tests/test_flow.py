@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -92,20 +91,36 @@ async def _flow_runs() -> list:
         return await client.read_flow_runs()
 
 
-def test_second_run_retrains_and_publishes_nothing(flow_project: dict) -> None:
+def _stamps(*dirs: Path) -> dict[str, tuple[int, int]]:
+    """(mtime, size) of every file below `dirs`."""
+    return {
+        str(p): (p.stat().st_mtime_ns, p.stat().st_size)
+        for d in dirs
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_second_run_rewrites_and_publishes_nothing(flow_project: dict) -> None:
+    """A rerun on unchanged inputs: every stage says it is up to date, no file under models/,
+    reports/, outputs/ or the store is rewritten, and the store gets no new object."""
     import anyio
 
     from ensgan.orchestration.flow import run
 
     root = flow_project["root"]
-    ckpt = root / "models" / "members" / "a" / "checkpoint" / "generator_ema.safetensors"
-    before = os.stat(ckpt).st_mtime_ns
+    outputs = [root / d for d in ("data", "models", "reports", "outputs", "store")]
+    before = _stamps(*outputs)
+    assert any("generator_ema.safetensors" in p for p in before)
     again = run(params_path="params.yaml", root=str(root))
-    assert os.stat(ckpt).st_mtime_ns == before, "a finished member was trained again"
+    assert _stamps(*outputs) == before, "a rerun rewrote files"
+    assert again["up_to_date"] == ["prepare", "train", "stack", "evaluate", "generate", "publish"]
     assert again["batch"]["run_id"] == flow_project["summary"]["batch"]["run_id"]
     assert again["published"]["status"] == "already-published"
     assert again["published"]["gate"]["latest"] == again["batch"]["run_id"]
-    assert len(list((root / "store" / "history").glob("*.json"))) >= 2  # a row per night
+    assert (
+        again["metrics"]["ensemble"].keys() == flow_project["summary"]["metrics"]["ensemble"].keys()
+    )
 
     runs = anyio.run(_flow_runs)
     assert len(runs) >= 2
@@ -113,6 +128,21 @@ def test_second_run_retrains_and_publishes_nothing(flow_project: dict) -> None:
     latest = max(runs, key=lambda r: r.start_time)
     states = anyio.run(_task_states, latest.id)
     assert states["train-a"] == ["Cached"] and states["train-b"] == ["Cached"]
+
+
+def test_evaluate_returns_exactly_the_metrics_of_the_table(flow_project: dict) -> None:
+    """Each row of metrics.json carries the table's metrics for its kind of row, no others
+    (a row scored on fewer images adds the mixture's FD at its count; mh its restarts)."""
+    from ensgan.eval.table import row_keys
+
+    optional = {"mixture_fd_same_count", "restarted_chains"}
+    metrics = flow_project["summary"]["metrics"]
+    rows = [("real", metrics["real"])]
+    rows += [("members", r) for r in metrics["members"].values()]
+    rows += [("combinations", r) for r in metrics["ensemble"].values()]
+    for kind, row in rows:
+        assert row_keys(kind) - optional <= set(row) <= row_keys(kind), (kind, sorted(row))
+    assert "restarted_chains" in metrics["ensemble"]["mh"]
 
 
 def test_invalid_params_stop_the_flow_before_any_work(tmp_path: Path, prefect_server) -> None:
@@ -259,7 +289,9 @@ def test_boosting_runs_as_a_chain_of_tasks(tmp_path: Path, prefect_server) -> No
     from ensgan.orchestration.flow import run
 
     root = write_tiny_project(
-        tmp_path, ensemble={"training": "boosting", "boosting_epochs": 1, "method": "weighted"}
+        tmp_path,
+        train={"ensemble": "boosting", "boosting_epochs": 1},
+        generate={"method": "weighted"},
     )
     summary = run(params_path="params.yaml", root=str(root))
     assert set(summary["members"]) == {"a", "b"}
@@ -305,7 +337,7 @@ def test_regenerate_remakes_published_images_byte_identical(
 
 
 def test_a_failed_member_does_not_sink_the_night(tmp_path: Path, prefect_server) -> None:
-    """With ensemble.min_members: 2 of 3, the flow goes on without the member that failed, and
+    """With train.min_members: 2 of 3, the flow goes on without the member that failed, and
     the metrics, the report and the batch name it (issue 10, §2)."""
     from ensgan.orchestration.flow import run
 
@@ -314,7 +346,7 @@ def test_a_failed_member_does_not_sink_the_night(tmp_path: Path, prefect_server)
         "b": {"arch": "upsample", "seed": 2, "width": 4},
         "c": {"arch": "mlp", "seed": 3, "width": 8},
     }
-    root = write_tiny_project(tmp_path / "p", members=members, ensemble={"min_members": 2})
+    root = write_tiny_project(tmp_path / "p", members=members, train={"min_members": 2})
     (root / "models" / "members").mkdir(parents=True)
     (root / "models" / "members" / "c").write_text("a file where member c's folder goes")
     summary = run(params_path="params.yaml", root=str(root))

@@ -62,6 +62,7 @@ def test_evaluate_flags_collapse_per_member(
         return np.repeat(images[:1], len(images), axis=0) if name == "a" else images
 
     monkeypatch.setattr(Ensemble, "member_sample", a_draws_one_picture)
+    (layout.reports / "metrics.json").unlink()  # else the unchanged inputs skip the stage
     metrics = evaluate.run(params, layout)
     assert metrics["members"]["a"]["collapsed"] is True
     assert metrics["members"]["b"]["collapsed"] is False

@@ -273,3 +273,45 @@ def test_prdc_mean_averages_sets_and_steadies_coverage() -> None:
     assert five_sets < 0.7 * one_set  # the point of using every generated image
     with pytest.raises(ValueError, match="no generated"):
         prdc_mean(real, [])
+
+
+# The one metrics table (ensgan/eval/table.py) drives the gate, the plots and the charts.
+
+
+def test_the_gate_compares_exactly_the_gated_metrics() -> None:
+    from ensgan.config import GateConfig
+    from ensgan.eval.table import GATED, METRICS
+    from ensgan.io.promotion import _LOWER_IS_BETTER
+
+    assert set(GateConfig.model_fields) == set(GATED) == set(_LOWER_IS_BETTER)
+    assert all(_LOWER_IS_BETTER[n] == (METRICS[n].higher_is_better is False) for n in GATED)
+
+
+def test_the_plots_and_charts_read_the_table() -> None:
+    import yaml
+
+    from ensgan.eval.charts import FIGURES
+    from ensgan.eval.table import CHARTED, PLOTTED
+    from ensgan.pipeline.evaluate import models_frame
+    from tests.conftest import REPO
+
+    row = {k: 1.0 for k in PLOTTED}
+    frame = models_frame({"members": {"a": row}, "ensemble": {"mixture": row}})
+    assert list(frame.columns) == ["model", "kind", *PLOTTED]
+    assert FIGURES == CHARTED and set(CHARTED) <= set(PLOTTED)
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    for plot in plots:
+        for spec in plot.values():
+            for columns in spec["y"].values():
+                assert set(columns) <= set(PLOTTED)
+
+
+def test_a_new_metric_is_one_entry() -> None:
+    """Every entry has a direction or says it has none, a note, and a known row kind."""
+    from ensgan.eval.report import _BETTER
+    from ensgan.eval.table import METRICS, NOTES
+
+    for metric in METRICS.values():
+        assert metric.note and NOTES[metric.name] == metric.note
+        assert metric.rows in ("all", "members", "combinations")
+        assert (metric.name in _BETTER) == (metric.higher_is_better is not None)

@@ -48,7 +48,7 @@ def test_the_flow_trains_members_on_a_ray_cluster(tmp_path: Path) -> None:
 
 
 def test_ray_runner_refuses_boosting() -> None:
-    text = tiny_params(train={"runner": "ray"}, ensemble={"training": "boosting"})
+    text = tiny_params(train={"runner": "ray", "ensemble": "boosting"})
     import yaml
 
     with pytest.raises(ConfigError, match="train.runner: ray trains bagged members"):

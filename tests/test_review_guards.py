@@ -30,7 +30,7 @@ def test_a_stacker_fitted_on_other_weights_or_params_is_refused() -> None:
     check_stacker_is_current(params, card, _members(a="1", b="2"))  # current: no error
     with pytest.raises(ConfigError, match=r"members \['b'\] were \(re\)trained"):
         check_stacker_is_current(params, card, _members(a="1", b="3"))
-    changed = parse_params(yaml.safe_load(tiny_params(ensemble={"drs_percentile": 99})))
+    changed = parse_params(yaml.safe_load(tiny_params(stack={"drs_percentile": 99})))
     with pytest.raises(ConfigError, match="drs_percentile"):
         check_stacker_is_current(changed, card, _members(a="1", b="2"))
 

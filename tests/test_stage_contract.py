@@ -45,6 +45,15 @@ def test_dvc_lists_every_code_dep_of_the_stage(name: str) -> None:
     assert not listed - needed, f"dvc.yaml stage {name} lists code it does not import"
 
 
+@pytest.mark.parametrize("name", STAGES)
+def test_dvc_lists_exactly_the_params_the_stage_reads(name: str) -> None:
+    """Changing a knob reruns only the stages that read it: dvc.yaml's params of each stage
+    are the stage's keys in STAGE_PARAMS, which the stage's freshness check hashes too."""
+    from ensgan.pipeline.common import STAGE_PARAMS
+
+    assert list(_stage(name).get("params", [])) == list(STAGE_PARAMS[name])
+
+
 def test_the_walker_sees_lazy_and_registry_imports() -> None:
     """The walker must not miss what a stage imports inside a function or resolves by name."""
     assert "ensgan.io.s3" in closure("ensgan.pipeline.publish", REPO)  # inside open_store

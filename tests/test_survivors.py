@@ -1,4 +1,4 @@
-"""A member that fails does not sink the night while `ensemble.min_members` finished: the
+"""A member that fails does not sink the night while `train.min_members` finished: the
 run stacks, evaluates and generates from the survivors and names who was left out (issue 10,
 §2); below that it stops with a message naming the members."""
 
@@ -26,8 +26,8 @@ THREE = {
 }
 
 
-def _params(min_members: int | None, **ensemble):
-    text = tiny_params(members=THREE, ensemble={"min_members": min_members, **ensemble})
+def _params(min_members: int | None, **combine):
+    text = tiny_params(members=THREE, train={"min_members": min_members}, combine=combine)
     return parse_params(yaml.safe_load(text))
 
 
@@ -70,7 +70,7 @@ def test_a_failed_member_is_left_out_by_train_stack_and_generate(tmp_path: Path)
     its folder must go), and stack and generate work on a and b."""
     from ensgan.pipeline import generate, prepare, stack, train
 
-    root = write_tiny_project(tmp_path / "p", members=THREE, ensemble={"min_members": 2})
+    root = write_tiny_project(tmp_path / "p", members=THREE, train={"min_members": 2})
     params, layout = load_params(root / "params.yaml"), Layout(root)
     prepare.run(params, layout)
     layout.members.mkdir(parents=True)
@@ -85,7 +85,7 @@ def test_a_failed_member_is_left_out_by_train_stack_and_generate(tmp_path: Path)
     rows = (layout.batches / batch["run_id"] / "manifest.jsonl").read_text().splitlines()
     assert {json.loads(r)["member"] for r in rows} <= {"a", "b"}
 
-    strict = write_tiny_project(tmp_path / "q", members=THREE, ensemble={"min_members": 3})
+    strict = write_tiny_project(tmp_path / "q", members=THREE, train={"min_members": 3})
     (strict / "data").mkdir()
     (strict / "data" / "prepared").symlink_to(layout.prepared)
     shutil.copytree(layout.members, strict / "models" / "members")  # a and b: finished

@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 
 from ensgan.config import DataConfig
 from ensgan.data.sources import load_source
-from ensgan.errors import DataError
+from ensgan.errors import CardError, DataError
 from ensgan.io.cards import DataCard, read_card, write_card
 from ensgan.io.files import atomic_dir
 
@@ -134,6 +134,8 @@ def prepare(cfg: DataConfig, out_dir: Path, root: Path = Path(".")) -> DataCard:
         **counts,
         sha256=sha256_arrays(images, labels, split),
     )
+    if _prepared_already(out_dir, card):
+        return card
     with atomic_dir(out_dir) as tmp:
         np.save(tmp / "images.npy", images)
         np.save(tmp / "split.npy", split)
@@ -141,6 +143,14 @@ def prepare(cfg: DataConfig, out_dir: Path, root: Path = Path(".")) -> DataCard:
             np.save(tmp / "labels.npy", labels)
         write_card(tmp, card)
     return card
+
+
+def _prepared_already(out_dir: Path, card: DataCard) -> bool:
+    """Whether `out_dir` already holds exactly this data (then nothing is rewritten)."""
+    try:
+        return read_data_card(out_dir) == card and load_prepared(out_dir).card == card
+    except (DataError, CardError, OSError, ValueError):
+        return False
 
 
 def read_data_card(data_dir: Path) -> DataCard:

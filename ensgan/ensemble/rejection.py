@@ -92,7 +92,7 @@ def rejection_fill(
         if used_total > max_proposals:
             raise StackerError(
                 f"DRS accepted too few proposals of {who} ({got} of {want} after {used_total} "
-                "proposals): lower ensemble.drs_percentile or drs_gamma"
+                "proposals): lower stack.drs_percentile or combine.drs_gamma"
             )
         need = want - got
         batch = int(min(4096, max(64, np.ceil(1.2 * need / max(rate, 1e-3)))))

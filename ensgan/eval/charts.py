@@ -18,8 +18,10 @@ matplotlib.use("Agg")  # no display, no GUI toolkit
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import pandas as pd  # noqa: E402
 
+from ensgan.eval.table import CHARTED  # noqa: E402
+
 _STYLE = {"svg.fonttype": "none", "svg.hashsalt": "ensgan", "font.size": 9}
-FIGURES = ("fd", "recall", "coverage")  # the charted metrics: fidelity+diversity, diversity
+FIGURES = CHARTED  # ensgan/eval/table.py: fidelity+diversity (FD), diversity
 
 
 def _svg(fig: plt.Figure) -> str:

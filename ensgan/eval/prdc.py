@@ -37,7 +37,7 @@ def equal_count_sets(
     """The real subset of `equal_counts`, and every generated image used: the fakes cut into
     as many disjoint sets of that size as they fill (at least one). Averaging the measures
     over the sets keeps the equal counts but uses N_fake images rather than N_real, which
-    matters when the real reference is small (one set of 360 moves coverage by ±0.03)."""
+    matters when the real reference is small (docs/results.md measures how much)."""
     real_n, _, labels = equal_counts(real, fake, real_labels, seed)
     n = len(real_n)
     order = np.random.default_rng(seed + 1).permutation(len(fake))

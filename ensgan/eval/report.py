@@ -19,47 +19,18 @@ from jinja2 import Environment
 from markupsafe import Markup
 from tabulate import tabulate
 
+from ensgan.eval.table import METRICS, NOTES
 from ensgan.io.files import atomic_write
 
 MISSING = "—"
 _KIND = {"members": "member", "ensemble": "ensemble", "real": "real"}
 _ORDER = ("members", "ensemble", "real")
 NOT_ROWS = {"stacker"}  # sections about the run, not a model: shown as details instead
-_NOTES = {
-    "collapsed": "yes when every one of a member's samples is the same picture or blank; "
-    "`generate` refuses to publish from such a member.",
-    "fd": "Fréchet distance on the project's own feature net; lower is better. Comparable "
-    "only between runs sharing that net, not with Inception-based FID.",
-    "classes_covered": "classes (or k-means clusters) holding a minimum share of the "
-    "samples; higher is better.",
-    "class_kl": "KL(generated || real) between class histograms, in nats; lower is better.",
-    "precision": "share of generated images inside some real image's k-NN ball (k=5; "
-    "Kynkäänniemi et al. 2019): fidelity; higher is better.",
-    "recall": "share of real images inside some generated image's k-NN ball: diversity; "
-    "higher is better.",
-    "density": "mean number of real k-NN balls holding a generated image, over k (Naeem et "
-    "al. 2020): fidelity robust to outliers; about 1 for matching distributions.",
-    "coverage": "share of real images whose k-NN ball holds a generated image: diversity "
-    "robust to outliers; higher is better. A selection that narrows lowers it.",
-    "coverage_per_class": "coverage over each class's real images: a dropped mode is a class "
-    "near 0.",
-    "narrows": "yes when a combination's recall or coverage is more than 0.01 below the plain "
-    "mixture's: it trades diversity for fidelity, and is never the default.",
-    "ratio_mean_shift_reweighted": "||mean feature − real mean||² of mixture samples weighted "
-    "by the stacker's r̂ (ratio_mean_shift_uniform: unweighted). Above the unweighted figure, "
-    "r̂ pushes samples away from the data, and drs and mh will too.",
-    "accept_rate": "share of the proposals a combination kept (1 for direct draws).",
-    "ess": "effective sample size (Σw)²/Σw² of the density-ratio weights over the proposals "
-    "(the number of images for direct draws).",
-}
 # Which way is better, to highlight the best generator per column (real rows excluded).
 _BETTER = {
-    "fd": min,
-    "class_kl": min,
-    "classes_covered": max,
-    "precision": max,
-    "recall": max,
-    "coverage": max,
+    m.name: max if m.higher_is_better else min
+    for m in METRICS.values()
+    if m.higher_is_better is not None
 }
 
 Row = tuple[str, str, Mapping[str, object]]
@@ -261,8 +232,8 @@ def write_html(
         columns=columns,
         rows=table,
         grids=[(name, Path(src).as_posix()) for name, src in grids.items()],
-        notes=[(c, _NOTES[c]) for c in columns if c in _NOTES],
-        notes_by_name=_NOTES,
+        notes=[(c, NOTES[c]) for c in columns if c in NOTES],
+        notes_by_name=NOTES,
         list_tables=_list_tables(_rows(metrics)),
         extra=[(k, fmt(v)) for k, v in (extra or {}).items()],
         charts=[(k, Markup(v)) for k, v in (charts or {}).items()],  # our own SVG, inline

@@ -66,7 +66,8 @@ NOT_WEIGHTS_CODE = frozenset(
         "ensgan.io.images",  # the checkpoint grids
     }
 )
-# Train params that change how a run is carried out or watched, not the member it makes.
+# Train params that change how a run is carried out or watched, not the member it makes (a
+# boosted member's data weights are in its fingerprint as its sampler's identity).
 _NOT_IDENTITY = {
     "steps",
     "device",
@@ -75,6 +76,14 @@ _NOT_IDENTITY = {
     "log_every",
     "max_loss",
     "channels_last",
+    "runner",
+    "ray_address",
+    "ray_cpus",
+    "ray_gpus",
+    "ensemble",
+    "boosting_beta",
+    "boosting_epochs",
+    "min_members",
 }
 
 

@@ -100,6 +100,7 @@ class StackerCard(Card):
     member_fingerprints: dict[str, str]
     member_weights_sha256: dict[str, str]  # the exact members it was fitted on
     settings: dict[str, object]  # the params that shaped it (checked against params.yaml)
+    inputs_sha256: str | None = None  # what it was fitted from (pipeline/freshness.py)
 
 
 C = TypeVar("C", bound=Card)

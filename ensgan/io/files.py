@@ -9,7 +9,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -36,7 +36,12 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
 
 
 def write_json(path: Path, obj: object) -> Path:
+    """Write `obj` as JSON atomically; a file that already says exactly this is left alone
+    (a rerun that changes nothing rewrites nothing: mtimes and DVC's hash cache stay)."""
     text = json.dumps(obj, indent=2, default=str) + "\n"
+    with suppress(OSError, UnicodeDecodeError):
+        if Path(path).read_text() == text:
+            return Path(path)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ensgan.errors import BatchError, StorageError
+from ensgan.eval.table import GATED, METRICS, PLOTTED
 from ensgan.io.batches import _find_one, _published, check_run_id
 from ensgan.io.storage import Store
 
@@ -36,8 +37,8 @@ LATEST = "latest.json"
 GATE = "gate/"
 HISTORY = "history/"
 # What a row keeps: the figures, and the count they were measured on (FD falls with it).
-FIGURES = ("fd", "precision", "recall", "density", "coverage", "class_kl", "n_images")
-_LOWER_IS_BETTER = {"fd": True, "recall": False, "coverage": False, "class_kl": True}
+FIGURES = (*PLOTTED, "n_images")  # what a verdict and a history row keep of a metrics row
+_LOWER_IS_BETTER = {name: METRICS[name].lower_is_better for name in GATED}
 
 
 def _now() -> str:
@@ -99,8 +100,8 @@ def judge(candidate: dict | None, champion: dict | None, tol: GateConfig) -> lis
 
 def _uncomparable(candidate: dict | None, champion: dict | None) -> dict[str, str]:
     """Figure -> why the gate cannot compare it: FD measured on different image counts (its
-    estimate falls as the count grows: 2,000 to 60,000 images took 12-14 % off here), so a
-    changed `evaluate.n_samples` would promote or hold back a night by the count alone."""
+    estimate falls as the count grows: docs/results.md), so a changed `evaluate.n_samples`
+    would promote or hold back a night by the count alone."""
     n_new, n_old = (candidate or {}).get("n_images"), (champion or {}).get("n_images")
     if n_new is None or n_old is None or n_new == n_old:
         return {}

@@ -55,6 +55,7 @@ def nightly(params_path: str = "params.yaml", root: str = ".") -> dict:
 def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
     root = str(layout.root.resolve())
     data = prepare_task(params_path, root)
+    members_done = all(_finished(params, layout, n, data["sha256"]) for n in params.members)
     cards, failures = _train_members(params, layout, params_path, root, data["sha256"])
     settle(params, layout, failures)
     stack = stack_task(params_path, root)
@@ -71,7 +72,15 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
     dvc = _record(root, unversioned)
     dvc["seconds"] = round(t_dvc + dvc["seconds"], 2)  # recording and pushing, all told
     report = layout.reports.resolve() / "index.html"
+    stages = {"prepare": data, "stack": stack, "evaluate": metrics, "generate": batch}
+    stages["publish"] = receipt
+    fresh = [name for name, result in stages.items() if result.get("up_to_date")]
+    if members_done and not failures:
+        fresh.insert(1, "train")
+    for name in fresh:
+        get_run_logger().info("%s: up to date (its inputs are unchanged); nothing rewritten", name)
     summary = {
+        "up_to_date": fresh,
         "data_sha256": data["sha256"],
         "params_sha256": params_sha256(params),
         "members": {c["name"]: c["fingerprint"][:12] for c in cards},
@@ -118,7 +127,7 @@ def _train_members(
     fixed = {"params_path": params_path, "root": root, "data_sha": data_sha}
     futures, submitted = [], []
     with make_runner(params) as runner:
-        if params.ensemble.training == "boosting":
+        if params.train.ensemble == "boosting":
             # AdaGAN: a chain, each member after the ones before it. The cache key cannot see
             # the data weights a round gets from the members before it, so these tasks always
             # run (a finished member returns at once; its weights are cached beside it).
@@ -127,7 +136,7 @@ def _train_members(
                 submitted.append(n)
                 every_core = {**fixed, "name": n, "threads": os.cpu_count() or 1}
                 futures.append(runner.submit(boost, every_core, wait_for=futures[-1:]))
-        for trusted in (True, False) if params.ensemble.training == "bagging" else ():
+        for trusted in (True, False) if params.train.ensemble == "bagging" else ():
             group = [n for n in names if finished[n] is trusted]  # untrusted: run, cache or not
             if group:
                 submitted += group

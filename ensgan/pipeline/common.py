@@ -1,6 +1,9 @@
-"""What several stages share: the params hash they record, and the loaded ensemble."""
+"""What several stages share: the params each reads, the hashes they record, the loaded ensemble."""
 
 from __future__ import annotations
+
+import hashlib
+import json
 
 from ensgan.config import Params
 from ensgan.ensemble.combinations import Ensemble
@@ -8,23 +11,68 @@ from ensgan.ensemble.stacking import load_stacker
 from ensgan.errors import ConfigError
 from ensgan.gan.device import resolve_device
 from ensgan.gan.loaded import load_member
+from ensgan.io.cards import DataCard, MemberCard, StackerCard, read_card
 from ensgan.layout import Layout
 
 # Sections that change what the pipeline produces (not where it is stored or when it runs).
-PRODUCT_SECTIONS = ("data", "members", "train", "stack", "ensemble", "evaluate", "generate")
+PRODUCT_SECTIONS = ("data", "members", "train", "stack", "combine", "evaluate", "generate")
+# The mixture weights: combine.weights, or AdaGAN's under boosting (Params.mixture_weights).
+MIXTURE = ("combine.weights", "train.ensemble", "train.boosting_beta")
+# The params each stage reads, as dvc.yaml lists them (tests/test_stage_contract.py checks it),
+# so that changing a knob reruns only the stages that read it.
+STAGE_PARAMS: dict[str, tuple[str, ...]] = {
+    "prepare": ("data",),
+    "train": ("members", "train"),
+    "stack": ("members", "stack", *MIXTURE),
+    "evaluate": ("members", "evaluate", "combine", *MIXTURE[1:]),
+    "generate": ("members", "generate", "combine", *MIXTURE[1:]),
+    "publish": ("storage", "gate"),
+}
 
 
 def params_sha256(params: Params) -> str:
     return params.digest(*PRODUCT_SECTIONS)
 
 
+def stage_params(params: Params, stage: str) -> dict[str, object]:
+    """The values of the params `stage` reads, by dotted key (STAGE_PARAMS)."""
+    dump = params.model_dump(mode="json")
+    out: dict[str, object] = {}
+    for key in STAGE_PARAMS[stage]:
+        value: object = dump
+        for part in key.split("."):
+            value = value[part]  # type: ignore[index]
+        out[key] = value
+    return out
+
+
+def stage_params_sha256(params: Params, stage: str) -> str:
+    blob = json.dumps(stage_params(params, stage), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def models_sha256(params: Params, layout: Layout) -> str:
+    """What every combination samples from: the data, each member's weights, the stacker, the
+    mixture weights and the samplers' knobs. evaluate records it in metrics.json and generate
+    in batch.json, so publish judges a batch by an evaluation of the very models it came from
+    (publishing another combination of them needs no new evaluation)."""
+    stacker = read_card(StackerCard, layout.stacker)
+    members = {n: read_card(MemberCard, layout.member(n)) for n in params.members}
+    parts = {
+        "data": read_card(DataCard, layout.prepared).sha256,
+        "members": {n: card.weights_sha256 for n, card in members.items()},
+        "stacker": stacker.model_dump(
+            mode="json", exclude={"member_fingerprints", "inputs_sha256"}
+        ),
+        "mixture": params.mixture_weights(),
+        "combine": params.combine.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
 def stacker_settings(params: Params) -> dict[str, object]:
     """The params a fitted stacker depends on: a stacker fitted under others is stale."""
-    return {
-        **params.stack.model_dump(mode="json"),
-        "drs_percentile": params.ensemble.drs_percentile,
-        "weight_floor": params.ensemble.weight_floor,
-    }
+    return params.stack.model_dump(mode="json")
 
 
 def check_stacker_is_current(params: Params, card, members: dict) -> None:
@@ -65,7 +113,7 @@ def load_ensemble(params: Params, layout: Layout, *, with_stacker: bool = True) 
         if any(abs(card.mixture_weights[m] - w) > 1e-9 for m, w in weights.items()):
             raise ConfigError(
                 "the stacker was fitted against other mixture weights than "
-                "ensemble.weights: run `ensgan stack` again"
+                "combine.weights: run `ensgan stack` again"
             )
         names = card.members
     members = {name: load_member(layout.member(name), device) for name in names}
@@ -75,9 +123,9 @@ def load_ensemble(params: Params, layout: Layout, *, with_stacker: bool = True) 
         members,
         weights=weights,
         stacker=stacker,
-        vote_oversample=params.ensemble.vote_oversample,
-        drs_gamma=params.ensemble.drs_gamma,
-        drs_temperature=params.ensemble.drs_temperature,
-        mh_chain=params.ensemble.mh_chain,
+        vote_oversample=params.combine.vote_oversample,
+        drs_gamma=params.combine.drs_gamma,
+        drs_temperature=params.combine.drs_temperature,
+        mh_chain=params.combine.mh_chain,
         stack_inputs=params.stack.features,
     )

@@ -6,6 +6,7 @@ feature net it measured with, and reports/index.html.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -28,10 +29,12 @@ from ensgan.eval.features import (
 from ensgan.eval.metrics import evaluate_images, frechet_distance
 from ensgan.eval.prdc import NEAREST_K
 from ensgan.eval.report import write_html
+from ensgan.eval.table import PLOTTED
 from ensgan.io.files import atomic_dir, atomic_write, staged_outputs, write_json
 from ensgan.io.images import save_grid
 from ensgan.layout import Layout
-from ensgan.pipeline.common import load_ensemble, params_sha256
+from ensgan.pipeline.common import load_ensemble, models_sha256, params_sha256
+from ensgan.pipeline.freshness import inputs_sha256, up_to_date
 from ensgan.pipeline.survivors import left_out, survivors
 
 # What evaluate writes under reports/, switched from the old run's to the new as one
@@ -48,12 +51,29 @@ OUTPUTS = (
 
 def run(params: Params, layout: Layout) -> dict:
     params = survivors(params, layout)  # without the members training left out
+    stamp = inputs_sha256("evaluate", params, layout)
+    before = _earlier_metrics(layout)
+    if before is not None and up_to_date(
+        "evaluate", before.get("inputs_sha256"), stamp, layout.reports
+    ):
+        return before | {"up_to_date": True}
     rel = layout.reports.relative_to(layout.root).as_posix()
     with staged_outputs(layout.root, "evaluate", [f"{rel}/{o}" for o in OUTPUTS]) as stage:
-        return _evaluate(params, layout, stage / rel)
+        return _evaluate(params, layout, stage / rel, stamp)
 
 
-def _evaluate(params: Params, layout: Layout, out: Path) -> dict:
+def _earlier_metrics(layout: Layout) -> dict | None:
+    """The last evaluation's metrics, when every output it wrote is still there."""
+    if not all((layout.reports / o).exists() for o in OUTPUTS):
+        return None
+    try:
+        metrics = json.loads((layout.reports / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def _evaluate(params: Params, layout: Layout, out: Path, stamp: str) -> dict:
     """Measure, and write every output under `out` (the staging copy of reports/)."""
     ec = params.evaluate
     data = load_prepared(layout.prepared)
@@ -152,6 +172,8 @@ def _evaluate(params: Params, layout: Layout, out: Path) -> dict:
     }
     metrics["data_sha256"] = data.card.sha256
     metrics["params_sha256"] = params_sha256(params)
+    metrics["models_sha256"] = models_sha256(params, layout)  # what publish matches a batch by
+    metrics["inputs_sha256"] = stamp  # a rerun on the same inputs rewrites nothing
     metrics["left_out"] = left_out(layout)  # members that failed training, and why
     with atomic_dir(out / "grids") as tmp:  # no grid of a removed member survives
         for stem, images in tiles.values():
@@ -233,9 +255,6 @@ def real_acceptance_by_class(
 
 
 NARROWING = 0.01  # recall or coverage this far below the plain mixture's: the method narrows
-
-
-PLOTTED = ("fd", "class_kl", "precision", "recall", "density", "coverage")  # plots/fd.csv
 
 
 def models_frame(metrics: dict, *, real: bool = False) -> pd.DataFrame:

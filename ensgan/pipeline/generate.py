@@ -13,14 +13,14 @@ from ensgan.io.cards import DataCard, MemberCard, StackerCard, read_card
 from ensgan.io.files import write_json
 from ensgan.layout import Layout
 from ensgan.lineage import lineage
-from ensgan.pipeline.common import load_ensemble, params_sha256
+from ensgan.pipeline.common import load_ensemble, models_sha256, params_sha256
 from ensgan.pipeline.survivors import left_out, survivors
 from ensgan.provenance import code_version
 
 log = logging.getLogger(__name__)
 
 # What the generated images depend on: not evaluation settings, storage or the schedule.
-BATCH_SECTIONS = ("data", "members", "stack", "ensemble", "generate")
+BATCH_SECTIONS = ("data", "members", "stack", "combine", "generate")
 # Modules in generate's import closure that cannot change a batch's images, manifest or
 # scores; everything else it imports (sampling, scoring, writing, the mixture weights in
 # config.py) is hashed into the batch id, so an edit there makes a new batch.
@@ -55,7 +55,7 @@ def batch_run_id(params: Params, layout: Layout) -> str:
     stack = read_card(StackerCard, layout.stacker).model_dump(exclude={"member_fingerprints"})
     parts["stacker"] = stack
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-    return f"{params.ensemble.method}-{digest[:12]}"
+    return f"{params.generate.method}-{digest[:12]}"
 
 
 def run(params: Params, layout: Layout) -> dict:
@@ -68,7 +68,7 @@ def run(params: Params, layout: Layout) -> dict:
     else:
         ens = load_ensemble(params, layout)
         gc = params.generate
-        s = ens.sample(params.ensemble.method, gc.n_images, seed=gc.seed)
+        s = ens.sample(params.generate.method, gc.n_images, seed=gc.seed)
         collapsed = s.collapsed()
         if collapsed:
             why = "; ".join(f"{m}: {reason}" for m, reason in collapsed.items())
@@ -77,9 +77,10 @@ def run(params: Params, layout: Layout) -> dict:
                 "remove those members"
             )
         extra = {
-            "method": params.ensemble.method,
+            "method": params.generate.method,
             "data_sha256": read_card(DataCard, layout.prepared).sha256,
             "params_sha256": params_sha256(params),
+            "models_sha256": models_sha256(params, layout),  # the evaluation that judges it
             "sampling": {k: round(v, 6) for k, v in s.stats.items()},  # accept rate, ESS
             "left_out": left_out(layout),  # members that failed training, and why
             "lineage": lineage(
@@ -92,4 +93,4 @@ def run(params: Params, layout: Layout) -> dict:
         n, status = len(s.images), "new"
     result = {"run_id": run_id, "path": str(batch_dir), "n_images": n}
     write_json(layout.generated, result)
-    return {**result, "status": status}
+    return {**result, "status": status} | ({"up_to_date": True} if status == "exists" else {})

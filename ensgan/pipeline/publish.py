@@ -17,6 +17,7 @@ from ensgan.io.files import atomic_write, write_json
 from ensgan.io.promotion import figures, gate, history
 from ensgan.io.storage import open_store
 from ensgan.layout import Layout
+from ensgan.pipeline.freshness import inputs_sha256, up_to_date
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +26,14 @@ HISTORY_CHART = "history.svg"  # under reports/: the report's <img> names it
 
 def batch_metrics(layout: Layout, run_id: str) -> tuple[dict | None, dict[str, dict]]:
     """The evaluation of the batch's combination and of each member, from reports/metrics.json
-    when it describes the same data and params as the batch (else None: nothing to judge by)."""
+    when it evaluated the very models the batch came from (else None: nothing to judge by)."""
     path = layout.reports / "metrics.json"
     if not path.is_file():
         return None, {}
     metrics = json.loads(path.read_text())
     meta = json.loads((layout.batches / run_id / BATCH_JSON).read_text())
-    if any(metrics.get(k) != meta.get(k) for k in ("data_sha256", "params_sha256")):
-        log.warning("reports/metrics.json evaluates other data or params than batch %s", run_id)
+    if any(metrics.get(k) != meta.get(k) for k in ("data_sha256", "models_sha256")):
+        log.warning("reports/metrics.json evaluates other models than batch %s", run_id)
         return None, {}
     members = {n: figures(row) or {} for n, row in (metrics.get("members") or {}).items()}
     return figures((metrics.get("ensemble") or {}).get(meta.get("method"))), members
@@ -48,8 +49,18 @@ def run(params: Params, layout: Layout, run_id: str | None = None) -> dict:
     if not batch_dir.exists():
         raise FileNotFoundError(f"no batch {run_id} under {layout.batches}: run generate first")
     store = open_store(params.storage, layout.root)
-    result = {"run_id": run_id, **publish_batch(store, batch_dir)}
     metrics, members = batch_metrics(layout, run_id)
+    stamp = inputs_sha256("publish", params, layout, run_id=run_id, judged=[metrics, members])
+    uploaded = publish_batch(store, batch_dir)
+    before = _earlier_receipt(layout)
+    if (
+        uploaded["status"] == "already-published"
+        and before.get("prefix") == uploaded["prefix"]
+        and up_to_date("publish", before.get("inputs_sha256"), stamp, layout.published)
+    ):
+        # the store has it, judged on the same figures: no new history row, nothing rewritten
+        return {**before, "status": "already-published", "up_to_date": True}
+    result = {"run_id": run_id, **uploaded, "inputs_sha256": stamp}
     result["gate"] = gate(store, run_id, result["prefix"], metrics, members, params.gate)
     if result["gate"]["decision"] == "candidate":
         why = "; ".join(result["gate"]["reasons"])
@@ -60,6 +71,14 @@ def run(params: Params, layout: Layout, run_id: str | None = None) -> dict:
     result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(layout.published, result)
     return result
+
+
+def _earlier_receipt(layout: Layout) -> dict:
+    try:
+        receipt = json.loads(layout.published.read_text())
+    except (OSError, ValueError):
+        return {}
+    return receipt if isinstance(receipt, dict) else {}
 
 
 def verdict_line(run_id: str, verdict: dict) -> str:

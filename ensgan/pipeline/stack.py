@@ -19,17 +19,27 @@ from ensgan.ensemble.stacking import (
     save_stacker,
     stacker_columns,
 )
-from ensgan.io.cards import StackerCard
+from ensgan.errors import CardError
+from ensgan.io.cards import StackerCard, read_card_if_any
 from ensgan.layout import Layout
 from ensgan.pipeline.common import load_ensemble, stacker_settings
+from ensgan.pipeline.freshness import inputs_sha256, up_to_date
 from ensgan.pipeline.survivors import survivors
 
 
 def run(params: Params, layout: Layout) -> dict:
     params = survivors(params, layout)  # without the members training left out
+    stamp = inputs_sha256("stack", params, layout)
+    try:
+        before = read_card_if_any(StackerCard, layout.stacker)
+    except CardError:  # a damaged card: fit again
+        before = None
+    if before is not None and up_to_date("stack", before.inputs_sha256, stamp, layout.stacker):
+        return before.model_dump(mode="json") | {"up_to_date": True}
     data = load_prepared(layout.prepared)
     ens = load_ensemble(params, layout, with_stacker=False)
     stacker = fit_ensemble_stacker(ens, data, params)
+    stacker.card = stacker.card.model_copy(update={"inputs_sha256": stamp})
     save_stacker(stacker.estimator, layout.stacker, stacker.card, stacker.real_log_ratios)
     return stacker.card.model_dump(mode="json")
 
@@ -37,7 +47,7 @@ def run(params: Params, layout: Layout) -> dict:
 def fit_ensemble_stacker(ens: Ensemble, data: Prepared, params: Params) -> Stacker:
     """Fit, calibrate and burn in a stacker for `ens` (in memory; `run` saves it). Also sets
     `ens.stacker`, so the ensemble samples by it at once (benchmarks/drs_ratio.py)."""
-    sc, ec = params.stack, params.ensemble
+    sc = params.stack
     ens.stack_inputs = sc.features  # what the stacker reads, from the params it is fitted under
     ens.stacker = None  # an earlier stacker may read other inputs: none scores the fakes
     pi = np.array([ens.weights[m] for m in ens.members])
@@ -78,7 +88,7 @@ def fit_ensemble_stacker(ens: Ensemble, data: Prepared, params: Params) -> Stack
     )
     stacker = Stacker(calibrated, card, np.empty(0))
     ens.stacker = stacker
-    log_m, weights = burn_in(ens, sc.burn_in, ec.drs_percentile, ec.weight_floor, sc.seed + 3)
+    log_m, weights = burn_in(ens, sc.burn_in, sc.drs_percentile, sc.weight_floor, sc.seed + 3)
     stacker.card = card.model_copy(update={"drs_log_m": log_m, "member_weights": weights})
     stacker.real_log_ratios = ens.log_ratio(real_cal)
     return stacker

@@ -1,6 +1,6 @@
 """Members left out of a night: one that diverged or failed does not sink the run.
 
-When at least `ensemble.min_members` members finished, training records the others in
+When at least `train.min_members` members finished, training records the others in
 `models/members/left_out.json` (name -> why), and stack, evaluate and generate work on the
 survivors; below that, the run stops with a message naming the members. The file is part of
 train's output, so under DVC a change in who was left out reruns the stages after it, and a
@@ -45,13 +45,13 @@ def settle(params: Params, layout: Layout, failures: dict[str, str]) -> dict[str
     """After training every member: record who failed, or stop when too few finished.
 
     `failures` maps each member that did not finish to why. Returns what was recorded."""
-    needed = params.ensemble.min_members or len(params.members)
+    needed = params.train.min_members or len(params.members)
     finished = [n for n in params.members if n not in failures]
     if len(finished) < needed:
         why = "; ".join(f"{n}: {r}" for n, r in failures.items())
         raise TooFewMembersError(
             f"only {len(finished)} of {len(params.members)} members finished "
-            f"({', '.join(finished) or 'none'}), and ensemble.min_members is {needed}: {why}"
+            f"({', '.join(finished) or 'none'}), and train.min_members is {needed}: {why}"
         )
     record(layout, failures)
     for name, why in failures.items():
@@ -90,9 +90,9 @@ def survivors(params: Params, layout: Layout) -> Params:
             "run `ensgan train` again"
         )
     members = {n: m for n, m in params.members.items() if n not in out}
-    ensemble = params.ensemble
-    if ensemble.weights:
-        ensemble = ensemble.model_copy(
-            update={"weights": {n: w for n, w in ensemble.weights.items() if n in members}}
+    combine = params.combine
+    if combine.weights:
+        combine = combine.model_copy(
+            update={"weights": {n: w for n, w in combine.weights.items() if n in members}}
         )
-    return params.model_copy(update={"members": members, "ensemble": ensemble})
+    return params.model_copy(update={"members": members, "combine": combine})

@@ -45,18 +45,18 @@ def run(
     callback: Callable[[int], None] | None = None,
 ) -> dict:
     """Train member `name`, or every member when None; returns {name: card} of those that
-    finished. Training every member goes on past one that fails while `ensemble.min_members`
+    finished. Training every member goes on past one that fails while `train.min_members`
     can still finish (survivors.py); one named member must finish."""
     names = list(params.members)
     if name is not None and name not in params.members:
         raise ConfigError(f"unknown member {name!r}; params.yaml lists {sorted(names)}")
     if name is not None:
-        upto = names[: names.index(name)] if params.ensemble.training == "boosting" else []
+        upto = names[: names.index(name)] if params.train.ensemble == "boosting" else []
         cards = {n: train_one(params, layout, n, progress=progress) for n in upto}
         cards[name] = train_one(params, layout, name, progress=progress, callback=callback)
         finished_again(layout, name)
         return cards
-    if params.ensemble.training == "boosting":
+    if params.train.ensemble == "boosting":
         cards, failures = train_chain(params, layout, names, progress)
     else:
         cards, failures = train_parallel(params, layout, names)
@@ -99,7 +99,7 @@ def train_one(
     """One member; under boosting, on the weights its round gives (members before it must be
     finished: `run` trains them in order)."""
     sampler = (
-        boosting_sampler(params, layout, name) if params.ensemble.training == "boosting" else None
+        boosting_sampler(params, layout, name) if params.train.ensemble == "boosting" else None
     )
     card = train_member(
         name,
@@ -165,7 +165,7 @@ def boosting_sampler(params: Params, layout: Layout, name: str) -> RealSampler:
     data_card = read_data_card(layout.prepared)
     if t == 1:
         return UniformSampler(np.arange(data_card.n_train))
-    ec, member = params.ensemble, params.members[name]
+    ec, member = params.train, params.members[name]
     before = {n: load_member(layout.member(n)) for n in names[: t - 1]}
     key = hashlib.sha256(
         json.dumps(

@@ -1,0 +1,115 @@
+"""The one table of metrics: each figure's name, direction, note, and where it is shown.
+
+The report (notes, the best value per column), its charts, the DVC plot table, the promotion
+gate, the history rows and the benchmarks all read this table, so a new metric is one entry
+here plus its computation (ensgan/eval/metrics.py); tests/test_metrics.py checks that
+`evaluate` returns exactly these keys per row. Plain Python: the gate and the CLI import it
+without numpy or torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool | None  # None: no better direction (a count, a flag, a target of 1)
+    note: str  # what it measures, for the report
+    plotted: bool = False  # in the DVC plot table (reports/plots/fd.csv) and history rows
+    charted: bool = False  # in the report's charts: what a night is judged on at a glance
+    gated: bool = False  # compared by the promotion gate (its tolerance: gate.<name>)
+    rows: str = "all"  # all | members | combinations: which rows of metrics.json carry it
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.higher_is_better is False
+
+
+_ENTRIES = (
+    Metric(
+        "fd", False, "Fréchet distance on the project's own feature net; lower is better. "
+        "Comparable only between runs sharing that net and image count, not with "
+        "Inception-based FID.", plotted=True, charted=True, gated=True,
+    ),
+    Metric(
+        "precision", True, "share of generated images inside some real image's k-NN ball "
+        "(k=5; Kynkäänniemi et al. 2019): fidelity; higher is better.", plotted=True,
+    ),
+    Metric(
+        "recall", True, "share of real images inside some generated image's k-NN ball: "
+        "diversity; higher is better.", plotted=True, charted=True, gated=True,
+    ),
+    Metric(
+        "density", None, "mean number of real k-NN balls holding a generated image, over k "
+        "(Naeem et al. 2020): fidelity robust to outliers; about 1 for matching "
+        "distributions.", plotted=True,
+    ),
+    Metric(
+        "coverage", True, "share of real images whose k-NN ball holds a generated image: "
+        "diversity robust to outliers; higher is better. A selection that narrows lowers it.",
+        plotted=True, charted=True, gated=True,
+    ),
+    Metric(
+        "coverage_per_class", None, "coverage over each class's real images: a dropped mode "
+        "is a class near 0.",
+    ),
+    Metric(
+        "classes_covered", True, "classes (or k-means clusters) holding a minimum share of the "
+        "samples; higher is better.",
+    ),
+    Metric(
+        "class_kl", False, "KL(generated || real) between class histograms, in nats; lower "
+        "is better.", plotted=True, gated=True,
+    ),
+    Metric(
+        "stacker_score", None, "the stacker's mean calibrated P(real) over the row's images.",
+    ),
+    Metric(
+        "n_images", None, "images scored: FD falls as the count grows, so rows compare only "
+        "at equal counts.",
+    ),
+    Metric(
+        "collapsed", None, "yes when every one of a member's samples is the same picture or "
+        "blank; `generate` refuses to publish from such a member.", rows="members",
+    ),
+    Metric(
+        "accept_rate", None, "share of the proposals a combination kept (1 for direct draws).",
+        rows="combinations",
+    ),
+    Metric(
+        "ess", None, "effective sample size (Σw)²/Σw² of the density-ratio weights over the "
+        "proposals (the number of images for direct draws).", rows="combinations",
+    ),
+    Metric(
+        "restarted_chains", None, "mh: share of chains that never left their real start.",
+        rows="combinations",
+    ),
+    Metric(
+        "narrows", None, "yes when a combination's recall or coverage is more than 0.01 below "
+        "the plain mixture's: it trades diversity for fidelity, and is never the default.",
+        rows="combinations",
+    ),
+    Metric(
+        "mixture_fd_same_count", None, "the mixture's FD on as many images as this row, for "
+        "a row scored on fewer images (mh).", rows="combinations",
+    ),
+)  # fmt: skip
+
+METRICS: dict[str, Metric] = {m.name: m for m in _ENTRIES}
+PLOTTED = tuple(m.name for m in _ENTRIES if m.plotted)
+CHARTED = tuple(m.name for m in _ENTRIES if m.charted)
+GATED = tuple(m.name for m in _ENTRIES if m.gated)
+# Details about the stacker, shown beside the table (not a model's figure).
+NOTES = {m.name: m.note for m in _ENTRIES} | {
+    "ratio_mean_shift_reweighted": "||mean feature − real mean||² of mixture samples "
+    "weighted by the stacker's r̂ (ratio_mean_shift_uniform: unweighted). Above the unweighted "
+    "figure, r̂ pushes samples away from the data, and drs and mh will too.",
+}
+
+
+def row_keys(kind: str) -> set[str]:
+    """The keys a metrics.json row of this kind carries: real, members or combinations."""
+    wanted = {"real": {"all"}, "members": {"all", "members"}}.get(kind, {"all", "combinations"})
+    return {m.name for m in _ENTRIES if m.rows in wanted}
