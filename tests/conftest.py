@@ -231,8 +231,12 @@ TINY_FLOW = {
 
 def tiny_params(**sections: dict) -> str:
     """A params.yaml of the package's defaults with tiny settings (and any `sections` merged
-    onto TINY's). Never the working params.yaml, which a user's `dvc exp run -S` may change."""
+    onto TINY's), every key written out as in the committed file (dvc.yaml names keys).
+    Never the working params.yaml, which a user's `dvc exp run -S` may have changed. Params
+    that do not validate are written as given, for the tests of their errors."""
     import yaml
+
+    from ensgan.config import ConfigError, parse_params
 
     params: dict = {}
     for key in {**TINY, **sections}:  # a section given is merged onto TINY's, not instead
@@ -240,6 +244,8 @@ def tiny_params(**sections: dict) -> str:
             params[key] = sections.get(key, TINY[key])
         else:
             params[key] = {**TINY.get(key, {}), **sections.get(key, {})}
+    with suppress(ConfigError):
+        params = parse_params(params).model_dump(mode="json")
     return yaml.safe_dump(params, sort_keys=False)
 
 

@@ -120,7 +120,7 @@ def test_batches_ls_lists_an_unreadable_batch_with_its_key(tmp_path: Path) -> No
 
 
 def test_batches_show_prints_lineage_and_the_commands(flow_project: dict) -> None:
-    """batch.json records where the batch came from; `batches show` prints it (issue 10, §1)."""
+    """batch.json records where the batch came from; `batches show` prints it."""
     import json
 
     root, run_id = flow_project["root"], flow_project["summary"]["batch"]["run_id"]

@@ -1,4 +1,4 @@
-"""Every stage is atomic as a whole under kill -9 (issue 9, §1), tested the way it failed.
+"""Every stage is atomic as a whole under kill -9, tested the way it failed.
 
 A stage runs in a child process (tests/kill_at_write.py) that, at each of its writes under the
 project (a file opened for writing, a rename, a removal, a directory made), copies the project

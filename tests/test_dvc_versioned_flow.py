@@ -1,6 +1,6 @@
 """The nightly flow in a git+DVC repository: dvc.lock records what it made, `dvc status` is
 clean, the cache goes to an S3 DVC remote (SeaweedFS), and a teammate's fresh clone pulls it
-and has nothing to rerun (issue 10, §1)."""
+and has nothing to rerun."""
 
 from __future__ import annotations
 

@@ -313,7 +313,7 @@ def test_boosting_runs_as_a_chain_of_tasks(tmp_path: Path, prefect_server) -> No
 def test_regenerate_remakes_published_images_byte_identical(
     flow_project: dict, tmp_path: Path, monkeypatch
 ) -> None:
-    """`ensgan regenerate RUN_ID ID` from the manifest row's member and seed (issue 10, §5)."""
+    """`ensgan regenerate RUN_ID ID` from the manifest row's member and seed."""
     from typer.testing import CliRunner
 
     from ensgan.cli import app
@@ -338,7 +338,7 @@ def test_regenerate_remakes_published_images_byte_identical(
 
 def test_a_failed_member_does_not_sink_the_night(tmp_path: Path, prefect_server) -> None:
     """With train.min_members: 2 of 3, the flow goes on without the member that failed, and
-    the metrics, the report and the batch name it (issue 10, §2)."""
+    the metrics, the report and the batch name it."""
     from ensgan.orchestration.flow import run
 
     members = {

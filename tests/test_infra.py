@@ -1,6 +1,6 @@
 """infra/ checked by what runs here: no Docker daemon or compose plugin exists on these
 machines, so the compose file is validated against the Compose Specification's JSON schema
-and the Dockerfile and .dockerignore are read for what they must hold (issue 10, §3). The
+and the Dockerfile and .dockerignore are read for what they must hold. The
 same services run natively in the tests (SeaweedFS, `prefect server start`, a worker, Ray)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The promotion gate: a worse night is published as a candidate and never becomes `latest`;
-`batches promote` overrides it by hand; `batches pull latest` gets the champion (issue 10, §2)."""
+`batches promote` overrides it by hand; `batches pull latest` gets the champion."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Members on a real Ray cluster (issue 10, §4): `train.runner: ray` trains each member as a
+"""Members on a real Ray cluster: `train.runner: ray` trains each member as a
 Ray task on the worker node (the head has no CPUs), where the task reads the prepared data
 from the store and writes the member back to it; the driver picks the members up from there
 and the flow stacks, evaluates and publishes as on one machine."""

@@ -1,6 +1,6 @@
 """The report works offline: its charts are drawn by ensgan (inline SVG, and the history as a
 local SVG), nothing is fetched from the network, and headless Chromium with no network at all
-renders them (issue 10, §2; `dvc plots show` loads Vega from a CDN and is blank offline)."""
+renders them (`dvc plots show` loads Vega from a CDN and is blank offline)."""
 
 from __future__ import annotations
 

@@ -222,7 +222,7 @@ def test_serve_rejects_an_invalid_cron_without_a_server(tmp_path: Path) -> None:
 @pytest.mark.timeout(420)
 def test_a_worker_runs_the_deployment_from_prefect_yaml(tmp_path: Path) -> None:
     """`prefect deploy` reads prefect.yaml; a real worker of a process pool picks up a run of
-    the `nightly` deployment, which trains, evaluates and publishes a tiny project (§3)."""
+    the `nightly` deployment, which trains, evaluates and publishes a tiny project."""
     import json
     import shutil
 

@@ -144,3 +144,15 @@ def test_code_versions_leave_out_only_modules_that_exist() -> None:
     hashed = sampling - NOT_IMAGES_CODE
     assert {"ensgan.ensemble.combinations", "ensgan.io.batches", "ensgan.config"} <= hashed
     assert {"ensgan.pipeline.common", "ensgan.gan.loaded", "ensgan.registry"} <= hashed
+
+
+def test_no_function_of_the_package_is_over_80_lines() -> None:
+    """Functions that fit on a screen: a longer one is split into named steps."""
+    long = []
+    for path in sorted((REPO / "ensgan").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 80:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines})")
+    assert not long, long

@@ -1,6 +1,6 @@
 """A member that fails does not sink the night while `train.min_members` finished: the
-run stacks, evaluates and generates from the survivors and names who was left out (issue 10,
-§2); below that it stops with a message naming the members."""
+run stacks, evaluates and generates from the survivors and names who was left out; below
+that it stops with a message naming the members."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Every error a user can cause is one line and exit status 2, never a traceback (issue 9, §3),
-and what the user's files hold is validated as strictly as params.yaml (§4).
+"""Every error a user can cause is one line and exit status 2, never a traceback,
+and what the user's files hold is validated as strictly as params.yaml.
 
 Each row of the table makes the fault for real (a folder where a file goes, a file where a
 folder goes, an AWS profile that does not exist, bytes that are not UTF-8) and runs the
@@ -182,7 +182,7 @@ def test_prefect_run_logs_keep_the_line_and_drop_the_traceback() -> None:
     assert "Traceback" in formatted
 
 
-# ---- §4: the user's data, validated as strictly as params.yaml ----
+# ---- the user's data, validated as strictly as params.yaml ----
 
 
 def _npz(tmp: Path, images: np.ndarray, **extra: np.ndarray) -> Path:
@@ -275,7 +275,7 @@ def test_prepare_on_bad_data_is_one_line(tmp_path: Path, monkeypatch) -> None:
     assert not (tmp_path / "data").exists()
 
 
-# ---- §6: no pickle: result records other than plain JSON are refused ----
+# ---- no pickle: result records other than plain JSON are refused ----
 
 
 def _record(serializer: dict, result: str = '{"name": "a"}') -> bytes:

@@ -1,4 +1,4 @@
-"""Batches in the ecosystem's format (issue 10, §5): a published batch, pulled, reads with the
+"""Batches in the ecosystem's format: a published batch, pulled, reads with the
 `webdataset` package and with Hugging Face `datasets` as image plus metadata, as it is."""
 
 from __future__ import annotations

@@ -39,6 +39,33 @@ def ema_update(g_ema: nn.Module, g: nn.Module, beta: float) -> None:
         b_ema.copy_(b)
 
 
+def mean_sigmoid(logits: list[torch.Tensor]) -> float:
+    """The mean D(x) over every discriminator's logits."""
+    return torch.stack([torch.sigmoid(x).mean() for x in logits]).mean().item()
+
+
+def check_finite(name: str, step: int, d_loss: float, g_loss: float, max_loss: float) -> None:
+    """Divergence: a non-finite loss, or one above `max_loss`."""
+    if not (math.isfinite(d_loss) and math.isfinite(g_loss)) or max(d_loss, g_loss) > max_loss:
+        raise DivergedError(
+            f"member {name} diverged at step {step} (d_loss={d_loss:.3g}, "
+            f"g_loss={g_loss:.3g}); its last checkpoint is kept"
+        )
+
+
+def stats_row(done: int, batch_size: int, mean: np.ndarray, seconds: float) -> dict:
+    """One loss-log row: the means (d_loss, g_loss, D(real), D(fake)) since the last row."""
+    return {
+        "step": done,
+        "kimg": round(done * batch_size / 1000, 3),
+        "d_loss": round(mean[0], 5),
+        "g_loss": round(mean[1], 5),
+        "d_real": round(mean[2], 5),
+        "d_fake": round(mean[3], 5),
+        "seconds": round(seconds, 2),
+    }
+
+
 def training_loop(
     *,
     name: str,  # the member, for messages and the progress bar
@@ -70,9 +97,8 @@ def training_loop(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     t0 = time.perf_counter()
     acc, n_acc = np.zeros(4), 0
-    generator.train()
-    for d in discriminators:
-        d.train()
+    for module in (generator, *discriminators):
+        module.train()
     disable = None if progress is None else not progress
     bar = tqdm(total=total_steps, initial=start_step, desc=name, unit="step", disable=disable)
     for step in range(start_step, total_steps):
@@ -101,31 +127,15 @@ def training_loop(
 
         # Check for divergence.
         dl, gl = d_loss.item(), g_loss.item()
-        if not (math.isfinite(dl) and math.isfinite(gl)) or max(dl, gl) > max_loss:
-            raise DivergedError(
-                f"member {name} diverged at step {step + 1} (d_loss={dl:.3g}, "
-                f"g_loss={gl:.3g}); its last checkpoint is kept"
-            )
-        p_real = torch.stack([torch.sigmoid(x).mean() for x in d_real]).mean().item()
-        p_fake = torch.stack([torch.sigmoid(x).mean() for x in d_fake]).mean().item()
-        acc += (dl, gl, p_real, p_fake)
+        check_finite(name, step + 1, dl, gl, max_loss)
+        acc += (dl, gl, mean_sigmoid(d_real), mean_sigmoid(d_fake))
         n_acc += 1
         done = step + 1
 
         # Append stats.
         if done % log_every == 0 or done == total_steps:
             m = acc / n_acc
-            log_row(
-                {
-                    "step": done,
-                    "kimg": round(done * batch_size / 1000, 3),
-                    "d_loss": round(m[0], 5),
-                    "g_loss": round(m[1], 5),
-                    "d_real": round(m[2], 5),
-                    "d_fake": round(m[3], 5),
-                    "seconds": round(time.perf_counter() - t0, 2),
-                }
-            )
+            log_row(stats_row(done, batch_size, m, time.perf_counter() - t0))
             acc[:], n_acc = 0, 0
             bar.set_postfix(d=f"{m[0]:.3f}", g=f"{m[1]:.3f}")
 

@@ -166,6 +166,36 @@ def fixed_latents(seed: int, n: int, z_dim: int) -> torch.Tensor:
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
 
 
+def build_member(
+    member: MemberConfig,
+    train: TrainConfig,
+    loss: GANLoss,
+    size: int,
+    channels: int,
+    device: torch.device,
+) -> tuple[tuple[nn.Module, nn.Module, nn.Module], tuple[torch.optim.Optimizer, ...]]:
+    """(G, EMA G, D) seeded by the member, and Adam for G (with GMAN*'s θ) and for D."""
+    torch.manual_seed(member.seed)
+    g, d = build_pair(
+        member.arch,
+        z_dim=train.z_dim,
+        size=size,
+        channels=channels,
+        width=member.width,
+        n_discriminators=member.discriminators,
+    )
+    memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+    g, d = g.to(device, memory_format=memory_format), d.to(device, memory_format=memory_format)
+    g_ema = copy.deepcopy(g).eval().requires_grad_(False)
+    loss_params = list(loss.parameters()) if isinstance(loss, nn.Module) else []  # GMAN*'s θ
+    if isinstance(loss, nn.Module):
+        loss.to(device)
+    betas = (train.beta1, train.beta2)
+    opt_g = torch.optim.Adam([*g.parameters(), *loss_params], lr=train.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(d.parameters(), lr=train.lr_d, betas=betas)
+    return (g, g_ema, d), (opt_g, opt_d)
+
+
 def train_member(
     name: str,
     member: MemberConfig,
@@ -181,12 +211,8 @@ def train_member(
     """Train (or resume, or find already finished) member `name`; returns its card."""
     out_dir = Path(out_dir)
     data_card = read_data_card(data_dir)
-    seams = {}  # a sampler or loss passed in: part of what the member is
-    if sampler is not None:
-        seams["sampler"] = sampler.identity
-    if loss is not None:
-        seams["loss"] = loss.identity
-    fp = fingerprint(data_card.sha256, member, train, seams)
+    seams = {k: v.identity for k, v in (("sampler", sampler), ("loss", loss)) if v is not None}
+    fp = fingerprint(data_card.sha256, member, train, seams)  # a seam is part of the member
     finished = member_is_finished(out_dir, fp, train.steps)
     if finished is not None:
         return finished  # nothing to do: no networks built, no data loaded
@@ -194,36 +220,15 @@ def train_member(
     # Load dataset.
     device = resolve_device(train.device)
     loss = loss or make_loss(train.loss, member.gman, member.gman_lambda)
-    data = load_prepared(data_dir)
-    real = to_unit(torch.from_numpy(data.train_images)).to(device)
+    real = to_unit(torch.from_numpy(load_prepared(data_dir).train_images)).to(device)
     _, c, size, _ = real.shape
     if sampler is None:
         sampler = UniformSampler(bootstrap_indices(len(real), member.seed, member.bootstrap))
-
     # Construct networks and optimizers.
-    torch.manual_seed(member.seed)
-    g, d = build_pair(
-        member.arch,
-        z_dim=train.z_dim,
-        size=size,
-        channels=c,
-        width=member.width,
-        n_discriminators=member.discriminators,
-    )
-    memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
-    g, d = g.to(device, memory_format=memory_format), d.to(device, memory_format=memory_format)
-    g_ema = copy.deepcopy(g).eval().requires_grad_(False)
-    loss_params = list(loss.parameters()) if isinstance(loss, nn.Module) else []  # GMAN*'s θ
-    if isinstance(loss, nn.Module):
-        loss.to(device)
-    opt_g = torch.optim.Adam(
-        [*g.parameters(), *loss_params], lr=train.lr_g, betas=(train.beta1, train.beta2)
-    )
-    opt_d = torch.optim.Adam(d.parameters(), lr=train.lr_d, betas=(train.beta1, train.beta2))
-    modules, optimizers = (g, g_ema, d), (opt_g, opt_d)
+    modules, optimizers = build_member(member, train, loss, size, c, device)
+    (g, g_ema, d), (opt_g, opt_d) = modules, optimizers
 
-    # Resume from the last checkpoint when it belongs to this member and these params.
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)  # resume a checkpoint of this very member
     loss_module = loss if isinstance(loss, nn.Module) else None
     start = resume_or_reset(out_dir, fp, train.steps, modules, optimizers, device, loss_module)
     z_grid = fixed_latents(member.seed, GRID_IMAGES, train.z_dim).to(device)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ensgan.config import Params
-from ensgan.data.prepared import load_prepared
+from ensgan.config import EvaluateConfig, Params
+from ensgan.data.prepared import Prepared, load_prepared
 from ensgan.ensemble.combinations import METHODS, Ensemble, collapse
 from ensgan.ensemble.rejection import drs_accept_prob
 from ensgan.errors import DataError, StackerError
@@ -73,146 +74,183 @@ def _earlier_metrics(layout: Layout) -> dict | None:
     return metrics if isinstance(metrics, dict) else None
 
 
+# Images a combination scores when not evaluate.n_samples: the EvaluateConfig field to read
+# (each mh image is the end of a chain of proposals, so it scores fewer).
+SAMPLE_COUNTS = {"mh": "n_mh"}
+BASELINE = "mixture"  # the plain mixture, which every selection's diversity is compared with
+
+
+@dataclass
+class Judge:
+    """What every row is measured against: the feature net and the evaluate split."""
+
+    net: FeatureNet
+    real_images: np.ndarray  # the evaluate split
+    real_feats: np.ndarray
+    real_labels: np.ndarray
+    n_classes: int
+
+    def measure(self, images: np.ndarray, scores: np.ndarray | None) -> dict:
+        m = evaluate_images(self.net, images, self.real_feats, self.real_labels, self.n_classes)
+        m["stacker_score"] = None if scores is None else round(float(np.mean(scores)), 6)
+        return m | {"n_images": len(images)}  # FD falls with the count: compare equal counts
+
+    def fd(self, images: np.ndarray) -> float:
+        return frechet_distance(embed(self.net, images), self.real_feats)
+
+
+Tiles = dict[str, tuple[str, np.ndarray]]  # grid caption -> (file stem, images)
+
+
 def _evaluate(params: Params, layout: Layout, out: Path, stamp: str) -> dict:
     """Measure, and write every output under `out` (the staging copy of reports/)."""
     ec = params.evaluate
     data = load_prepared(layout.prepared)
     ens = load_ensemble(params, layout)  # fails before any report file is touched
     out.mkdir(parents=True, exist_ok=True)
-
-    # Feature space: a small classifier trained on the real training split (a domain FID).
-    if data.labels is not None and len(np.unique(data.labels)) >= 2:
-        labels, n_classes = data.labels, data.n_classes
-    else:  # no usable labels: classes are k-means clusters of the real images
-        n_classes = 10
-        labels = pseudo_labels(data.images, n_classes)
-    train_mask = data.mask("train")
-    eval_mask = data.mask("evaluate")
-    net = train_feature_net(
-        data.images[train_mask],
-        labels[train_mask],
-        n_classes=n_classes,
-        steps=ec.classifier_steps,
-        seed=ec.seed,
-    )
-    save_feature_net(net, out / "feature_net.safetensors")
-    if eval_mask.sum() <= NEAREST_K:
-        raise DataError(
-            f"the evaluate split has {int(eval_mask.sum())} images; precision, recall, density "
-            f"and coverage need more than {NEAREST_K}: raise data.splits.evaluate or add data"
-        )
-    real_feats = embed(net, data.images[eval_mask])
-    real_labels = labels[eval_mask]
-
-    def measure(images: np.ndarray, scores: np.ndarray | None) -> dict:
-        m = evaluate_images(net, images, real_feats, real_labels, n_classes)
-        m["stacker_score"] = None if scores is None else round(float(np.mean(scores)), 6)
-        return m | {"n_images": len(images)}  # FD falls with the count: compare equal counts
-
-    rng = np.random.default_rng(ec.seed)
-    seeds = rng.integers(0, 2**31 - 1, size=ec.n_samples)  # same latents for every member
-    n_grid = ec.grid_size**2
-    tiles: dict[str, tuple[str, np.ndarray]] = {}  # caption -> (file stem, images)
-
-    held_in = data.images[train_mask]  # a seeded subset: the data may be sorted by class
-    pick = np.random.default_rng(ec.seed + 1).choice(
-        len(held_in), min(ec.n_samples, len(held_in)), replace=False
-    )
-    reference = held_in[np.sort(pick)]
-    metrics: dict = {"real": measure(reference, ens.score(reference))}
-    metrics["members"] = {}
-    for name in ens.members:
-        images = ens.member_sample(name, seeds)
-        metrics["members"][name] = measure(images, ens.score(images))
-        metrics["members"][name]["collapsed"] = collapse(images) is not None
-        tiles[name] = (name, images[:n_grid])
-    metrics["ensemble"] = {}
-    for method in METHODS:  # MH's images cost a chain each: it scores fewer
-        n = min(ec.n_mh, ec.n_samples) if method == "mh" else ec.n_samples
-        try:
-            s = ens.sample(method, n, seed=ec.seed)
-        except StackerError as exc:  # e.g. DRS cannot fill a member's share: report it
-            metrics["ensemble"][method] = {"error": str(exc)}
-            continue
-        metrics["ensemble"][method] = measure(s.images, s.scores) | {
-            k: round(v, 6) for k, v in s.stats.items()
-        }
-        if method == "mixture":
-            mixture_images = s.images
-        stem = f"ensemble-{method}"
-        if stem in params.members:  # a member named like a combination's grid file
-            tiles[stem] = (f"member-{stem}", tiles[stem][1])
-        tiles[f"ensemble: {method}"] = (stem, s.images[:n_grid])
-    mix = metrics["ensemble"]["mixture"]
-    for row in metrics["ensemble"].values():  # a selection that costs diversity says so
-        if "error" in row:
-            continue
-        row["narrows"] = any(row[k] < mix[k] - NARROWING for k in ("recall", "coverage"))
-        if row["n_images"] < mix["n_images"]:  # the mixture's FD at this row's count
-            row["mixture_fd_same_count"] = frechet_distance(
-                embed(net, mixture_images[: row["n_images"]]), real_feats
-            )
-
-    stack_card = ens.need_stacker("evaluate").card
-    metrics["stacker"] = {
-        "model": stack_card.model,
-        "cv_roc_auc": stack_card.cv_roc_auc,
-        "calibration": stack_card.calibration,
-        "ece_raw": stack_card.ece_raw,
-        "ece_calibrated": stack_card.ece_calibrated,
-        "brier_raw": stack_card.brier_raw,
-        "brier_calibrated": stack_card.brier_calibrated,
-        "member_weights": stack_card.member_weights,
-        # Held-out real images as DRS candidates: a selector that does not narrow accepts
-        # every class about equally (1.0 = the class's acceptance equals the average).
-        "real_acceptance_by_class": real_acceptance_by_class(
-            ens, data.images[eval_mask], real_labels, n_classes
-        ),
-        **ratio_check(ens, net, real_feats, ec.n_samples, ec.seed),
-    }
+    judge = fit_judge(data, ec)
+    save_feature_net(judge.net, out / "feature_net.safetensors")
+    tiles: Tiles = {}
+    metrics: dict = {"real": score_real(ens, data, ec, judge)}
+    metrics["members"] = score_members(ens, ec, judge, tiles)
+    metrics["ensemble"] = score_combinations(ens, ec, judge, tiles)
+    metrics["stacker"] = stacker_details(ens, judge, ec)
     metrics["data_sha256"] = data.card.sha256
     metrics["params_sha256"] = params_sha256(params)
     metrics["models_sha256"] = models_sha256(params, layout)  # what publish matches a batch by
     metrics["inputs_sha256"] = stamp  # a rerun on the same inputs rewrites nothing
     metrics["left_out"] = left_out(layout)  # members that failed training, and why
+    _write_report(params, layout, out, metrics, tiles)
+    return metrics
+
+
+def fit_judge(data: Prepared, ec: EvaluateConfig) -> Judge:
+    """The feature space: a small classifier trained on the real training split (a domain
+    FID), on the data's labels or, without usable ones, on k-means clusters of the images."""
+    if data.labels is not None and len(np.unique(data.labels)) >= 2:
+        labels, n_classes = data.labels, data.n_classes
+    else:
+        n_classes = 10
+        labels = pseudo_labels(data.images, n_classes)
+    train_mask, eval_mask = data.mask("train"), data.mask("evaluate")
+    if eval_mask.sum() <= NEAREST_K:
+        raise DataError(
+            f"the evaluate split has {int(eval_mask.sum())} images; precision, recall, density "
+            f"and coverage need more than {NEAREST_K}: raise data.splits.evaluate or add data"
+        )
+    net = train_feature_net(
+        data.images[train_mask], labels[train_mask], n_classes=n_classes,
+        steps=ec.classifier_steps, seed=ec.seed,
+    )  # fmt: skip
+    real = data.images[eval_mask]
+    return Judge(net, real, embed(net, real), labels[eval_mask], n_classes)
+
+
+def score_real(ens: Ensemble, data: Prepared, ec: EvaluateConfig, judge: Judge) -> dict:
+    """Held-in real images against the hold-out: the floor for every metric (a seeded subset,
+    as the data may be sorted by class)."""
+    held_in = data.images[data.mask("train")]
+    pick = np.random.default_rng(ec.seed + 1).choice(
+        len(held_in), min(ec.n_samples, len(held_in)), replace=False
+    )
+    reference = held_in[np.sort(pick)]
+    return judge.measure(reference, ens.score(reference))
+
+
+def score_members(ens: Ensemble, ec: EvaluateConfig, judge: Judge, tiles: Tiles) -> dict:
+    """Each member on the same latents, flagged when its images have collapsed."""
+    seeds = np.random.default_rng(ec.seed).integers(0, 2**31 - 1, size=ec.n_samples)
+    rows = {}
+    for name in ens.members:
+        images = ens.member_sample(name, seeds)
+        rows[name] = judge.measure(images, ens.score(images))
+        rows[name]["collapsed"] = collapse(images) is not None
+        tiles[name] = (name, images[: ec.grid_size**2])
+    return rows
+
+
+def score_combinations(ens: Ensemble, ec: EvaluateConfig, judge: Judge, tiles: Tiles) -> dict:
+    """Every combination, each on its count of images; a selection that costs diversity
+    against the plain mixture is marked `narrows`, and a row on fewer images than the
+    mixture gets the mixture's FD at its count."""
+    rows: dict[str, dict] = {}
+    baseline: np.ndarray | None = None
+    for method in METHODS:
+        n = min(getattr(ec, SAMPLE_COUNTS.get(method, "n_samples")), ec.n_samples)
+        try:
+            s = ens.sample(method, n, seed=ec.seed)
+        except StackerError as exc:  # e.g. DRS cannot fill a member's share: report it
+            rows[method] = {"error": str(exc)}
+            continue
+        rows[method] = judge.measure(s.images, s.scores) | {
+            k: round(v, 6) for k, v in s.stats.items()
+        }
+        baseline = s.images if method == BASELINE else baseline
+        stem = f"ensemble-{method}"
+        if stem in tiles:  # a member named like a combination's grid file
+            tiles[stem] = (f"member-{stem}", tiles[stem][1])
+        tiles[f"ensemble: {method}"] = (stem, s.images[: ec.grid_size**2])
+    base = rows[BASELINE]
+    for row in (r for r in rows.values() if "error" not in r):
+        row["narrows"] = any(row[k] < base[k] - NARROWING for k in ("recall", "coverage"))
+        if baseline is not None and row["n_images"] < base["n_images"]:
+            row["mixture_fd_same_count"] = judge.fd(baseline[: row["n_images"]])
+    return rows
+
+
+def stacker_details(ens: Ensemble, judge: Judge, ec: EvaluateConfig) -> dict:
+    """The stacker's scores, and whether its ratio narrows: held-out real images as DRS
+    candidates (a selector that does not narrow accepts every class about equally; 1.0 = the
+    class's acceptance equals the average) and the ratio check."""
+    card = ens.need_stacker("evaluate").card
+    return {
+        "model": card.model,
+        "cv_roc_auc": card.cv_roc_auc,
+        "calibration": card.calibration,
+        "ece_raw": card.ece_raw,
+        "ece_calibrated": card.ece_calibrated,
+        "brier_raw": card.brier_raw,
+        "brier_calibrated": card.brier_calibrated,
+        "member_weights": card.member_weights,
+        "real_acceptance_by_class": real_acceptance_by_class(
+            ens, judge.real_images, judge.real_labels, judge.n_classes
+        ),
+        **ratio_check(ens, judge.net, judge.real_feats, ec.n_samples, ec.seed),
+    }
+
+
+def _write_report(params: Params, layout: Layout, out: Path, metrics: dict, tiles: Tiles) -> None:
+    """The grids, metrics.json, the plots and the HTML report, under `out`."""
     with atomic_dir(out / "grids") as tmp:  # no grid of a removed member survives
         for stem, images in tiles.values():
-            save_grid(images, tmp / f"{stem}.png", nrow=ec.grid_size)
+            save_grid(images, tmp / f"{stem}.png", nrow=params.evaluate.grid_size)
     grids = {caption: f"grids/{stem}.png" for caption, (stem, _) in tiles.items()}
     write_json(out / "metrics.json", metrics)
     charts = _write_plots(params, layout, metrics, out / "plots")
-    write_html(
-        out / "index.html",
-        title="ensgan report",
-        metrics=metrics,
-        grids=grids,
-        charts=charts,
-        extra={
-            "data sha256": data.card.sha256,
-            "params sha256": metrics["params_sha256"],
-            "stacker": f"{stack_card.model}, CV ROC AUC {stack_card.cv_roc_auc:.3f}, "
-            f"{stack_card.calibration} calibration: ECE {stack_card.ece_raw:.3f} -> "
-            f"{stack_card.ece_calibrated:.3f}, Brier {stack_card.brier_raw:.3f} -> "
-            f"{stack_card.brier_calibrated:.3f}",
-            "left out of this run": "; ".join(
-                f"{n}: {why}" for n, why in metrics["left_out"].items()
+    st = metrics["stacker"]
+    extra = {
+        "data sha256": metrics["data_sha256"],
+        "params sha256": metrics["params_sha256"],
+        "stacker": f"{st['model']}, CV ROC AUC {st['cv_roc_auc']:.3f}, "
+        f"{st['calibration']} calibration: ECE {st['ece_raw']:.3f} -> "
+        f"{st['ece_calibrated']:.3f}, Brier {st['brier_raw']:.3f} -> {st['brier_calibrated']:.3f}",
+        "left out of this run": "; ".join(f"{n}: {why}" for n, why in metrics["left_out"].items())
+        or "none",
+        "real row": "held-in real images vs the hold-out: the floor for every metric",
+        "real images accepted by DRS, per class / mean": st["real_acceptance_by_class"],
+        "stacker ratio check (mean shift unweighted, r̂-weighted; ESS fraction)": [
+            st[k]
+            for k in (
+                "ratio_mean_shift_uniform",
+                "ratio_mean_shift_reweighted",
+                "ratio_ess_fraction",
             )
-            or "none",
-            "real row": "held-in real images vs the hold-out: the floor for every metric",
-            "real images accepted by DRS, per class / mean": metrics["stacker"][
-                "real_acceptance_by_class"
-            ],
-            "stacker ratio check (mean shift unweighted, r̂-weighted; ESS fraction)": [
-                metrics["stacker"][k]
-                for k in (
-                    "ratio_mean_shift_uniform",
-                    "ratio_mean_shift_reweighted",
-                    "ratio_ess_fraction",
-                )
-            ],
-        },
-    )
-    return metrics
+        ],
+    }
+    write_html(
+        out / "index.html", title="ensgan report", metrics=metrics, grids=grids, charts=charts,
+        extra=extra,
+    )  # fmt: skip
 
 
 def ratio_check(
