@@ -35,7 +35,8 @@ from ensgan.gan.device import resolve_device
 from ensgan.gan.loop import training_loop
 from ensgan.gan.losses import GANLoss, make_loss
 from ensgan.gan.losslog import LossLog, trim_log
-from ensgan.gan.models import build_pair, discriminator_list, to_uint8, to_unit
+from ensgan.gan.models import to_uint8, to_unit
+from ensgan.gan.nets import member_nets
 from ensgan.gan.samplers import RealSampler, UniformSampler, bootstrap_indices
 from ensgan.io.cards import CARD, DataCard, MemberCard, read_card_if_any, write_card
 from ensgan.io.images import save_grid
@@ -192,25 +193,10 @@ def train_member(
         sampler = UniformSampler(bootstrap_indices(len(real), member.seed, member.bootstrap))
 
     # Construct networks and optimizers.
-    torch.manual_seed(member.seed)
-    g, d = build_pair(
-        member.arch,
-        z_dim=train.z_dim,
-        size=size,
-        channels=c,
-        width=member.width,
-        n_discriminators=member.discriminators,
-    )
-    memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
-    g, d = g.to(device, memory_format=memory_format), d.to(device, memory_format=memory_format)
+    nets = member_nets(member, train, size=size, channels=c, loss=loss, device=device)
+    g, d = nets.generator, nets.discriminator
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
-    loss_params = list(loss.parameters()) if isinstance(loss, nn.Module) else []  # GMAN*'s θ
-    if isinstance(loss, nn.Module):
-        loss.to(device)
-    opt_g = torch.optim.Adam(
-        [*g.parameters(), *loss_params], lr=train.lr_g, betas=(train.beta1, train.beta2)
-    )
-    opt_d = torch.optim.Adam(d.parameters(), lr=train.lr_d, betas=(train.beta1, train.beta2))
+    opt_g, opt_d = nets.opt_g, nets.opt_d
     modules, optimizers = (g, g_ema, d), (opt_g, opt_d)
 
     # Resume from the last checkpoint when it belongs to this member and these params.
@@ -234,7 +220,7 @@ def train_member(
                 name=name,
                 generator=g,
                 generator_ema=g_ema,
-                discriminators=discriminator_list(d),
+                discriminators=nets.discriminators,
                 opt_g=opt_g,
                 opt_d=opt_d,
                 loss=loss,
