@@ -329,6 +329,10 @@ def bench_modes(
     ] = None,
     seed: Annotated[int, typer.Option(help="seeds every trial's data and networks")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda")] = "auto",
+    params: Annotated[
+        Path | None,
+        typer.Option(help="a params.yaml whose stack and ensemble sections the rows run under"),
+    ] = None,
 ) -> None:
     """Mode collapse of a GAN and of GAN ensembles under PacGAN's protocol (Table 1).
 
@@ -340,6 +344,9 @@ def bench_modes(
     whole once the new run has finished. On 2 CPU cores the default (all datasets, 5 trials)
     took 23 minutes with the gan and mixture rows; every row together takes about twice that
     (use --method to pick rows); --full takes the paper's length (hours per trial on a CPU).
+    The ensemble rows run the pipeline's own combinations, stacker and boosting, under the
+    pipeline's default params or the stack and ensemble sections of --params (e.g.
+    params.yaml: the DRS it ships).
     """
 
     def call():
@@ -355,7 +362,7 @@ def bench_modes(
         dev = resolve_device(device)
         settings = modes.resolve(
             dataset, trials, full=full, steps=steps, k=members, methods=method, seed=seed,
-            device=str(dev),
+            device=str(dev), params_file=params,
         )  # fmt: skip
         modes.check_out(out, force)
         if dev.type == "cpu":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ensgan.config import Params
+from ensgan.config import EnsembleConfig, Params, StackConfig
 from ensgan.ensemble.combinations import Ensemble
 from ensgan.ensemble.stacking import load_stacker
 from ensgan.errors import ConfigError
@@ -72,12 +72,17 @@ def load_ensemble(params: Params, layout: Layout, *, with_stacker: bool = True) 
     if stacker is not None:
         check_stacker_is_current(params, stacker.card, members)
     return Ensemble(
-        members,
-        weights=weights,
-        stacker=stacker,
-        vote_oversample=params.ensemble.vote_oversample,
-        drs_gamma=params.ensemble.drs_gamma,
-        drs_temperature=params.ensemble.drs_temperature,
-        mh_chain=params.ensemble.mh_chain,
-        stack_inputs=params.stack.features,
+        members, weights=weights, stacker=stacker, **sampling_knobs(params.ensemble, params.stack)
     )
+
+
+def sampling_knobs(ensemble: EnsembleConfig, stack: StackConfig) -> dict[str, object]:
+    """How an Ensemble samples, from its params sections: `ensgan bench modes` builds its
+    ensembles with this too, so it measures the combinations as params.yaml sets them."""
+    return {
+        "vote_oversample": ensemble.vote_oversample,
+        "drs_gamma": ensemble.drs_gamma,
+        "drs_temperature": ensemble.drs_temperature,
+        "mh_chain": ensemble.mh_chain,
+        "stack_inputs": stack.features,
+    }
