@@ -430,6 +430,22 @@ def test_bench_modes_refuses_a_non_empty_out(tmp_path: Path) -> None:
     assert (out / "ring" / "gan" / "trial-1.npy").read_bytes() != first
 
 
+def test_a_folder_filled_during_the_run_is_left_alone_and_the_run_kept(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    settings = modes.resolve("ring", 1, steps=5, methods=["gan"])
+
+    def someone_writes(message: str) -> None:  # called after each row: the run is under way
+        out.mkdir(exist_ok=True)
+        (out / "mine.txt").write_text("keep me")
+
+    with pytest.raises(modes.BenchError, match="this run is kept in") as err:
+        modes.run(settings, out, log=someone_writes)
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    kept = Path(str(err.value).rpartition("kept in ")[2].rstrip(")"))
+    assert (kept / "table.md").is_file() and (kept / "ring" / "gan" / "trial-1.npy").is_file()
+    assert not list(tmp_path.glob(".bench.*"))  # no staging folder left behind
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
