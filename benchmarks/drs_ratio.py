@@ -57,7 +57,7 @@ from ensgan.gan.models import to_unit
 from ensgan.layout import Layout
 from ensgan.pipeline.common import load_ensemble
 from ensgan.pipeline.evaluate import real_acceptance_by_class
-from ensgan.pipeline.stack import fit_ensemble_stacker
+from ensgan.pipeline.stack import fit_stage_stacker
 
 SHOWN = ["fd", "precision", "recall", "density", "coverage", "class_kl"]
 
@@ -126,7 +126,7 @@ def main() -> None:
 
     if a.finetune_steps:
         keep_training(ens, data.train_images, a.finetune_steps, seed=params.stack.seed)
-        st = fit_ensemble_stacker(ens, data, params)
+        st = fit_stage_stacker(ens, data, params)
         label = f"drs, D +{a.finetune_steps} steps"
         measure(label, "drs")
         evenness[label] = real_acceptance_by_class(ens, real, real_labels, data.n_classes)

@@ -35,7 +35,7 @@ from ensgan.eval.features import embed, load_feature_net
 from ensgan.eval.metrics import evaluate_images
 from ensgan.layout import Layout
 from ensgan.pipeline.common import load_ensemble
-from ensgan.pipeline.stack import fit_ensemble_stacker
+from ensgan.pipeline.stack import fit_stage_stacker
 
 FIGURES = ["fd", "precision", "recall", "coverage", "class_kl"]
 STACKERS = {
@@ -68,7 +68,7 @@ def main() -> None:
     rows = []
     for name in a.stackers:
         stack = params.stack.model_copy(update=STACKERS[name])
-        stacker = fit_ensemble_stacker(ens, data, params.model_copy(update={"stack": stack}))
+        stacker = fit_stage_stacker(ens, data, params.model_copy(update={"stack": stack}))
         card = stacker.card
         print(f"stacker {name}: CV ROC AUC {card.cv_roc_auc:.3f}, ECE {card.ece_raw:.3f} -> "
               f"{card.ece_calibrated:.3f}", flush=True)  # fmt: skip

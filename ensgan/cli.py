@@ -331,6 +331,12 @@ def bench_modes(
     ] = None,
     seed: Annotated[int, typer.Option(help="seeds every trial's data and networks")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda")] = "auto",
+    params: Annotated[
+        Path | None,
+        typer.Option(
+            help="a params.yaml whose train, stack and combine sections the rows run under"
+        ),
+    ] = None,
 ) -> None:
     """Mode collapse of a GAN and of GAN ensembles under PacGAN's protocol (Table 1).
 
@@ -340,7 +346,9 @@ def bench_modes(
     DIR/bench.json and DIR/DATASET/METHOD/trial-K.npy. A non-empty DIR is refused unless
     --force is given and DIR holds an earlier run (its bench.json), which is then replaced
     whole once the new run has finished. --method picks rows; --full takes the paper's length
-    (meant for a GPU; docs/results.md has the measured run times).
+    (meant for a GPU; docs/results.md has the measured run times). The ensemble rows run the
+    pipeline's own combinations, stacker and boosting, under the pipeline's default params or
+    the train, stack and combine sections of --params (e.g. params.yaml: the DRS it ships).
     """
 
     def call():
@@ -356,7 +364,7 @@ def bench_modes(
         dev = resolve_device(device)
         settings = modes.resolve(
             dataset, trials, full=full, steps=steps, k=members, methods=method, seed=seed,
-            device=str(dev),
+            device=str(dev), params_file=params,
         )  # fmt: skip
         modes.check_out(out, force)
         if dev.type == "cpu":

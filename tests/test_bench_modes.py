@@ -12,15 +12,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from torch import nn
 from typer.testing import CliRunner
 
-from ensgan.bench import digits, ensemble_rows, modes
+from ensgan.bench import digits, modes
 from ensgan.bench.datasets import DATASETS
-from ensgan.bench.methods import METHODS, TrainedGAN, Trial, split_budget, train_gan
+from ensgan.bench.methods import METHODS, boosting_members, gman_member
 from ensgan.bench.mode_count import kl_to_uniform, mixture_modes, triple_modes
 from ensgan.bench.toy import grid, ring
+from ensgan.bench.trial import STACK_REAL, TrainedGAN, Trial, split_budget, train_gan
 from ensgan.cli import app
+from ensgan.config import CombineConfig, StackConfig, load_params
+from ensgan.ensemble.combinations import Ensemble
+from ensgan.ensemble.members import member_sample
+from ensgan.pipeline.stack import fit_ensemble_stacker
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -140,15 +147,16 @@ def test_every_row_gets_the_same_budget() -> None:
     assert modes.resolve("ring", 1).methods == tuple(METHODS)  # the default: every row
 
 
-# The ensemble rows (ensgan.bench.ensemble_rows), on a ring trial with a small training set
-# (AdaGAN's classifier makes 5 passes over it) and a tiny budget.
+# The ensemble rows (ensgan.bench.methods), on a ring trial with a small training set (AdaGAN's
+# classifier makes 5 passes over it), a tiny budget and a DRS temperature other than 1.
 
 TINY_RING = dataclasses.replace(DATASETS["ring"], train_size=1000)
 NEW_ROWS = ("drs", "mh", "weighted", "boosting", "gman")
+TEMPERED = CombineConfig(drs_temperature=0.3)
 
 
 def _tiny_trial(budget: int = 23, n: int = 300) -> Trial:
-    return Trial(TINY_RING, 1, seed=3, budget=budget, n_samples=n)
+    return Trial(TINY_RING, 1, seed=3, budget=budget, n_samples=n, combine=TEMPERED)
 
 
 @pytest.fixture(scope="module")
@@ -173,29 +181,52 @@ def test_each_new_row_returns_n_points_within_the_budget(tiny_rows, method) -> N
     assert set(trial.data.score(x)) == {"modes", "hq", "kl"}
 
 
-def test_the_stacker_is_fitted_once_per_trial_as_the_pipeline_fits_it(tiny_rows) -> None:
+def test_the_stacker_is_fitted_once_per_trial_under_the_pipelines_defaults(tiny_rows) -> None:
     trial, _, _ = tiny_rows
-    model = ensemble_rows.ratio_model(trial)
-    assert model is ensemble_rows.ratio_model(trial)  # shared by drs, mh and weighted
-    card = model.stacker.card
-    assert card.model == "logistic" and card.cv_folds == 5 and card.calibration == "sigmoid"
-    assert card.n_real == card.n_fake == ensemble_rows.STACK_N
-    assert card.log_prior_ratio == 0.0 and card.burn_in == ensemble_rows.BURN_IN
-    assert model.log_m.shape == (trial.k,) and np.isfinite(model.log_m).all()
-    assert model.weights.sum() == pytest.approx(1.0)
-    assert (model.weights >= 0.5 / trial.k - 1e-12).all()  # floored at half the prior
+    ens = trial.stacked()
+    assert ens is trial.stacked()  # shared by drs, mh and weighted
+    card, default = ens.stacker.card, StackConfig()
+    assert (card.model, card.cv_folds, card.calibration) == (
+        default.model, default.cv_folds, default.calibration,
+    )  # fmt: skip
+    assert card.n_real == card.n_fake == STACK_REAL  # n_fake None: as many as the real draws
+    assert card.log_prior_ratio == 0.0 and card.burn_in == default.burn_in
+    assert (
+        set(card.drs_log_m) == set(ens.members) and np.isfinite(list(card.drs_log_m.values())).all()
+    )
+    weights = np.array(list(card.member_weights.values()))
+    assert weights.sum() == pytest.approx(1.0)
+    floor = default.weight_floor
+    assert (weights >= floor / trial.k - 1e-12).all()  # floored at a share of the prior
+    assert ens.drs_temperature == TEMPERED.drs_temperature and ens.mh_chain == TEMPERED.mh_chain
+
+
+def test_a_bench_row_samples_what_the_pipelines_combination_samples(tiny_rows) -> None:
+    trial, out, _ = tiny_rows
+    # The trial's members combined by the pipeline alone: its Ensemble and the `stack` stage's
+    # fit on the same real arrays, every knob given by hand.
+    members = {m.name: m for m in trial.members()}  # cached: no training
+    ens = Ensemble(members, drs_temperature=TEMPERED.drs_temperature)
+    stack = StackConfig(drs_percentile=95.0, weight_floor=0.5)
+    fit_ensemble_stacker(ens, *trial.stacker_reals(), stack)
+    for method in ("mixture", "drs", "mh", "weighted"):
+        got = ens.sample(method, trial.n_samples, trial.int_seed(method))
+        np.testing.assert_array_equal(out[method], got.images, err_msg=method)
+    # The bench's DRS is the tempered one: at T = 1 the same stacker keeps other samples.
+    plain = Ensemble(members, stacker=ens.stacker, drs_temperature=1.0)
+    assert not np.array_equal(out["drs"], plain.sample("drs", 300, trial.int_seed("drs")).images)
 
 
 def test_boosting_trains_k_rounds_that_add_up_to_the_budget(tiny_rows) -> None:
     trial, _, steps = tiny_rows
-    rounds = ensemble_rows.boosting_members(trial)  # cached: no more training
+    rounds = boosting_members(trial)  # cached: no more training
     assert [r.steps for r in rounds] == split_budget(23, 5) == [5, 5, 5, 4, 4]
     assert steps["boosting"] == 23 and trial.steps_trained == 3 * 23  # members, boosting, gman
 
 
 def test_gman_trains_three_discriminators_and_learns_lambda(tiny_rows) -> None:
     trial, _, _ = tiny_rows
-    g = ensemble_rows.gman_member(trial)
+    g = gman_member(trial)
     assert len(g.discriminators) == 3 and g.steps == trial.budget
     agg = g.loss.aggregate
     assert agg.kind == "learned"
@@ -211,6 +242,16 @@ def test_train_gan_gives_a_losss_parameters_to_the_generators_optimiser() -> Non
     theta = loss.aggregate.theta
     assert g.loss is loss and len(g.discriminators) == 3
     assert theta.grad is not None and float(theta.detach()) != -2.0  # θ got gradients and moved
+
+
+def test_a_toy_member_gives_the_hidden_stacker_its_features() -> None:
+    real = TINY_RING.to_train(TINY_RING.make_real(200, np.random.default_rng(0)))
+    g = train_gan(TINY_RING, real, name="t", steps=2, seed=0, n_discriminators=2)
+    pts = member_sample(g, np.arange(50))
+    np.testing.assert_array_equal(pts, member_sample(g, np.arange(50)))  # one latent per seed
+    h, logits = g.hidden_and_logits(pts)
+    assert h.shape == (50, 2 * 200) and h.dtype == np.float32  # two maxout layers side by side
+    np.testing.assert_allclose(logits, g.logits(pts), rtol=1e-6, atol=1e-6)
 
 
 class _Points(nn.Module):
@@ -244,7 +285,7 @@ def _stand_in_trial(members: list[tuple[np.ndarray, tuple[float, float]]]) -> Tr
     trial = Trial(dataclasses.replace(TINY_RING, train_size=10), 1, seed=5, budget=5, n_samples=400)
     std = ring().std
     trial._cache["members"] = [
-        TrainedGAN(f"m{i}", _Points(c, std), [_Linear(w)], trial.data, 1, 0.0)
+        TrainedGAN(f"m{i}", _Points(c, std), _Linear(w), trial.data, 1, 0.0)
         for i, (c, w) in enumerate(members)
     ]
     return trial
@@ -254,35 +295,31 @@ def test_drs_keeps_every_members_quota() -> None:
     centres = ring().centres
     # Member i: only centre i; discriminators that rate the points differently.
     trial = _stand_in_trial([(centres[i : i + 1], (3.0, 1.0)) for i in range(5)])
-    rng = trial.rng("drs")  # what the row draws first: the quotas, then their order
+    rng = np.random.default_rng(trial.int_seed("drs"))  # the combination draws the quotas first
     quota = rng.multinomial(400, np.full(5, 0.2))
     which = np.repeat(np.arange(5), quota)
     rng.shuffle(which)
     x = METHODS["drs"](trial)
     nearest = np.argmin(((x[:, None] - centres[None]) ** 2).sum(-1), axis=1)
     np.testing.assert_array_equal(nearest, which)  # each slot from its member, every quota kept
-    _, got_which, stats = ensemble_rows.drs_sample(
-        ensemble_rows.ratio_model(trial), 400, trial.rng("drs")
-    )
-    np.testing.assert_array_equal(stats["quota"], quota)
-    assert 0 < stats["accept_rate"] <= 1 and trial.steps_trained == 0
+    got = trial.stacked().sample("drs", 400, trial.int_seed("drs"))
+    assert got.members == [f"m{i}" for i in which]
+    assert 0 < got.stats["accept_rate"] <= 1 and trial.steps_trained == 0
 
 
 def test_ratio_rows_on_members_that_copy_the_data() -> None:
     # Five members that all sample the ring's modes uniformly, with discriminators that can
     # tell nothing apart (logit 0): r̂ = 1 everywhere, so nothing is rejected or reweighted.
     trial = _stand_in_trial([(ring().centres, (0.0, 0.0))] * 5)
-    model = ensemble_rows.ratio_model(trial)
-    np.testing.assert_allclose(model.log_ratio(trial.real[:100]), 0.0, atol=1e-6)
-    np.testing.assert_allclose(model.weights, 0.2, atol=1e-9)
+    ens = trial.stacked()
+    np.testing.assert_allclose(ens.log_ratio(trial.real[:100]), 0.0, atol=1e-6)
+    np.testing.assert_allclose(list(ens.stacker.card.member_weights.values()), 0.2, atol=1e-9)
     for method in ("drs", "mh", "weighted"):
         x = METHODS[method](trial)
         assert x.shape == (400, 2) and x.dtype == np.float32
         got = trial.data.score(x)
         assert got["modes"] == 8 and got["hq"] == 100.0 and got["kl"] < 0.05, method
-    _, stats = ensemble_rows.mh_sample(
-        model, 50, np.random.default_rng(0), init=np.zeros(50), chain=8
-    )
+    stats = ens.sample("mh", 50, 0).stats
     assert stats["accept_rate"] == 1.0 and stats["restarted_chains"] == 0.0
 
 
@@ -347,16 +384,27 @@ def test_bench_modes_writes_the_table_and_every_trials_samples(tmp_path: Path) -
     assert set(results.steps_trained) == {10}  # gan: 10; mixture: 5 members x 2
     card = json.loads((out / "bench.json").read_text())
     assert card["steps"] == {"ring": 10} and card["trials"] == 2
-    assert not list(tmp_path.glob(".bench.partial-*"))
+    assert not list(tmp_path.glob(".bench.*"))  # no staging folder left behind
 
 
-def test_bench_modes_tables_the_new_rows(tmp_path: Path) -> None:
-    out = tmp_path / "bench"
-    res = _bench(out, "--trials", "1", methods=("drs", "gman"))
+def test_bench_modes_tables_the_new_rows_under_a_params_file(tmp_path: Path) -> None:
+    # params.yaml's sections, with a stacker on the hidden features that fits in seconds
+    # (the shipped logistic_pca's PCA takes most of a minute on these 1,000 columns).
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["stack"] |= {"model": "logistic", "features": "hidden", "n_fake": 300, "burn_in": 200}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out, given = tmp_path / "bench", load_params(path)
+    res = _bench(out, "--trials", "1", "--params", str(path), methods=("drs", "gman"))
     assert res.exit_code == 0, res.output
     table = (out / "table.md").read_text()
     assert "| drs (K=5) " in table and "| gman (3 D) " in table
     assert "`drs` samples" in table and "GMAN*" in table and "stacker behind drs" in table
+    assert f"T = {given.combine.drs_temperature:g}" in table and str(path) in table
+    card = json.loads((out / "bench.json").read_text())  # the sections the rows ran under
+    assert card["stack"] == given.stack.model_dump(mode="json")
+    assert card["combine"] == given.combine.model_dump(mode="json")
+    assert card["boosting"]["boosting_epochs"] == given.train.boosting_epochs
     results = pd.read_csv(out / "results.csv")
     assert list(results.method) == ["drs", "gman"]
     assert list(results.steps_trained) == [10, 10]  # drs: the 5 members' 2 steps each
@@ -382,6 +430,22 @@ def test_bench_modes_refuses_a_non_empty_out(tmp_path: Path) -> None:
     assert (out / "ring" / "gan" / "trial-1.npy").read_bytes() != first
 
 
+def test_a_folder_filled_during_the_run_is_left_alone_and_the_run_kept(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    settings = modes.resolve("ring", 1, steps=5, methods=["gan"])
+
+    def someone_writes(message: str) -> None:  # called after each row: the run is under way
+        out.mkdir(exist_ok=True)
+        (out / "mine.txt").write_text("keep me")
+
+    with pytest.raises(modes.BenchError, match="this run is kept in") as err:
+        modes.run(settings, out, log=someone_writes)
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    kept = Path(str(err.value).rpartition("kept in ")[2].rstrip(")"))
+    assert (kept / "table.md").is_file() and (kept / "ring" / "gan" / "trial-1.npy").is_file()
+    assert not list(tmp_path.glob(".bench.*"))  # no staging folder left behind
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -391,6 +455,7 @@ def test_bench_modes_refuses_a_non_empty_out(tmp_path: Path) -> None:
         (["--steps", "0"], "--steps must be at least 1"),
         (["--steps", "3"], "fewer than the 5 ensemble members"),
         (["--device", "tpu"], "--device must be auto, cpu or cuda"),
+        (["--params", "no-such.yaml"], "params file not found: no-such.yaml"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path, args, message) -> None:

@@ -201,7 +201,7 @@ def test_finished_member_returns_before_building_anything(
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished member built networks or loaded data")
 
-    monkeypatch.setattr(member_module, "build_pair", forbidden)
+    monkeypatch.setattr(member_module, "member_nets", forbidden)
     monkeypatch.setattr(member_module, "load_prepared", forbidden)
     assert train_member("m", p.members["m"], p.train, data_dir, out) == card
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ensgan.pipeline import STAGES
-from ensgan.provenance import closure, closure_files, module_path, runs_code
+from ensgan.provenance import closure, closure_files, imports, module_path, runs_code
 from tests.conftest import REPO
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
@@ -104,6 +104,26 @@ def test_data_flows_one_way() -> None:
     training = {"ensgan/gan/member.py", "ensgan/gan/loop.py", "ensgan/gan/losses.py"}
     for module in ("ensgan.ensemble.combinations", "ensgan.gan.loaded", "ensgan.pipeline.generate"):
         assert not _files(module) & training, module
+
+
+def test_no_module_imports_itself_back() -> None:
+    """No import cycle anywhere in the package, lazy imports inside functions included: a
+    cycle means two modules that are one (the bench's rows and methods were), or a helper in
+    the wrong place (the storage key checks, once in the module that imports S3's store)."""
+    modules = {
+        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for p in (REPO / "ensgan").rglob("*.py")
+    }
+    graph = {m: imports(REPO, m) - {m} for m in modules}
+    for start in modules:  # every module's reach, one depth-first walk each
+        seen, todo = set(), list(graph[start])
+        while todo:
+            m = todo.pop()
+            if m == start:
+                raise AssertionError(f"{start} imports itself back (an import cycle)")
+            if m not in seen:
+                seen.add(m)
+                todo += graph.get(m, ())
 
 
 def test_cli_imports_no_heavy_library() -> None:

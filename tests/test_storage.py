@@ -30,8 +30,9 @@ from ensgan.io.batches import (
     verify_batch,
     write_batch,
 )
+from ensgan.io.keys import safe_key, safe_local_path
 from ensgan.io.s3 import MIB, S3Store
-from ensgan.io.storage import LocalStore, Store, open_store, safe_key, safe_local_path
+from ensgan.io.storage import LocalStore, Store, open_store
 
 DAY = dt.date(2026, 3, 14)
 EXTRA = {"data_sha256": "d" * 64, "params_sha256": "p" * 64, "method": "vote"}

@@ -19,6 +19,7 @@ from torch import nn
 
 from ensgan.bench import digits, toy
 from ensgan.bench.mode_count import mixture_modes, triple_modes
+from ensgan.gan.models import build_pair, to_uint8, to_unit
 
 
 @dataclass(frozen=True)
@@ -36,21 +37,23 @@ class BenchDataset:
     full_steps: int  # the paper's length, in generator updates (one per loop step)
     default_steps: int  # the default run's length (fits 30 minutes on 2 CPU cores)
     make_real: Callable[[int, np.random.Generator], np.ndarray]
-    build_pair: Callable[[], tuple[nn.Module, nn.Module]]
+    build_pair: Callable[..., tuple[nn.Module, nn.Module]]  # (n_discriminators=1)
     score: Callable[[np.ndarray], dict[str, float]]
     paper_note: str  # what the paper's code does differently, for the table's note
 
+    def to_input(self, samples: torch.Tensor) -> torch.Tensor:
+        """Stored samples as the networks take them: points as they are, images in [-1, 1]."""
+        return samples.float() if self.kind == "points" else to_unit(samples)
+
     def to_train(self, real: np.ndarray) -> torch.Tensor:
-        """The training set as the loop takes it: points as they are, images in [-1, 1]."""
-        if self.kind == "points":
-            return torch.from_numpy(np.ascontiguousarray(real, dtype=np.float32))
-        return torch.from_numpy(real).float().div(127.5).sub(1.0)
+        """The training set (or any stored samples) as the loop takes it."""
+        return self.to_input(torch.from_numpy(np.ascontiguousarray(real)))
 
     def to_samples(self, x: torch.Tensor) -> np.ndarray:
         """A generator's output as the benchmark stores it: float32 points or uint8 images."""
         if self.kind == "points":
             return x.detach().float().numpy()
-        return x.detach().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).numpy()
+        return to_uint8(x.detach()).numpy()
 
 
 def _mixture(mix: toy.Mixture) -> BenchDataset:
@@ -70,7 +73,7 @@ def _mixture(mix: toy.Mixture) -> BenchDataset:
         full_steps=400 * 100_000 // 100,
         default_steps=2000,
         make_real=mix.sample,
-        build_pair=lambda: toy.build_toy_pair(z_dim=2),
+        build_pair=lambda n_discriminators=1: toy.build_toy_pair(2, n_discriminators),
         score=lambda pts: mixture_modes(pts, mix.centres, mix.std),
         paper_note=(
             "PacGAN's code (synthetic_data_experiments/2DRing_GAN&PacGAN, 2DGrid_GAN&PacGAN) "
@@ -90,10 +93,11 @@ def _stacked_real(n: int, rng: np.random.Generator) -> np.ndarray:
     return digits.stack_digits(images, labels, n, rng)[0]
 
 
-def _stacked_pair() -> tuple[nn.Module, nn.Module]:
-    from ensgan.gan.models import build_pair
-
-    return build_pair(STACKED_ARCH, z_dim=100, size=digits.SIZE, channels=3, width=STACKED_WIDTH)
+def _stacked_pair(n_discriminators: int = 1) -> tuple[nn.Module, nn.Module]:
+    return build_pair(
+        STACKED_ARCH, z_dim=100, size=digits.SIZE, channels=3, width=STACKED_WIDTH,
+        n_discriminators=n_discriminators,
+    )  # fmt: skip
 
 
 def _stacked_score(images: np.ndarray) -> dict[str, float]:

@@ -10,8 +10,11 @@ its samples are scored (ensgan.bench.mode_count) and saved, and the trials are a
 Output (DIR, default bench-out/modes): `table.md`, `results.csv` (one row per dataset, method
 and trial), `bench.json` (settings and timings), and `DATASET/METHOD/trial-K.npy` (float32
 (N, 2) points, or uint8 (N, 3, 16, 16) stacked digits). The run writes into a staging folder
-beside DIR and swaps it in at the end, so DIR never holds half a run; an existing non-empty DIR
-is refused unless `--force` is given and DIR holds an earlier run of this command (bench.json).
+beside DIR and swaps it in at the end (ensgan.io.files.atomic_dir), so DIR never holds half a
+run; an existing non-empty DIR is refused unless `--force` is given and DIR holds an earlier run
+of this command (bench.json). The ensemble rows run the pipeline's own combinations, stacker
+and boosting under the `stack`, `combine` and `train` sections of a params.yaml (`--params`),
+or the pipeline's defaults (ensgan/config.py) without one.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ensgan.config import CombineConfig, StackConfig, TrainConfig, load_params
 from ensgan.errors import ConfigError
+from ensgan.io.files import atomic_dir
 
 MARKER = "bench.json"
 ALL = "all"
@@ -66,7 +70,9 @@ TITLES = {
 }
 DECIMALS = {"modes": 1, "hq": 1, "kl": 2}
 
-# What each row of ensgan.bench.methods.METHODS is, for the table's notes ({k}: K).
+# What each row of ensgan.bench.methods.METHODS is, for the table's notes: formatted with K
+# ({k}), the trial's `stack` ({s}), `combine` ({c}) and `train` ({t}) sections and the bench's
+# constants.
 ROW_NOTES = {
     "gan": "`gan` is one GAN trained for the whole budget (the paper's GAN row re-run here)",
     "mixture": (
@@ -75,39 +81,43 @@ ROW_NOTES = {
         "a member chosen uniformly"
     ),
     "drs": (
-        "`drs` samples the mixture's K members by discriminator rejection sampling on the "
-        "stacker's ratio, per member (quotas from a uniform multinomial draw, log M the 95th "
-        "percentile of a burn-in of 2,000 of the member's samples, γ = 0), then mixes them"
+        "`drs` samples the mixture's K members by the pipeline's discriminator rejection "
+        "sampling on the stacker's ratio, per member (quotas from a uniform multinomial draw, "
+        "log M the {s.drs_percentile:g}th percentile of a burn-in of {s.burn_in:,} of the "
+        "member's samples, γ = {c.drs_gamma:g}, filtering by r̂^T with T = {c.drs_temperature:g}), "
+        "then mixes them"
     ),
     "mh": (
-        "`mh` runs one independence Metropolis-Hastings chain per sample over 64 proposals "
-        "from those members' uniform mixture, started at a fresh real draw, and keeps its "
-        "final state"
+        "`mh` runs the pipeline's independence Metropolis-Hastings: one chain per sample over "
+        "{c.mh_chain} proposals from those members' uniform mixture, started at the ratio of a "
+        "calibration draw, and keeps its final state"
     ),
     "weighted": (
         "`weighted` is those members' mixture with weights from one EM step on the "
-        "stacker's ratio (mean of min(r̂, M) over each member's burn-in), floored at half of 1/K"
+        "stacker's ratio (mean of min(r̂, M) over each member's burn-in), floored at "
+        "{s.weight_floor:g} of 1/K"
     ),
     "boosting": (
         "`boosting` is AdaGAN (the package's rules, ensgan.ensemble.boosting): K={k} rounds of "
         "budget / K updates, round 1 on the whole training set, round t on the "
-        '"theory_star" data weights from a fresh discriminator trained for 5 epochs to '
-        "separate the training set from the mixture so far (β_t = 1/t; trained on a "
-        "10,000-point subsample, AdaGAN uses the whole set; the weights cover every point); "
-        "samples from the final mixture (1/K each)"
+        '"theory_star" data weights from a fresh discriminator trained for '
+        "{t.boosting_epochs} epochs to separate the training set from the mixture so far "
+        "(β_t = {beta}; trained on a {clf:,}-point subsample, AdaGAN uses the whole set; the "
+        "weights cover every point); samples from the final mixture"
     ),
     "gman": (
-        "`gman` is GMAN* (Durugkar et al. 2017): one generator for the whole budget against 3 "
-        "discriminators, its non-saturating terms combined by softmax with a learned λ"
+        "`gman` is GMAN* (Durugkar et al. 2017): one generator for the whole budget against "
+        "{gman} discriminators, its non-saturating terms combined by softmax with a learned λ"
     ),
 }
 STACKER_NOTE = (
-    "The stacker behind drs, mh and weighted is fitted per trial as the pipeline's `stack` "
-    "stage fits it (ensgan.bench.ensemble_rows): features are each member's discriminator "
-    "logit and the uniform mixture's analytic log-ratio; a logistic regression (C = 0.01, "
-    "5-fold cross-validated) on {n:,} fresh real draws against {n:,} fresh mixture samples, "
-    "Platt-calibrated on another fresh {n:,} + {n:,}; log r̂ = logit(p) + log(n_fake / n_real). "
-    "Its fitting and the burn-ins add no generator updates, only sampling."
+    "The stacker behind drs, mh and weighted is fitted per trial by the pipeline's `stack` "
+    "stage function (ensgan.pipeline.stack.fit_ensemble_stacker) under {source}: meta-learner "
+    "`{s.model}` on the `{s.features}` features (each member's discriminator logit, the "
+    "uniform mixture's analytic log-ratio{hidden}), {s.cv_folds}-fold cross-validated, on "
+    "{n:,} fresh real draws against {fakes} fresh mixture samples, calibrated ({s.calibration}) "
+    "on another {n:,} fresh real draws against {fakes} new mixture samples; log r̂ = logit(p) + "
+    "log(n_fake / n_real). Its fitting and the burn-ins add no generator updates, only sampling."
 )
 
 
@@ -122,6 +132,10 @@ class Settings:
     seed: int
     steps_given: bool = False  # --steps overrode the default / --full length
     device: str = "cpu"
+    stack: StackConfig = StackConfig()  # the stacker's section (params.yaml `stack`)
+    combine: CombineConfig = CombineConfig()  # the samplers' section (params.yaml `combine`)
+    train: TrainConfig = TrainConfig()  # boosting's keys (params.yaml `train.boosting_*`)
+    params_file: str | None = None  # where the three came from (None: the pipeline's defaults)
 
 
 def resolve(
@@ -134,8 +148,10 @@ def resolve(
     methods: Sequence[str] | None = None,
     seed: int = 0,
     device: str = "cpu",
+    params_file: Path | None = None,
 ) -> Settings:
-    """Check the arguments (BenchError names a bad one) and fill in the defaults."""
+    """Check the arguments (BenchError names a bad one; ConfigError a bad params file) and
+    fill in the defaults."""
     from ensgan.bench.datasets import DATASETS
     from ensgan.bench.methods import METHODS
 
@@ -159,7 +175,14 @@ def resolve(
         budget[name] = steps if steps is not None else d.full_steps if full else d.default_steps
         if budget[name] < k:
             raise BenchError(f"--steps {budget[name]} is fewer than the {k} ensemble members")
-    return Settings(names, trials, methods, k, budget, full, seed, steps is not None, device)
+    stack, combine, train = StackConfig(), CombineConfig(), TrainConfig()
+    if params_file is not None:
+        params = load_params(params_file)
+        stack, combine, train = params.stack, params.combine, params.train
+    return Settings(
+        names, trials, methods, k, budget, full, seed, steps is not None, device,
+        stack, combine, train, None if params_file is None else str(params_file),
+    )  # fmt: skip
 
 
 def check_out(out: Path, force: bool) -> None:
@@ -186,22 +209,20 @@ def run(
     """Train, sample, score and save every (dataset, trial, method); write the table.
     Returns one row per dataset, method and trial."""
     from ensgan.bench.datasets import DATASETS
-    from ensgan.bench.methods import METHODS, Trial
+    from ensgan.bench.methods import METHODS
+    from ensgan.bench.trial import Trial
 
     check_out(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
     t_start = time.perf_counter()
     rows = []
-    try:
+    with atomic_dir(out) as stage:
         for name in settings.datasets:
             data = DATASETS[name]
             for t in range(1, settings.trials + 1):
                 trial = Trial(
                     data, t, seed=settings.seed * 100_003 + t, budget=settings.steps[name],
-                    k=settings.k, device=settings.device,
+                    k=settings.k, device=settings.device, stack=settings.stack,
+                    combine=settings.combine, train_params=settings.train,
                 )  # fmt: skip
                 for method in settings.methods:
                     t0, before = time.perf_counter(), trial.steps_trained
@@ -224,24 +245,19 @@ def run(
         extra = [*_extra_notes(settings), _timing_note(card)]
         (stage / "table.md").write_text(markdown(results, settings, extra))
         (stage / MARKER).write_text(json.dumps(card, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    _swap_in(stage, out, force)
+        _keep_if_refused(stage, out, force)
     return results
 
 
-def _swap_in(stage: Path, out: Path, force: bool) -> None:
-    """Make the finished run `out`: an earlier run is moved aside first, removed last."""
+def _keep_if_refused(stage: Path, out: Path, force: bool) -> None:
+    """Check `out` again before the swap (it may have filled up during the run); when it is
+    now refused, the finished run is moved beside it rather than lost with the staging folder."""
     try:
-        check_out(out, force)  # the folder may have filled up during the run
+        check_out(out, force)
     except BenchError as exc:
-        raise BenchError(f"{exc} (this run is kept in {stage})") from None
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    stage.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+        kept = out.parent / f"{out.name}.run-{os.getpid()}"
+        stage.rename(kept)
+        raise BenchError(f"{exc} (this run is kept in {kept})") from None
 
 
 def _card(settings: Settings, results: pd.DataFrame, total: float) -> dict:
@@ -260,6 +276,10 @@ def _card(settings: Settings, results: pd.DataFrame, total: float) -> dict:
         "full": settings.full,
         "seed": settings.seed,
         "device": settings.device,
+        "params": settings.params_file,
+        "stack": settings.stack.model_dump(mode="json"),
+        "combine": settings.combine.model_dump(mode="json"),
+        "boosting": {k: getattr(settings.train, k) for k in ("boosting_beta", "boosting_epochs")},
         "seconds_total": round(total, 1),
         "seconds_per_step": {k: round(float(v), 5) for k, v in per_step.items()},
         "torch": torch.__version__,
@@ -313,7 +333,7 @@ def _columns(name: str) -> dict[str, str]:
 
 def row_label(method: str, k: int) -> str:
     """A row's name in the table: ensemble rows say their K, GMAN its discriminators."""
-    from ensgan.bench.ensemble_rows import GMAN_DISCRIMINATORS
+    from ensgan.bench.methods import GMAN_DISCRIMINATORS
 
     if method == "gan":
         return method
@@ -366,7 +386,6 @@ def markdown(results: pd.DataFrame, settings: Settings, extra_notes: Sequence[st
 
 
 def _notes(settings: Settings, datasets: dict) -> list[str]:
-    k = settings.k
     toy = [n for n in settings.datasets if datasets[n].kind == "points"]
     notes = [
         f"Mean ± standard error over trials (std with ddof 1 / sqrt(n)); {PAPER} reports "
@@ -374,14 +393,10 @@ def _notes(settings: Settings, datasets: dict) -> list[str]:
         "generator updates. Reverse KL is undefined for a trial without a high-quality sample; "
         "such trials are left out of its mean, and the cell says of how many trials it is the "
         "mean.",
-        "Rows: "
-        + "; ".join(ROW_NOTES[m].format(k=k) for m in settings.methods if m in ROW_NOTES)
-        + ".",
+        "Rows: " + "; ".join(_row_notes(settings)) + ".",
     ]
     if {"drs", "mh", "weighted"} & set(settings.methods):
-        from ensgan.bench.ensemble_rows import STACK_N
-
-        notes.append(STACKER_NOTE.format(n=STACK_N))
+        notes.append(_stacker_note(settings))
     if toy:
         notes.append(
             "Protocol (PacGAN Table 1 and its code, synthetic_data_experiments/PacGAN/pacgan/"
@@ -431,6 +446,32 @@ def _notes(settings: Settings, datasets: dict) -> list[str]:
             "modes, KL 4.50 ± 0.127 (Table 2)."
         )
     return notes
+
+
+def _row_notes(settings: Settings) -> list[str]:
+    from ensgan.bench.methods import CLASSIFIER_POINTS, GMAN_DISCRIMINATORS
+
+    c, t = settings.combine, settings.train
+    fields = {
+        "k": settings.k, "s": settings.stack, "c": c, "t": t, "clf": CLASSIFIER_POINTS,
+        "beta": "1/t" if t.boosting_beta is None else f"{t.boosting_beta:g}",
+        "gman": GMAN_DISCRIMINATORS,
+    }  # fmt: skip
+    return [ROW_NOTES[m].format(**fields) for m in settings.methods if m in ROW_NOTES]
+
+
+def _stacker_note(settings: Settings) -> str:
+    from ensgan.bench.trial import STACK_REAL
+
+    s = settings.stack
+    source = (
+        f"the `stack`, `combine` and `train` sections of {settings.params_file}"
+        if settings.params_file
+        else "the pipeline's default params (ensgan/config.py)"
+    )
+    hidden = ", each discriminator's last hidden layer" if s.features == "hidden" else ""
+    fakes = f"{s.n_fake or STACK_REAL:,}"
+    return STACKER_NOTE.format(source=source, s=s, hidden=hidden, n=STACK_REAL, fakes=fakes)
 
 
 def _extra_notes(settings: Settings) -> list[str]:

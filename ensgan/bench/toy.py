@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ensgan.gan.models import MultiDiscriminator
+
 
 @dataclass(frozen=True)
 class Mixture:
@@ -113,8 +115,11 @@ def init_weights(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def build_toy_pair(z_dim: int = 2) -> tuple[nn.Module, nn.Module]:
-    g, d = ToyGenerator(z_dim), MaxoutDiscriminator()
-    g.apply(init_weights)
-    d.apply(init_weights)
-    return g, d
+def build_toy_pair(z_dim: int = 2, n_discriminators: int = 1) -> tuple[nn.Module, nn.Module]:
+    """A fresh generator and discriminator; with n_discriminators > 1 the discriminator is a
+    MultiDiscriminator of that many (GMAN), as the package's own pairs are."""
+    g = ToyGenerator(z_dim)
+    ds = [MaxoutDiscriminator() for _ in range(n_discriminators)]
+    for m in (g, *ds):
+        m.apply(init_weights)
+    return g, ds[0] if n_discriminators == 1 else MultiDiscriminator(ds)

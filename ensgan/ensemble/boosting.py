@@ -71,6 +71,12 @@ def ratio_from_classifier(p_real: np.ndarray) -> np.ndarray:
     return (1.0 - p) / (p + H_EPS)
 
 
+def image_classifier(arch: str, *, width: int, size: int, channels: int, seed: int) -> nn.Module:
+    """A fresh discriminator of `arch`, seeded: the classifier of a round of image members."""
+    torch.manual_seed(seed)
+    return build_pair(arch, z_dim=1, size=size, channels=channels, width=width)[1]
+
+
 def classifier_p_real(
     real_u8: np.ndarray,
     mixture_u8: np.ndarray,
@@ -83,9 +89,8 @@ def classifier_p_real(
     lr: float = 2e-4,
 ) -> np.ndarray:
     """For images: a fresh discriminator of `arch` as the classifier (see `train_classifier`)."""
-    torch.manual_seed(seed)
-    _, clf = build_pair(
-        arch, z_dim=1, size=real_u8.shape[-1], channels=real_u8.shape[1], width=width
+    clf = image_classifier(
+        arch, width=width, size=real_u8.shape[-1], channels=real_u8.shape[1], seed=seed
     )
     real, fake = to_unit(torch.from_numpy(real_u8)), to_unit(torch.from_numpy(mixture_u8))
     return train_classifier(clf, real, fake, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr)
@@ -114,7 +119,37 @@ def train_classifier(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return p_real(clf, real)
+
+
+@torch.no_grad()
+def p_real(clf: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """The classifier's P(real) for every input, in eval mode."""
     clf.eval()
-    with torch.no_grad():
-        logits = torch.cat([clf(b) for b in real.split(512)])
-    return torch.sigmoid(logits.flatten()).double().cpu().numpy()
+    logits = torch.cat([clf(b).flatten() for b in x.split(512)])
+    return torch.sigmoid(logits).double().cpu().numpy()
+
+
+def adagan_data_weights(
+    clf: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    *,
+    round_: int,
+    beta: float | None,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    fit_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, float | None]:
+    """Round t's data weights over every row of `real` and their λ*: `clf` trained to tell
+    `real` (or only its `fit_rows`, when the whole set would take too long) from the mixture's
+    samples `fake` (both network inputs), then h at every real row, as AdaGAN weighs them all,
+    and the theory_star weights at β_t (`beta`: a constant, or None for 1/t)."""
+    if fit_rows is None:
+        p = train_classifier(clf, real, fake, seed=seed, epochs=epochs, batch_size=batch_size)
+    else:
+        rows = torch.from_numpy(np.asarray(fit_rows)).to(real.device)
+        train_classifier(clf, real[rows], fake, seed=seed, epochs=epochs, batch_size=batch_size)
+        p = p_real(clf, real)
+    return theory_star_weights(ratio_from_classifier(p), beta_for_round(round_, beta))

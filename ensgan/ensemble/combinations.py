@@ -13,6 +13,8 @@
 - weighted: the mixture with the stacker's weights (one EM step on π, floored).
 Every image carries its latent seed, so any single image can be regenerated from the manifest.
 Every sample records its acceptance rate and effective sample size (ensgan/ensemble/rejection.py).
+The members are anything of ensgan.ensemble.members.Member's shape: pipeline members (uint8
+images) or the benchmark's GANs (float32 points too), sampled by this same code.
 """
 
 from __future__ import annotations
@@ -21,25 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
+from ensgan.ensemble.members import Member, latents, member_sample
 from ensgan.ensemble.rejection import kish_ess, mh_final_states, rejection_fill
 from ensgan.ensemble.stacking import Stacker
 from ensgan.errors import StackerError
-from ensgan.gan.loaded import LoadedMember
-from ensgan.gan.models import to_uint8
 from ensgan.registry import COMBINATIONS
 
 METHODS = tuple(COMBINATIONS)  # every combination, in the registry's order
 CHUNK = 4096  # images whose stacker inputs are held at once
-
-
-def latents(seeds: np.ndarray, z_dim: int) -> torch.Tensor:
-    """One standard-normal latent per seed, the same on every machine."""
-    out = torch.empty(len(seeds), z_dim)
-    for i, s in enumerate(seeds):
-        out[i] = torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s)))
-    return out
 
 
 def collapse(images: np.ndarray) -> str | None:
@@ -57,7 +49,7 @@ def collapse(images: np.ndarray) -> str | None:
 
 @dataclass
 class Sample:
-    images: np.ndarray  # uint8 (N, C, H, W)
+    images: np.ndarray  # the members' stored format: uint8 (N, C, H, W), or float32 (N, 2)
     members: list[str]  # the member each image came from ("mean" for pixel means)
     seeds: np.ndarray  # int64 latent seed per image
     scores: np.ndarray | None = None  # stacker P(real) per image, when a stacker is present
@@ -82,7 +74,7 @@ class Sample:
 
 @dataclass
 class Ensemble:
-    members: dict[str, LoadedMember]
+    members: dict[str, Member]
     weights: dict[str, float] = field(default_factory=dict)  # normalised; uniform when empty
     stacker: Stacker | None = None  # the calibrated density-ratio estimator
     vote_oversample: int = 4
@@ -109,10 +101,10 @@ class Ensemble:
     def features(self, images: np.ndarray) -> np.ndarray:
         """The stacker's inputs: (N, K) discriminator logits, one column per member in
         `members` order, then (stack_inputs "hidden") each member's last hidden layer."""
-        t = torch.from_numpy(images)
         if self.stack_inputs == "logits":
-            return np.stack([m.score(t) for m in self.members.values()], axis=1)
-        hidden, logits = zip(*(m.hidden_and_score(t) for m in self.members.values()), strict=True)
+            return np.stack([m.logits(images) for m in self.members.values()], axis=1)
+        pairs = (m.hidden_and_logits(images) for m in self.members.values())
+        hidden, logits = zip(*pairs, strict=True)
         return np.hstack([np.stack(logits, axis=1), *hidden])
 
     def _by_chunk(self, fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
@@ -139,16 +131,17 @@ class Ensemble:
     # Sampling.
 
     def member_sample(self, name: str, seeds: np.ndarray) -> np.ndarray:
-        return self.members[name].generate_u8(latents(seeds, self.z_dim)).numpy()
+        return member_sample(self.members[name], seeds)
 
     def pixel_mean(self, seeds: np.ndarray) -> np.ndarray:
-        """The pixel mean of every member's output for each seed's latent: uint8 images."""
+        """The pixel mean of every member's output for each seed's latent, stored as the
+        first member stores its samples."""
         z = latents(seeds, self.z_dim)
         total = None
         for m in self.members.values():
             x = m.generate(z)
             total = x if total is None else total + x
-        return to_uint8(total / len(self.members)).numpy()
+        return next(iter(self.members.values())).to_samples(total / len(self.members))
 
     def regenerate(self, member: str, seed: int) -> np.ndarray:
         """One image again from a manifest row's member and latent seed: (C, H, W) uint8."""
@@ -199,7 +192,7 @@ def _mixture(ens: Ensemble, n: int, rng: np.random.Generator, weights: dict[str,
             continue
         imgs = ens.member_sample(name, seeds[sel])
         if images is None:
-            images = np.empty((n, *imgs.shape[1:]), dtype=np.uint8)
+            images = np.empty((n, *imgs.shape[1:]), dtype=imgs.dtype)
         images[sel] = imgs
     return Sample(images, [names[k] for k in which], seeds)
 
@@ -254,7 +247,7 @@ def drs(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
             max_proposals=MAX_PROPOSALS_PER_IMAGE * len(slots), who=f"member {name}",
         )  # fmt: skip
         if images is None:
-            images = np.empty((n, *kept.shape[1:]), dtype=np.uint8)
+            images = np.empty((n, *kept.shape[1:]), dtype=kept.dtype)
         images[slots], seeds[slots] = kept, kept_seeds
         proposed += used
         log_w.append(w)
@@ -287,7 +280,7 @@ def mh(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
         if len(sel):
             imgs = ens.member_sample(name, out_seeds[sel])
             if images is None:
-                images = np.empty((n, *imgs.shape[1:]), dtype=np.uint8)
+                images = np.empty((n, *imgs.shape[1:]), dtype=imgs.dtype)
             images[sel] = imgs
     stats = {
         "accept_rate": float(moves.sum() / (n * k)),

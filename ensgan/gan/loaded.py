@@ -15,7 +15,7 @@ from torch import nn
 
 from ensgan.errors import CardError, OutputError
 from ensgan.gan.checkpoint import load_weights, weights_sha256
-from ensgan.gan.models import build_pair, hidden_and_logit, to_uint8, to_unit
+from ensgan.gan.models import build_pair, discriminator_outputs, to_uint8, to_unit
 from ensgan.io.cards import MemberCard, read_card
 
 
@@ -40,32 +40,30 @@ class LoadedMember:
             )
         return x
 
-    @torch.no_grad()
-    def score(self, images_u8: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    def score(self, images_u8: torch.Tensor) -> np.ndarray:
         """The discriminator's logit for each uint8 image: higher means more real."""
-        out = [
-            self.discriminator(to_unit(b).to(self.device)).cpu()
-            for b in images_u8.split(batch_size)
-        ]
-        return torch.cat(out).numpy().astype(np.float64) if out else np.empty(0)
+        return discriminator_outputs(self.discriminator, images_u8, to_unit, self.device)[1]
 
-    @torch.no_grad()
-    def hidden_and_score(
-        self, images_u8: torch.Tensor, batch_size: int = 512
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def hidden_and_score(self, images_u8: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """The discriminator's last hidden layer, (N, H) float32, and its logit, (N,) float64,
         for each uint8 image, from one pass."""
-        hs, logits = [], []
-        for b in images_u8.split(batch_size):
-            h, logit = hidden_and_logit(self.discriminator, to_unit(b).to(self.device))
-            hs.append(h.cpu())
-            logits.append(logit.cpu())
-        if not hs:
-            return np.empty((0, 0), np.float32), np.empty(0)
-        return torch.cat(hs).numpy(), torch.cat(logits).numpy().astype(np.float64)
+        return discriminator_outputs(
+            self.discriminator, images_u8, to_unit, self.device, hidden=True
+        )
 
     def generate_u8(self, z: torch.Tensor) -> torch.Tensor:
         return to_uint8(self.generate(z))
+
+    # ensgan.ensemble.members.Member: samples are uint8 image arrays.
+
+    def to_samples(self, x: torch.Tensor) -> np.ndarray:
+        return to_uint8(x).numpy()
+
+    def logits(self, samples: np.ndarray) -> np.ndarray:
+        return self.score(torch.from_numpy(samples))
+
+    def hidden_and_logits(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.hidden_and_score(torch.from_numpy(samples))
 
 
 def load_member(member_dir: Path, device: str | torch.device = "cpu") -> LoadedMember:

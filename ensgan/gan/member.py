@@ -9,7 +9,6 @@ exists only while the member is finished as it describes.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -35,7 +34,8 @@ from ensgan.gan.device import resolve_device
 from ensgan.gan.loop import training_loop
 from ensgan.gan.losses import GANLoss, make_loss
 from ensgan.gan.losslog import LossLog, trim_log
-from ensgan.gan.models import build_pair, discriminator_list, to_uint8, to_unit
+from ensgan.gan.models import to_uint8, to_unit
+from ensgan.gan.nets import member_nets
 from ensgan.gan.samplers import RealSampler, UniformSampler, bootstrap_indices
 from ensgan.io.cards import CARD, DataCard, MemberCard, read_card_if_any, write_card
 from ensgan.io.images import save_grid
@@ -166,36 +166,6 @@ def fixed_latents(seed: int, n: int, z_dim: int) -> torch.Tensor:
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
 
 
-def build_member(
-    member: MemberConfig,
-    train: TrainConfig,
-    loss: GANLoss,
-    size: int,
-    channels: int,
-    device: torch.device,
-) -> tuple[tuple[nn.Module, nn.Module, nn.Module], tuple[torch.optim.Optimizer, ...]]:
-    """(G, EMA G, D) seeded by the member, and Adam for G (with GMAN*'s θ) and for D."""
-    torch.manual_seed(member.seed)
-    g, d = build_pair(
-        member.arch,
-        z_dim=train.z_dim,
-        size=size,
-        channels=channels,
-        width=member.width,
-        n_discriminators=member.discriminators,
-    )
-    memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
-    g, d = g.to(device, memory_format=memory_format), d.to(device, memory_format=memory_format)
-    g_ema = copy.deepcopy(g).eval().requires_grad_(False)
-    loss_params = list(loss.parameters()) if isinstance(loss, nn.Module) else []  # GMAN*'s θ
-    if isinstance(loss, nn.Module):
-        loss.to(device)
-    betas = (train.beta1, train.beta2)
-    opt_g = torch.optim.Adam([*g.parameters(), *loss_params], lr=train.lr_g, betas=betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=train.lr_d, betas=betas)
-    return (g, g_ema, d), (opt_g, opt_d)
-
-
 def train_member(
     name: str,
     member: MemberConfig,
@@ -224,9 +194,9 @@ def train_member(
     _, c, size, _ = real.shape
     if sampler is None:
         sampler = UniformSampler(bootstrap_indices(len(real), member.seed, member.bootstrap))
-    # Construct networks and optimizers.
-    modules, optimizers = build_member(member, train, loss, size, c, device)
-    (g, g_ema, d), (opt_g, opt_d) = modules, optimizers
+    nets = member_nets(member, train, size=size, channels=c, loss=loss, device=device)
+    g, g_ema = nets.generator, nets.generator_ema
+    modules, optimizers = (g, g_ema, nets.discriminator), (nets.opt_g, nets.opt_d)
 
     out_dir.mkdir(parents=True, exist_ok=True)  # resume a checkpoint of this very member
     loss_module = loss if isinstance(loss, nn.Module) else None
@@ -248,9 +218,9 @@ def train_member(
                 name=name,
                 generator=g,
                 generator_ema=g_ema,
-                discriminators=discriminator_list(d),
-                opt_g=opt_g,
-                opt_d=opt_d,
+                discriminators=nets.discriminators,
+                opt_g=nets.opt_g,
+                opt_d=nets.opt_d,
                 loss=loss,
                 sampler=sampler,
                 real_images=real,

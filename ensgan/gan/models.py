@@ -9,7 +9,9 @@ stacker and the vote score images one by one.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
@@ -195,6 +197,30 @@ def hidden_and_logit(d: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch
         return torch.cat([h for h, _ in parts], dim=1), torch.stack([o for _, o in parts]).mean(0)
     h = d.main[:-1](x)
     return h.flatten(1), d.main[-1](h).flatten()
+
+
+@torch.no_grad()
+def discriminator_outputs(
+    d: nn.Module,
+    samples: torch.Tensor,
+    to_input: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    *,
+    hidden: bool = False,
+    batch_size: int = 512,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(hidden layer (N, H) float32, logits (N,) float64) of `d` for stored samples, a batch
+    at a time, each batch turned into network inputs by `to_input` only when it is scored (a
+    whole set of float images would take gigabytes). Without `hidden`: an empty (N, 0)."""
+    hs, logits = [], []
+    for b in samples.split(batch_size):
+        x = to_input(b).to(device)
+        h, logit = hidden_and_logit(d, x) if hidden else (x.new_empty(len(x), 0), d(x))
+        hs.append(h.cpu())
+        logits.append(logit.cpu())
+    if not logits:
+        return np.empty((0, 0), np.float32), np.empty(0)
+    return torch.cat(hs).numpy(), torch.cat(logits).numpy().astype(np.float64)
 
 
 def build_pair(

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 
 from ensgan.errors import BatchError, StorageError
 from ensgan.io.files import atomic_dir
-from ensgan.io.storage import Store, safe_local_path
+from ensgan.io.keys import safe_local_path
+from ensgan.io.storage import Store
 
 if TYPE_CHECKING:
     import numpy as np

@@ -27,7 +27,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ensgan.errors import StorageError
-from ensgan.io.storage import safe_key, safe_prefix
+from ensgan.io.keys import safe_key, safe_prefix
 
 MIB = 1024 * 1024
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})

@@ -2,8 +2,8 @@
 
 Published batches must be readable by people and jobs that never saw this machine, so the
 pipeline only ever talks to a `Store`; tests swap a temp directory, SeaweedFS or moto behind it.
-Keys are always relative, '/'-separated and free of '..', so a hostile or corrupt listing can
-neither escape the store root on disk nor a download directory.
+Keys are checked by ensgan/io/keys.py, so a hostile or corrupt listing can neither escape the
+store root on disk nor a download directory.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ensgan.errors import StorageError
 from ensgan.io.files import atomic_write
+from ensgan.io.keys import safe_key, safe_prefix
 
 if TYPE_CHECKING:
     from ensgan.config import StorageConfig
@@ -30,41 +31,6 @@ class Store(Protocol):
     def list_keys(self, prefix: str = "") -> list[str]: ...
 
     def exists(self, key: str) -> bool: ...
-
-
-def safe_key(key: str) -> str:
-    """Return `key` if it is a plain relative key; refuse anything that could walk out of a root."""
-    parts = key.split("/")
-    if (
-        not key
-        or key.startswith("/")
-        or "\\" in key
-        or "\x00" in key
-        or any(p in ("", ".", "..") for p in parts)
-    ):
-        raise StorageError(
-            f"unsafe storage key {key!r}: keys must be relative, '/'-separated, "
-            "without empty, '.' or '..' segments or backslashes"
-        )
-    return key
-
-
-def safe_prefix(prefix: str) -> str:
-    """A listing prefix may end with '/' (or be empty); the rest must be a safe key."""
-    if prefix:
-        safe_key(prefix[:-1] if prefix.endswith("/") else prefix)
-    return prefix
-
-
-def safe_local_path(dest_dir: Path, relpath: str) -> Path:
-    """Resolve `relpath` under `dest_dir`, refusing absolute paths and anything escaping it."""
-    base = Path(dest_dir).resolve()
-    if not relpath or "\\" in relpath or Path(relpath).is_absolute():
-        raise StorageError(f"refusing to write {relpath!r}: not a relative path under {base}")
-    target = (base / relpath).resolve()
-    if target == base or not target.is_relative_to(base):
-        raise StorageError(f"refusing to write {relpath!r}: it escapes {base}")
-    return target
 
 
 def _atomic_copy(src: Path, dest: Path) -> None:

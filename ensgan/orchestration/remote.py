@@ -26,7 +26,8 @@ from ensgan.config import Params, StorageConfig
 from ensgan.errors import BatchError
 from ensgan.gan.member import fingerprint
 from ensgan.io.files import atomic_dir
-from ensgan.io.storage import Store, open_store, safe_local_path
+from ensgan.io.keys import safe_local_path
+from ensgan.io.storage import Store, open_store
 from ensgan.layout import Layout
 
 WORK = "work/"

@@ -21,7 +21,7 @@ from ensgan.config import MemberConfig, Params, TrainConfig
 from ensgan.gan.device import resolve_device
 from ensgan.gan.losses import make_loss
 from ensgan.gan.member import fingerprint, resumable_step
-from ensgan.gan.models import build_pair, discriminator_list
+from ensgan.gan.nets import member_nets
 from ensgan.io.cards import DataCard, read_card
 from ensgan.layout import Layout
 
@@ -53,20 +53,10 @@ def _time_steps(
     steps: int,
     device: torch.device,
 ) -> float:
-    torch.manual_seed(0)
-    g, d = build_pair(
-        member.arch,
-        z_dim=train.z_dim,
-        size=size,
-        channels=channels,
-        width=member.width,
-        n_discriminators=member.discriminators,
-    )
-    fmt = torch.channels_last if train.channels_last else torch.contiguous_format
-    g, d = g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
-    opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
     loss = make_loss(train.loss, member.gman, member.gman_lambda)
-    ds = discriminator_list(d)
+    nets = member_nets(member, train, size=size, channels=channels, loss=loss, device=device)
+    g, ds, opt_g, opt_d = nets.generator, nets.discriminators, nets.opt_g, nets.opt_d
+    fmt = torch.channels_last if train.channels_last else torch.contiguous_format
     real = torch.rand(train.batch_size, channels, size, size, device=device)
     real = real.contiguous(memory_format=fmt)
     for i in range(steps + 1):

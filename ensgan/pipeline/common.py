@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ensgan.config import Params
+from ensgan.config import CombineConfig, Params, StackConfig
 from ensgan.ensemble.combinations import Ensemble
 from ensgan.ensemble.stacking import load_stacker
 from ensgan.errors import ConfigError
@@ -120,12 +120,17 @@ def load_ensemble(params: Params, layout: Layout, *, with_stacker: bool = True) 
     if stacker is not None:
         check_stacker_is_current(params, stacker.card, members)
     return Ensemble(
-        members,
-        weights=weights,
-        stacker=stacker,
-        vote_oversample=params.combine.vote_oversample,
-        drs_gamma=params.combine.drs_gamma,
-        drs_temperature=params.combine.drs_temperature,
-        mh_chain=params.combine.mh_chain,
-        stack_inputs=params.stack.features,
+        members, weights=weights, stacker=stacker, **sampling_knobs(params.combine, params.stack)
     )
+
+
+def sampling_knobs(combine: CombineConfig, stack: StackConfig) -> dict[str, object]:
+    """How an Ensemble samples, from its params sections: `ensgan bench modes` builds its
+    ensembles with this too, so it measures the combinations as params.yaml sets them."""
+    return {
+        "vote_oversample": combine.vote_oversample,
+        "drs_gamma": combine.drs_gamma,
+        "drs_temperature": combine.drs_temperature,
+        "mh_chain": combine.mh_chain,
+        "stack_inputs": stack.features,
+    }

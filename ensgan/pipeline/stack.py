@@ -7,9 +7,11 @@ samples then gives DRS its M per member and the `weighted` combination its weigh
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from ensgan.config import Params
+from ensgan.config import Params, StackConfig
 from ensgan.data.prepared import Prepared, load_prepared
 from ensgan.ensemble.combinations import Ensemble
 from ensgan.ensemble.stacking import (
@@ -38,60 +40,97 @@ def run(params: Params, layout: Layout) -> dict:
         return before.model_dump(mode="json") | {"up_to_date": True}
     data = load_prepared(layout.prepared)
     ens = load_ensemble(params, layout, with_stacker=False)
-    stacker = fit_ensemble_stacker(ens, data, params)
-    stacker.card = stacker.card.model_copy(update={"inputs_sha256": stamp})
+    stacker = fit_stage_stacker(ens, data, params, inputs_sha256=stamp)
     save_stacker(stacker.estimator, layout.stacker, stacker.card, stacker.real_log_ratios)
     return stacker.card.model_dump(mode="json")
 
 
-def fit_ensemble_stacker(ens: Ensemble, data: Prepared, params: Params) -> Stacker:
-    """Fit, calibrate and burn in a stacker for `ens` (in memory; `run` saves it). Also sets
-    `ens.stacker`, so the ensemble samples by it at once (benchmarks/drs_ratio.py)."""
-    sc = params.stack
-    ens.stack_inputs = sc.features  # what the stacker reads, from the params it is fitted under
+def fit_stage_stacker(
+    ens: Ensemble, data: Prepared, params: Params, *, inputs_sha256: str = ""
+) -> Stacker:
+    """`fit_ensemble_stacker` on the `stack` and `calibrate` splits under `params`, its card
+    recording what it was fitted from and the stage's `inputs_sha256` (benchmarks/drs_ratio.py
+    fits one in memory too)."""
+    cards = {n: m.card for n, m in ens.members.items() if getattr(m, "card", None)}
+    return fit_ensemble_stacker(
+        ens,
+        data.images_of("stack"),
+        data.images_of("calibrate"),
+        params.stack,
+        provenance={
+            "data_sha256": data.card.sha256,
+            "member_fingerprints": {n: c.fingerprint for n, c in cards.items()},
+            "member_weights_sha256": {n: c.weights_sha256 for n, c in cards.items()},
+            "settings": stacker_settings(params),
+            "inputs_sha256": inputs_sha256,
+        },
+    )
+
+
+def fit_ensemble_stacker(
+    ens: Ensemble,
+    real_fit: np.ndarray,
+    real_cal: np.ndarray,
+    stack: StackConfig,
+    *,
+    provenance: Mapping[str, object] | None = None,
+) -> Stacker:
+    """Fit a stacker for `ens` on real samples `real_fit` against fresh mixture samples,
+    calibrate it on `real_cal` against others, and burn it in (in memory; `run` saves it).
+    Samples are in the members' stored format, so the benchmark's members are fitted by this
+    same code. `provenance` fills the card's record of the data, members and settings (empty
+    when fitted in memory). Also sets `ens.stacker`, so the ensemble samples by it at once."""
+    ens.stack_inputs = stack.features  # what the stacker reads, from the config it is fitted under
     ens.stacker = None  # an earlier stacker may read other inputs: none scores the fakes
     pi = np.array([ens.weights[m] for m in ens.members])
 
-    def rows(images: np.ndarray) -> np.ndarray:
-        return stacker_columns(ens.features(images), pi)
+    def rows(samples: np.ndarray) -> np.ndarray:
+        return stacker_columns(ens.features(samples), pi)
 
     def fakes(n_real: int, seed: int) -> np.ndarray:
-        return rows(ens.sample("mixture", sc.n_fake or n_real, seed=seed).images)
+        return rows(ens.sample("mixture", stack.n_fake or n_real, seed=seed).images)
 
-    real_fit, real_cal = data.images_of("stack"), data.images_of("calibrate")
     est, info = fit_stacker(
         rows(real_fit),
-        fakes(len(real_fit), sc.seed + 1),
-        model=sc.model,
-        cv_folds=sc.cv_folds,
-        seed=sc.seed,
+        fakes(len(real_fit), stack.seed + 1),
+        model=stack.model,
+        cv_folds=stack.cv_folds,
+        seed=stack.seed,
     )
     calibrated, cal_info = calibrate(
         est,
         rows(real_cal),
-        fakes(len(real_cal), sc.seed + 2),
-        method=sc.calibration,
-        seed=sc.seed,
+        fakes(len(real_cal), stack.seed + 2),
+        method=stack.calibration,
+        seed=stack.seed,
     )
     card = StackerCard(
         **info,
         **cal_info,
         members=list(ens.members),
         mixture_weights=dict(ens.weights),
-        burn_in=sc.burn_in,
+        burn_in=stack.burn_in,
         drs_log_m={},
         member_weights={},
-        data_sha256=data.card.sha256,
-        member_fingerprints={n: m.card.fingerprint for n, m in ens.members.items() if m.card},
-        member_weights_sha256={n: m.card.weights_sha256 for n, m in ens.members.items() if m.card},
-        settings=stacker_settings(params),
+        **{**_NO_PROVENANCE, **(provenance or {})},
     )
     stacker = Stacker(calibrated, card, np.empty(0))
     ens.stacker = stacker
-    log_m, weights = burn_in(ens, sc.burn_in, sc.drs_percentile, sc.weight_floor, sc.seed + 3)
+    log_m, weights = burn_in(
+        ens, stack.burn_in, stack.drs_percentile, stack.weight_floor, stack.seed + 3
+    )
     stacker.card = card.model_copy(update={"drs_log_m": log_m, "member_weights": weights})
     stacker.real_log_ratios = ens.log_ratio(real_cal)
     return stacker
+
+
+# What a stacker fitted in memory records of its data, members and settings: nothing.
+_NO_PROVENANCE: dict[str, object] = {
+    "data_sha256": "",
+    "member_fingerprints": {},
+    "member_weights_sha256": {},
+    "settings": {},
+}
 
 
 def burn_in(

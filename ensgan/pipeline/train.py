@@ -151,14 +151,10 @@ def boosting_sampler(params: Params, layout: Layout, name: str) -> RealSampler:
     """Round t's sampler: uniform over the training split for the first member; AdaGAN's data
     weights against the mixture of the members before it for the others (cached in the
     member's folder while the data, those members' weights and the settings are unchanged)."""
-    from ensgan.ensemble.boosting import (
-        beta_for_round,
-        classifier_p_real,
-        ratio_from_classifier,
-        theory_star_weights,
-    )
+    from ensgan.ensemble.boosting import adagan_data_weights, beta_for_round, image_classifier
     from ensgan.ensemble.combinations import Ensemble
     from ensgan.gan.loaded import load_member
+    from ensgan.gan.models import to_unit
 
     names = list(params.members)
     t = names.index(name) + 1
@@ -192,12 +188,16 @@ def boosting_sampler(params: Params, layout: Layout, name: str) -> RealSampler:
         prior = params.mixture_weights()
         mix = Ensemble(before, weights={n: prior[n] for n in before})
         fakes = mix.sample("mixture", len(real), seed=member.seed).images
-        p = classifier_p_real(
-            real, fakes, arch=member.arch, width=member.width, seed=member.seed,
-            epochs=ec.boosting_epochs, batch_size=params.train.batch_size,
+        clf = image_classifier(
+            member.arch, width=member.width, size=real.shape[-1], channels=real.shape[1],
+            seed=member.seed,
+        )  # fmt: skip
+        weights, lam = adagan_data_weights(
+            clf, to_unit(torch.from_numpy(real)), to_unit(torch.from_numpy(fakes)), round_=t,
+            beta=ec.boosting_beta, seed=member.seed, epochs=ec.boosting_epochs,
+            batch_size=params.train.batch_size,
         )  # fmt: skip
         beta = beta_for_round(t, ec.boosting_beta)
-        weights, lam = theory_star_weights(ratio_from_classifier(p), beta)
         ess = float(weights.sum() ** 2 / (weights**2).sum())
         log.info(
             "boosting %s (round %d, β=%.3f): λ*=%s, %d of %d images weighted, ESS %.0f",
