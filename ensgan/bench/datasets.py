@@ -35,7 +35,7 @@ class BenchDataset:
     betas: tuple[float, float]
     n_eval: int  # generated samples scored per row and trial
     full_steps: int  # the paper's length, in generator updates (one per loop step)
-    default_steps: int  # the default run's length (fits 30 minutes on 2 CPU cores)
+    default_steps: int  # the default run's length (a CPU-sized run; docs/results.md times it)
     make_real: Callable[[int, np.random.Generator], np.ndarray]
     build_pair: Callable[..., tuple[nn.Module, nn.Module]]  # (n_discriminators=1)
     score: Callable[[np.ndarray], dict[str, float]]

@@ -1,6 +1,6 @@
 """S3-compatible object storage (AWS, MinIO, Ceph, R2, SeaweedFS) behind the `Store` interface.
 
-Its own module because boto3 takes 0.4 s to import: a local store never pays for it.
+Its own module because importing boto3 is slow: a local store never pays for it.
 """
 
 from __future__ import annotations

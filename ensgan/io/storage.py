@@ -82,7 +82,7 @@ class LocalStore:
 def open_store(cfg: StorageConfig, root: Path = Path(".")) -> Store:
     """`s3://bucket/prefix` gives an S3Store; anything else a LocalStore under `root`."""
     if cfg.url.startswith("s3://"):
-        from ensgan.io.s3 import S3Store  # boto3 takes 0.4 s to import: only when needed
+        from ensgan.io.s3 import S3Store  # boto3 is slow to import: only when needed
 
         bucket, _, prefix = cfg.url[len("s3://") :].partition("/")
         return S3Store(bucket, prefix, cfg.endpoint_url, cfg.region)
