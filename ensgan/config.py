@@ -27,11 +27,14 @@ from pydantic import (
     model_validator,
 )
 
-from ensgan.errors import ConfigError
+from ensgan.errors import ConfigError, short
+from ensgan.io.bounded_yaml import describe, load_yaml
+from ensgan.io.reading import read_bounded
 from ensgan.registry import ARCHS, COMBINATIONS, LOSSES, META_LEARNERS
 
 __all__ = ["ConfigError", "Params", "load_params", "parse_params"]
 
+MAX_PARAMS_BYTES = 1024 * 1024  # a params.yaml is a few KiB
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 # Names validated against their registry (ensgan/registry.py), the one list of what exists.
@@ -368,16 +371,17 @@ def adagan_weights(n_rounds: int, beta: float | None) -> list[float]:
 
 
 def _format(err: ValidationError) -> str:
+    """One line per error, each cut short: a value may be huge, so none is printed whole."""
     lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    for e in err.errors(include_url=False):
+        key = ".".join(str(p)[:40] for p in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"].endswith("_type"):  # strict: say what was given instead
             given = e.get("input")
-            msg += f", got {type(given).__name__} {given!r}"[:120]
-        lines.append(f"  {key}: {msg}")
+            msg += f", got {type(given).__name__} {short(given, 60)}"
+        lines.append(f"  {key}: {msg}"[:300])
     return "invalid params:\n" + "\n".join(lines)
 
 
@@ -391,38 +395,18 @@ def parse_params(raw: object) -> Params:
         raise ConfigError(_format(err)) from None
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading `2e-4` as the float YAML 1.2 (and DVC's ruamel) reads,
-    not as a string: the config is strict, so a string would not be coerced."""
-
-
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml."""
+    """Read and validate params.yaml (a regular file of at most MAX_PARAMS_BYTES)."""
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)  # noqa: S506
+        text = read_bounded(path, MAX_PARAMS_BYTES, "params file", ConfigError).decode()
+        raw = load_yaml(text)
     except FileNotFoundError:
         raise ConfigError(f"params file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"params file {path} is a directory: give a params.yaml file") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"params file {path} is not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
         raise ConfigError(f"cannot read params file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"params file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"params file {path} is not valid YAML: {describe(exc)}") from None
     return parse_params(raw)

@@ -8,6 +8,8 @@ them, since trying again would fail the same way. Anything else is a bug or a pa
 from __future__ import annotations
 
 import errno
+import reprlib
+from urllib.parse import urlsplit, urlunsplit
 
 
 class ConfigError(ValueError):
@@ -97,3 +99,23 @@ def user_message(exc: BaseException) -> str:
         where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
         return f"{exc.strerror}: {where} ({_USER_ERRNOS[exc.errno]})"
     return str(exc)
+
+
+def short(value: object, limit: int = 80) -> str:
+    """repr(value) for a message, cut to `limit` characters without ever formatting it whole
+    (a value read from a hostile file may be huge)."""
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = 4
+    r.maxlevel = 3
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def redact_url(url: str) -> str:
+    """`url` with any user:password@ left out, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None and "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, "", ""))

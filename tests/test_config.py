@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,74 @@ def test_the_old_ensemble_section_names_where_each_key_went() -> None:
     assert "ensemble.method -> generate.method" in msg
     assert "ensemble.training -> train.ensemble" in msg
     assert "drs_temperature" not in msg  # only the keys the file has
+
+
+# --- hostile params files: bounded reads, alias bombs, duplicate keys, FIFOs -----------------
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    """Nine levels of nine aliases expand to 9^9 values where a number belongs: refused as
+    read, and the message stays one short line."""
+    lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(lines) + "\nmembers: {a: {}}\ntrain: {steps: *a9}\n")
+    with pytest.raises(ConfigError, match="expands to more than") as err:
+        load_params(path)
+    assert len(str(err.value)) < 300 and "\n" not in str(err.value)
+
+
+def test_a_few_aliases_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("members:\n  a: &m {width: 8}\n  b: *m\n  c: {<<: *m, seed: 3}\n")
+    p = load_params(path)
+    assert [m.width for m in p.members.values()] == [8, 8, 8] and p.members["c"].seed == 3
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("members: {a: {}}\ntrain: &t {steps: [*t]}\n")
+    with pytest.raises(ConfigError, match="refers to a node that contains it"):
+        load_params(path)
+
+
+def test_a_huge_value_where_a_number_belongs_is_cut_short_in_the_message() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_params(with_({"train": {"steps": "9" * 100_000}}))
+    assert "train.steps" in str(err.value) and len(str(err.value)) < 300
+
+
+def test_nesting_too_deep_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("members: {a: {}}\ntrain: {steps: " + "[" * 5000 + "]" * 5000 + "}\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_params(path)
+
+
+def test_a_params_file_too_large_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    with path.open("w") as f:
+        f.write("members: {a: {}}\n")
+        f.write("# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match=f"params file {path} is larger than 1024 KiB"):
+        load_params(path)
+
+
+def test_a_duplicate_key_is_refused_naming_it_and_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("members: {a: {}}\ntrain:\n  steps: 10\n  lr_g: 0.001\n  steps: 20\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'steps' \(first on line 3\).*line 5"):
+        load_params(path)
+    path.write_text("members: {a: {}}\ntrain: {steps: 10}\ntrain: {steps: 20}\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'train' \(first on line 2\)"):
+        load_params(path)
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_as_params_path_is_refused_without_blocking(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waits for a writer: nobody writes, so that would be forever
+    (the suite's timeout turns a regression into a failure)."""
+    fifo = tmp_path / "params.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"is a FIFO \(named pipe\), not a regular file"):
+        load_params(fifo)

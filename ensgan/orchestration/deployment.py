@@ -11,8 +11,10 @@ from pathlib import Path
 
 import yaml
 
-from ensgan.config import ScheduleConfig
+from ensgan.config import MAX_PARAMS_BYTES, ScheduleConfig
 from ensgan.errors import ConfigError
+from ensgan.io.bounded_yaml import describe, load_yaml
+from ensgan.io.reading import read_bounded
 
 DEPLOYMENT = "nightly"
 
@@ -20,12 +22,17 @@ DEPLOYMENT = "nightly"
 def check_prefect_yaml(path: Path, schedule: ScheduleConfig) -> str | None:
     """None when `path` is absent or its nightly deployment runs on `schedule`; else raise."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         return None
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        doc = (
+            load_yaml(read_bounded(path, MAX_PARAMS_BYTES, "prefect file", ConfigError).decode())
+            or {}
+        )
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text ({exc.reason})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {describe(exc)}") from None
     deployments = doc.get("deployments") if isinstance(doc, dict) else None
     found = [d for d in deployments or [] if isinstance(d, dict) and d.get("name") == DEPLOYMENT]
     if not found:
