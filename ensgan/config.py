@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from cronsim import CronSim, CronSimError
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from ensgan.cron import cron_problem, prefect_timezones
 from ensgan.errors import ConfigError, short
 from ensgan.io.bounded_yaml import describe, load_yaml
 from ensgan.io.reading import read_bounded
@@ -45,10 +44,18 @@ MetaLearner = Annotated[str, AfterValidator(META_LEARNERS.check)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # No inf or nan anywhere: `.inf` for a weight or a loss limit would pass `ge`/`gt`, then
+    # turn a normalisation or a comparison into nan far from the params that caused it.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 Fraction = Annotated[float, Field(gt=0.0, lt=0.9)]
+# numpy refuses negative seeds, scikit-learn seeds past 2**32 - 1; stages add small offsets.
+Seed = Annotated[int, Field(ge=0, lt=2**31)]
+# Counts of generated or evaluated images: each is held in memory at once, so a typo such as
+# 10**12 is refused here rather than ending in a MemoryError hours into a run.
+ImageCount = Annotated[int, Field(ge=10, le=1_000_000)]
+Steps = Annotated[int, Field(gt=0, le=100_000_000)]
 
 
 class SplitConfig(_Strict):
@@ -75,7 +82,7 @@ class DataConfig(_Strict):
     image_size: Annotated[int, Field(ge=8, le=64)] = 16  # pixels per side, a power of two
     channels: Literal[1, 3] = 1  # 1 = grayscale, 3 = RGB; inputs are converted
     splits: SplitConfig = SplitConfig()  # real images kept out of member training
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="before")
     @classmethod
@@ -103,7 +110,7 @@ class DataConfig(_Strict):
 
 class MemberConfig(_Strict):
     arch: Arch = "dcgan"
-    seed: int = 0
+    seed: Seed = 0
     width: Annotated[int, Field(ge=4, le=512)] = 32  # base channel count of G and D
     bootstrap: bool = True  # bagging: train on a bootstrap resample of the training split
     discriminators: Annotated[int, Field(ge=1, le=8)] = 1  # GMAN: several, one generator
@@ -112,16 +119,16 @@ class MemberConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    steps: Annotated[int, Field(gt=0)] = 2000  # optimizer steps per member
+    steps: Steps = 2000  # optimizer steps per member
     batch_size: Annotated[int, Field(gt=0, le=4096)] = 64
     z_dim: Annotated[int, Field(gt=0, le=1024)] = 64
     lr_g: Annotated[float, Field(gt=0, lt=1)] = 2e-4
     lr_d: Annotated[float, Field(gt=0, lt=1)] = 2e-4
     beta1: Annotated[float, Field(ge=0, lt=1)] = 0.5
     beta2: Annotated[float, Field(ge=0, lt=1)] = 0.999
-    ema_halflife_images: Annotated[int, Field(gt=0)] = 10_000  # EMA half-life counted in images
-    checkpoint_every: Annotated[int, Field(gt=0)] = 500  # steps between resumable snapshots
-    log_every: Annotated[int, Field(gt=0)] = 25  # steps between loss-log rows
+    ema_halflife_images: Annotated[int, Field(gt=0, le=10**12)] = 10_000  # EMA half-life in images
+    checkpoint_every: Steps = 500  # steps between resumable snapshots
+    log_every: Steps = 25  # steps between loss-log rows
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: Annotated[int, Field(ge=0, le=64)] = 0  # members trained at once; 0 = one per core
     max_loss: Annotated[float, Field(gt=0)] = 50.0  # a member whose loss passes this has diverged
@@ -143,14 +150,16 @@ class StackConfig(_Strict):
     # hidden: also each discriminator's last hidden layer (use with model logistic_pca)
     features: Literal["logits", "hidden"] = "logits"
     cv_folds: Annotated[int, Field(ge=2, le=20)] = 5
-    n_fake: Annotated[int, Field(gt=0)] | None = None  # generated negatives per split; None =
+    n_fake: Annotated[int, Field(gt=0, le=1_000_000)] | None = (
+        None  # generated negatives per split; None =
+    )
     # as many as the split's real images (the positives)
     calibration: Literal["sigmoid", "isotonic"] = "sigmoid"  # Platt scaling, or isotonic
-    burn_in: Annotated[int, Field(ge=10)] = 2000  # generated images per member: DRS's M, weights
+    burn_in: ImageCount = 2000  # generated images per member: DRS's M, weights
     drs_percentile: Annotated[float, Field(gt=0, le=100)] = 95.0  # DRS's M: this percentile of r̂
     weight_floor: Annotated[float, Field(ge=0, le=1)] = 0.5  # `weighted`: no member below this
     # share of its prior weight
-    seed: int = 0
+    seed: Seed = 0
 
 
 class CombineConfig(_Strict):
@@ -168,19 +177,21 @@ class CombineConfig(_Strict):
 class EvaluateConfig(_Strict):
     # Generated images per member and per combination that draws each image once (FD's
     # estimate depends on the count: rows compare only at equal counts).
-    n_samples: Annotated[int, Field(ge=10)] = 60000
+    n_samples: ImageCount = 60000
     # Images for `mh`, whose every image is the end of a chain of mh_chain proposals.
-    n_mh: Annotated[int, Field(ge=10)] = 2000
-    classifier_steps: Annotated[int, Field(gt=0)] = 600  # training steps of the feature net
+    n_mh: Annotated[int, Field(ge=10, le=100_000)] = 2000
+    classifier_steps: Annotated[int, Field(gt=0, le=1_000_000)] = (
+        600  # training steps of the feature net
+    )
     grid_size: Annotated[int, Field(ge=1, le=32)] = 8  # sample grids are grid_size^2 images
-    seed: int = 0
+    seed: Seed = 0
 
 
 class GenerateConfig(_Strict):
     method: Combination = "mixture"  # the combination `generate` publishes
-    n_images: Annotated[int, Field(gt=0)] = 1000
-    shard_size: Annotated[int, Field(gt=0)] = 256  # images per tar shard
-    seed: int = 0
+    n_images: Annotated[int, Field(gt=0, le=1_000_000)] = 1000
+    shard_size: Annotated[int, Field(gt=0, le=100_000)] = 256  # images per tar shard
+    seed: Seed = 0
 
 
 # Where each key of the old `ensemble:` section went (params grouped by the stage that reads them).
@@ -256,19 +267,16 @@ class ScheduleConfig(_Strict):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        try:
-            CronSim(v, datetime(2026, 1, 1))
-        except CronSimError as exc:
-            raise ValueError(f"invalid cron expression {v!r}: {exc}") from exc
+        problem = cron_problem(v)
+        if problem:
+            raise ValueError(f"invalid cron expression {short(v)}: {problem}")
         return v
 
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (an IANA name such as UTC)") from None
+        if v not in prefect_timezones():
+            raise ValueError(f"unknown time zone {short(v)} (an IANA name such as UTC)")
         return v
 
 
@@ -331,8 +339,11 @@ class Params(_Strict):
             unknown = sorted(set(w) - set(self.members))
             if unknown:
                 raise ValueError(f"combine.weights names unknown members: {unknown}")
-            if sum(w.get(m, 0.0) for m in self.members) <= 0:
+            total = sum(w.get(m, 0.0) for m in self.members)
+            if total <= 0:
                 raise ValueError("combine.weights must give some member a positive weight")
+            if not math.isfinite(total):
+                raise ValueError("combine.weights sum past the largest float: use smaller ones")
             if self.train.ensemble == "boosting":
                 raise ValueError(
                     "combine.weights cannot be set with train.ensemble: boosting "

@@ -360,3 +360,122 @@ def test_a_fifo_as_params_path_is_refused_without_blocking(tmp_path: Path) -> No
     os.mkfifo(fifo)
     with pytest.raises(ConfigError, match=r"is a FIFO \(named pipe\), not a regular file"):
         load_params(fifo)
+
+
+# --- values that would pass validation and crash a stage later --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (with_({"data": {"seed": -1}}), "data.seed"),
+        (with_({"members": {"a": {"seed": -7}}}), "members.a.seed"),
+        (with_({"stack": {"seed": 2**32}}), "stack.seed"),
+        (with_({"evaluate": {"seed": -1}}), "evaluate.seed"),
+        (with_({"generate": {"seed": -1}}), "generate.seed"),
+        (with_({"train": {"max_loss": float("inf")}}), "train.max_loss"),
+        (with_({"train": {"ray_cpus": float("inf")}}), "train.ray_cpus"),
+        (with_({"combine": {"drs_gamma": float("nan")}}), "combine.drs_gamma"),
+        (with_({"combine": {"weights": {"a": float("inf")}}}), "combine.weights.a"),
+        (
+            {"members": {"a": {}, "b": {}}, "combine": {"weights": {"a": 1e308, "b": 1e308}}},
+            "combine.weights sum past the largest float",
+        ),
+        (with_({"gate": {"fd": float("inf")}}), "gate.fd"),
+        (with_({"generate": {"n_images": 10**12}}), "generate.n_images"),
+        (with_({"evaluate": {"n_samples": 10**12}}), "evaluate.n_samples"),
+        (with_({"stack": {"burn_in": 10**12}}), "stack.burn_in"),
+        (with_({"train": {"steps": 10**12}}), "train.steps"),
+    ],
+)
+def test_values_a_stage_would_crash_on_are_refused(raw: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_params(raw)
+    assert key in str(info.value)
+
+
+def test_inf_written_in_yaml_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("members: {a: {}}\ntrain: {max_loss: .inf}\n")
+    with pytest.raises(ConfigError, match="train.max_loss: Input should be a finite number"):
+        load_params(path)
+
+
+def test_the_largest_accepted_seeds_and_counts_still_validate() -> None:
+    raw = with_({"members": {"a": {"seed": 2**31 - 1}}, "generate": {"n_images": 10**6}})
+    p = parse_params(raw)
+    assert p.members["a"].seed == 2**31 - 1 and p.generate.n_images == 10**6
+
+
+# Schedules that validation and Prefect's CronSchedule (what `serve` builds) judge alike:
+# cronsim, which validation used before, accepted the first three and Prefect refuses them.
+CRONS = [
+    ("0 2 LW * *", False),
+    ("0 2 * * 5L", False),
+    ("H 2 * * *", False),
+    ("61 * * * *", False),
+    ("not a cron", False),
+    ("0 2 * * *", True),
+    ("@daily", True),
+    ("0 2 * * MON-FRI", True),
+    ("*/15 0-6 * * 1#2", True),
+]
+
+
+@pytest.mark.parametrize(("cron", "ok"), CRONS)
+def test_validation_reads_cron_strings_as_prefect_serve_does(cron: str, ok: bool) -> None:
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=cron, timezone="Europe/Paris")
+        prefect_ok = True
+    except ValidationError:
+        prefect_ok = False
+    assert prefect_ok == ok, "Prefect changed its rules: update CRONS"
+    raw = with_({"schedule": {"cron": cron, "timezone": "Europe/Paris"}})
+    if ok:
+        assert parse_params(raw).schedule.cron == cron
+    else:
+        with pytest.raises(ConfigError, match="schedule.cron: .*invalid cron expression"):
+            parse_params(raw)
+
+
+@pytest.mark.parametrize(("cron", "ok"), CRONS)
+def test_without_the_vendored_croniter_prefects_cronschedule_judges(
+    monkeypatch: pytest.MonkeyPatch, cron: str, ok: bool
+) -> None:
+    """Should a Prefect release move its croniter, validation asks CronSchedule itself."""
+    import ensgan.cron
+
+    monkeypatch.setattr(ensgan.cron, "_vendored_croniter", lambda: None)
+    assert (ensgan.cron.cron_problem(cron) is None) == ok
+
+
+def test_a_cron_that_never_fires_is_refused() -> None:
+    """Prefect accepts `30 2` (30 February) as written, then its scheduler finds no date."""
+    with pytest.raises(ConfigError, match="never fires"):
+        parse_params(with_({"schedule": {"cron": "0 0 30 2 *"}}))
+
+
+def test_validation_does_not_import_prefect() -> None:
+    """`ensgan validate` starts at once: the cron rules come without Prefect's import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from ensgan.config import parse_params; "
+        "parse_params({'members': {'a': {}}, 'schedule': {'cron': '0 3 * * 1'}}); "
+        "assert 'prefect' not in sys.modules, 'prefect imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("zone", ["right/UTC", "posix/UTC"])
+def test_a_zone_file_prefect_does_not_list_is_refused(zone: str) -> None:
+    """zoneinfo opens these files, but Prefect's schedules accept only the listed names."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    with pytest.raises(ValidationError):
+        CronSchedule(cron="0 2 * * *", timezone=zone)
+    with pytest.raises(ConfigError, match="schedule.timezone"):
+        parse_params(with_({"schedule": {"timezone": zone}}))
