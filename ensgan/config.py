@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from ensgan.cron import cron_problem, prefect_timezones
-from ensgan.errors import ConfigError, short
+from ensgan.errors import ConfigError, redact_url, short
 from ensgan.io.bounded_yaml import describe, load_yaml
 from ensgan.io.reading import read_bounded
 from ensgan.registry import ARCHS, COMBINATIONS, LOSSES, META_LEARNERS
@@ -45,8 +45,11 @@ MetaLearner = Annotated[str, AfterValidator(META_LEARNERS.check)]
 
 class _Strict(BaseModel):
     # No inf or nan anywhere: `.inf` for a weight or a loss limit would pass `ge`/`gt`, then
-    # turn a normalisation or a comparison into nan far from the params that caused it.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    # turn a normalisation or a comparison into nan far from the params that caused it. No
+    # input in pydantic's own messages: a URL may carry a secret, a value may be huge.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, allow_inf_nan=False, hide_input_in_errors=True
+    )
 
 
 Fraction = Annotated[float, Field(gt=0.0, lt=0.9)]
@@ -251,12 +254,21 @@ class StorageConfig(_Strict):
     def _url(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("must not be empty")
+        if "://" in v and "@" in urlsplit(v).netloc:  # echoed, it would end up in logs
+            raise ValueError(
+                "must not contain credentials (user:password@): use the AWS environment "
+                "variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or a profile"
+            )
         if v.startswith("s3://"):
             bucket = v[5:].split("/", 1)[0]
             if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
-                raise ValueError(f"invalid bucket name {bucket!r} (3-63 lowercase, digits, . -)")
+                raise ValueError(
+                    f"invalid bucket name {short(bucket)} (3-63 lowercase, digits, . -)"
+                )
         elif "://" in v:
-            raise ValueError(f"unsupported scheme in {v!r}: use a directory or s3://bucket")
+            raise ValueError(
+                f"unsupported scheme in {short(redact_url(v))}: use a directory or s3://bucket"
+            )
         return v
 
 

@@ -479,3 +479,21 @@ def test_a_zone_file_prefect_does_not_list_is_refused(zone: str) -> None:
         CronSchedule(cron="0 2 * * *", timezone=zone)
     with pytest.raises(ConfigError, match="schedule.timezone"):
         parse_params(with_({"schedule": {"timezone": zone}}))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://AKIAHIDDENKEY:hidden-s3cr3t@my-bucket/prefix",
+        "s3://hidden-s3cr3t@my-bucket",
+        "https://AKIAHIDDENKEY:hidden-s3cr3t@minio.example:9000/bucket",
+        "gs://AKIAHIDDENKEY:hidden-s3cr3t@bucket",
+    ],
+)
+def test_credentials_in_the_storage_url_are_refused_without_echoing_them(url: str) -> None:
+    with pytest.raises(ConfigError, match="storage.url: .*must not contain credentials") as err:
+        parse_params(with_({"storage": {"url": url}}))
+    assert "hidden-s3cr3t" not in str(err.value) and "AKIAHIDDENKEY" not in str(err.value)
+    with pytest.raises(ValidationError) as raw:  # nor pydantic's own message, when printed
+        Params.model_validate(with_({"storage": {"url": url}}))
+    assert "hidden-s3cr3t" not in str(raw.value) and "AKIAHIDDENKEY" not in str(raw.value)

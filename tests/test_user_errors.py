@@ -135,6 +135,25 @@ def test_an_aws_setup_error_is_one_line(
     assert "Traceback" not in res.output
 
 
+SECRET_URLS = [
+    "s3://AKIAHIDDENKEY:hidden-s3cr3t@bucket-x/p",
+    "https://AKIAHIDDENKEY:hidden-s3cr3t@minio.example:9000/bucket-x",
+]
+
+
+@pytest.mark.parametrize("url", SECRET_URLS)
+def test_credentials_in_store_urls_are_never_printed(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--store and params' storage.url both: the line says what to do, not what was given."""
+    monkeypatch.chdir(tmp_path)
+    write_tiny_project(tmp_path, storage={"url": url})
+    for args in (["batches", "ls", "--store", url], ["batches", "ls"], ["validate"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "must not contain credentials" in res.output, res.output
+        assert "hidden-s3cr3t" not in res.output and "AKIAHIDDENKEY" not in res.output
+
+
 def test_pull_onto_a_file_leaves_it_as_it_was(tmp_path: Path) -> None:
     store = _published_store(tmp_path)
     (tmp_path / "dest").mkdir()
