@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
+import shutil
+import struct
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -378,6 +383,112 @@ def test_npz_missing_or_garbage(tmp_path: Path, content: bytes | None) -> None:
         path.write_bytes(content)
     with pytest.raises(DataError, match=str(path)):
         read_npz(path)
+
+
+# Hostile inputs: FIFOs, decompression bombs, array headers that lie.
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A valid PNG signature and IHDR declaring width x height 8-bit gray pixels, and no
+    pixel data: a few dozen bytes that a decoder would expand to width * height bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    sig = b"\x89PNG\r\n\x1a\n"
+    path.write_bytes(
+        sig + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [(100_000, 100_000), (6_000, 6_000)],  # past Pillow's own bomb limit; past ensgan's only
+)
+def test_a_decompression_bomb_is_refused_naming_the_file(
+    tmp_path: Path, width: int, height: int
+) -> None:
+    write_image(tmp_path / "a" / "ok.png", 5)
+    bomb = png_header_only(tmp_path / "a" / "bomb.png", width, height)
+    with pytest.raises(DataError) as info:
+        read_folder(tmp_path)
+    assert str(bomb) in str(info.value) and "\n" not in str(info.value)
+    assert "pixels" in str(info.value)
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_in_the_image_folder_is_refused_without_blocking(tmp_path: Path) -> None:
+    write_image(tmp_path / "ok.png", 5)
+    os.mkfifo(tmp_path / "stream.png")
+    with pytest.raises(DataError, match=r"stream.png is a FIFO \(named pipe\), not a regular"):
+        read_folder(tmp_path)
+
+
+def test_a_folder_named_like_an_image_is_refused_naming_it(tmp_path: Path) -> None:
+    write_image(tmp_path / "ok.png", 5)
+    (tmp_path / "album.png").mkdir()
+    with pytest.raises(DataError, match="album.png is a directory, not a regular file"):
+        read_folder(tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_as_the_npz_path_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "d.npz")
+    with pytest.raises(DataError, match="FIFO"):
+        read_npz(tmp_path / "d.npz")
+
+
+def lying_npy(shape: tuple[int, ...], payload: int = 64) -> bytes:
+    """A .npy header declaring `shape` of uint8, followed by only `payload` bytes."""
+    buf = io.BytesIO()
+    header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue() + bytes(payload)
+
+
+@pytest.mark.parametrize("member", ["images", "labels"])
+def test_an_npz_header_declaring_an_absurd_shape_is_refused_naming_the_file(
+    tmp_path: Path, member: str
+) -> None:
+    path = tmp_path / "d.npz"
+    arrays = {"images": np.zeros((10, 8, 8), np.uint8), "labels": np.zeros(10, np.int64)}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, array in arrays.items():
+            if name == member:
+                zf.writestr(f"{name}.npy", lying_npy((10**12, 64, 64)))
+            else:
+                buf = io.BytesIO()
+                np.save(buf, array)
+                zf.writestr(f"{name}.npy", buf.getvalue())
+    with pytest.raises(DataError, match=rf"{path}: `{member}`: the header declares uint8"):
+        read_npz(path)
+
+
+def test_an_npz_larger_than_memory_allows_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deflated member inflates to what it declares; past the memory budget it is refused
+    unread (the budget lowered here stands in for a machine with little memory)."""
+    import ensgan.io.arrays
+
+    path = tmp_path / "d.npz"
+    np.savez_compressed(path, images=np.zeros((100, 16, 16), np.uint8))
+    monkeypatch.setattr(ensgan.io.arrays, "memory_budget", lambda: 10_000)
+    with pytest.raises(DataError, match=rf"{path}: `images`: uint8 \(100, 16, 16\) needs"):
+        read_npz(path)
+
+
+def test_a_prepared_array_whose_header_lies_is_refused_naming_it(
+    digits_dir: tuple[Path, dict], tmp_path: Path
+) -> None:
+    out = tmp_path / "prepared"
+    shutil.copytree(digits_dir[0], out)
+    (out / "images.npy").write_bytes(lying_npy((10**12, 1, 8, 8)))
+    with pytest.raises(DataError, match=f"{out / 'images.npy'}: the header declares"):
+        load_prepared(out)
 
 
 # Atomic replacement of data/prepared.

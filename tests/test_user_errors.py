@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import logging
+import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,6 +82,42 @@ def _pull_into_a_file(tmp: Path) -> list[str]:
     return ["batches", "pull", "run-1", str(tmp / "dest"), "--store", str(store)]
 
 
+def _params_alias_bomb(tmp: Path) -> list[str]:
+    bomb = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    bomb += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    (tmp / "params.yaml").write_text("\n".join(bomb) + "\nmembers: {a: {}}\n")
+    return ["validate"]
+
+
+def _params_duplicate_key(tmp: Path) -> list[str]:
+    (tmp / "params.yaml").write_text("members: {a: {}}\nmembers: {b: {}}\n")
+    return ["validate"]
+
+
+def _params_fifo(tmp: Path) -> list[str]:
+    os.mkfifo(tmp / "params.yaml")
+    return ["validate"]
+
+
+def _image_bomb(tmp: Path) -> list[str]:
+    from tests.test_data import png_header_only, write_image
+
+    for i in range(12):
+        write_image(tmp / "imgs" / f"{i}.png", i)
+    png_header_only(tmp / "imgs" / "zz.png", 100_000, 100_000)
+    write_tiny_project(tmp, data={"source": "folder", "path": "imgs"})
+    return ["prepare"]
+
+
+def _npz_absurd_shape(tmp: Path) -> list[str]:
+    from tests.test_data import lying_npy
+
+    with zipfile.ZipFile(tmp / "data.npz", "w") as zf:
+        zf.writestr("images.npy", lying_npy((10**12, 8, 8)))
+    write_tiny_project(tmp, data={"source": "npz", "path": "data.npz"})
+    return ["prepare"]
+
+
 def _aws(tmp: Path, monkeypatch, config: str) -> None:
     (tmp / "aws-config").write_text(config)
     (tmp / "aws-credentials").write_text("")
@@ -99,9 +137,15 @@ CASES: list[tuple[str, Callable[..., list[str]], str]] = [
     ("store path under a file", _store_under_a_file, "not a folder"),
     ("pull where RUN_ID is a file", _pull_onto_a_file, "run-1 exists and is not a folder"),
     ("pull into a file", _pull_into_a_file, "dest"),
+    ("params file is an alias bomb", _params_alias_bomb, "expands to more than"),
+    ("params file repeats a key", _params_duplicate_key, "duplicate key 'members'"),
+    ("params path is a FIFO", _params_fifo, "FIFO"),
+    ("an image folder holds a decompression bomb", _image_bomb, "zz.png"),
+    ("an npz declares an absurd shape", _npz_absurd_shape, "data.npz: `images`"),
 ]
 
 
+@pytest.mark.timeout(120)  # a FIFO read that blocked would hang here
 @pytest.mark.parametrize(("what", "setup", "says"), CASES, ids=[c[0] for c in CASES])
 def test_a_user_error_is_one_line_and_exit_2(
     what: str, setup, says: str, tmp_path: Path, monkeypatch

@@ -21,6 +21,7 @@ from sklearn.model_selection import train_test_split
 from ensgan.config import DataConfig
 from ensgan.data.sources import load_source
 from ensgan.errors import CardError, DataError
+from ensgan.io.arrays import load_npy
 from ensgan.io.cards import DataCard, read_card, write_card
 from ensgan.io.files import atomic_dir
 
@@ -164,10 +165,10 @@ def read_data_card(data_dir: Path) -> DataCard:
 def load_prepared(data_dir: Path) -> Prepared:
     """The prepared arrays, checked against the card's sha256."""
     card = read_data_card(data_dir)
-    images = np.load(data_dir / "images.npy", allow_pickle=False)
-    split = np.load(data_dir / "split.npy", allow_pickle=False)
+    images = load_npy(data_dir / "images.npy")
+    split = load_npy(data_dir / "split.npy")
     lp = data_dir / "labels.npy"
-    labels = np.load(lp, allow_pickle=False) if lp.exists() else None
+    labels = load_npy(lp) if lp.exists() else None
     if sha256_arrays(images, labels, split) != card.sha256:
         raise DataError(f"{data_dir}: contents do not match card.json's sha256 (re-run prepare)")
     return Prepared(images, labels, split, card)

@@ -7,6 +7,8 @@ an `images` array (and optionally `labels`).
 
 from __future__ import annotations
 
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +16,15 @@ from PIL import Image, UnidentifiedImageError
 
 from ensgan.config import DataConfig
 from ensgan.errors import DataError
+from ensgan.io.arrays import NPY_MAGIC, magic, npz_array
+from ensgan.io.reading import open_regular
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"}
 CHANNELS = (1, 3, 4)  # gray, RGB, RGBA: the last axis of an (N, H, W, C) array
+# Pixels one source image may have: a large photo fits; past it, decoding one image would
+# take gigabytes, and every image is resized to at most 64x64 anyway.
+MAX_PIXELS = 1 << 25
 
 
 def read_digits() -> tuple[list[np.ndarray], np.ndarray]:
@@ -34,19 +41,7 @@ def read_folder(path: Path) -> tuple[list[np.ndarray], np.ndarray | None]:
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"no PNG/JPEG images under {path}")
-    images = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                im.load()
-                if im.mode not in EIGHT_BIT_MODES:  # 16-bit or float: no lossless uint8
-                    raise DataError(
-                        f"cannot read image {f}: mode {im.mode} (16-bit or float pixels) is not "
-                        "supported; save it as 8-bit grayscale or RGB"
-                    )
-                images.append(np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise DataError(f"cannot read image {f}: {exc}") from None
+    images = [_read_image(f) for f in files]
     classes = sorted({f.parent.relative_to(path).as_posix() for f in files})
     labels = None
     if all(f.parent != path for f in files) and len(classes) > 1:
@@ -55,19 +50,55 @@ def read_folder(path: Path) -> tuple[list[np.ndarray], np.ndarray | None]:
     return images, labels
 
 
+def _read_image(f: Path) -> np.ndarray:
+    """One image as uint8 gray or RGB; its header's size is checked before a pixel is decoded
+    (a few bytes of PNG may declare billions of pixels), and a FIFO is refused, not waited on."""
+    try:
+        with (
+            open_regular(f, "image", DataError, "move it out of the data folder") as fh,
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fh) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise DataError(_too_many_pixels(f, im.width, im.height))
+                im.load()
+                if im.mode not in EIGHT_BIT_MODES:  # 16-bit or float: no lossless uint8
+                    raise DataError(
+                        f"cannot read image {f}: mode {im.mode} (16-bit or float pixels) is not "
+                        "supported; save it as 8-bit grayscale or RGB"
+                    )
+                return np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
+    except DataError:  # already names the file (a ValueError, so before the next clause)
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {f}: {exc}") from None
+    except Image.DecompressionBombWarning as exc:  # raised: the filter above makes it an error
+        raise DataError(f"cannot read image {f}: {exc}") from None
+
+
+def _too_many_pixels(f: Path, width: int, height: int) -> str:
+    return (
+        f"image {f} is {width}x{height} pixels, more than {MAX_PIXELS:,}: too large to be a "
+        "training image (a decompression bomb?); shrink it or move it out of the folder"
+    )
+
+
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """`images`: uint8 in [0, 255], or floats in [0, 1] or [-1, 1] (the two usual scalings);
     optional `labels`: one non-negative integer per image."""
     try:
-        z = np.load(path, allow_pickle=False)
-        if isinstance(z, np.ndarray):
-            raise DataError(f"{path} is a single array, not a .npz archive with `images`")
-        with z:
-            if "images" not in z.files:
-                raise DataError(f"{path} has no `images` array (found: {sorted(z.files)})")
-            images = z["images"]
-            labels = z["labels"] if "labels" in z.files else None
-    except (OSError, ValueError) as exc:
+        with open_regular(path, "npz file", DataError) as fh:
+            if magic(fh) == NPY_MAGIC:
+                raise DataError(f"{path} is a single array, not a .npz archive with `images`")
+            with np.load(fh, allow_pickle=False) as z:
+                if "images" not in z.files:
+                    raise DataError(f"{path} has no `images` array (found: {sorted(z.files)})")
+                images = npz_array(z, "images", path)
+                labels = npz_array(z, "labels", path) if "labels" in z.files else None
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     _check_image_shape(images, path)
     if images.dtype != np.uint8:

@@ -21,7 +21,9 @@ _KINDS = {
 }
 
 
-def open_regular(path: Path, what: str, error: type[Exception]) -> BinaryIO:
+def open_regular(
+    path: Path, what: str, error: type[Exception], fix: str = "name a regular file"
+) -> BinaryIO:
     """`path` opened for binary reading, or `error` naming it when it is no regular file.
 
     The open itself never blocks (O_NONBLOCK), so a FIFO is refused rather than waited on;
@@ -31,7 +33,7 @@ def open_regular(path: Path, what: str, error: type[Exception]) -> BinaryIO:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
-            raise error(f"{what} {path} is {kind}, not a regular file: name a regular file")
+            raise error(f"{what} {path} is {kind}, not a regular file: {fix}")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
