@@ -226,9 +226,17 @@ class GateConfig(_Strict):
 
 
 class StorageConfig(_Strict):
+    """Where batches go. The S3 waits are bounded: a stalled endpoint (connected, sending
+    nothing) fails after max_attempts tries of read_timeout each rather than hang the night;
+    ENSGAN_S3_CONNECT_TIMEOUT, ENSGAN_S3_READ_TIMEOUT and ENSGAN_S3_MAX_ATTEMPTS override
+    them for one run (ensgan/io/storage.py)."""
+
     url: str = "store"  # a local directory, or s3://bucket[/prefix]
     endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, Ceph, R2, SeaweedFS)
     region: str | None = None
+    connect_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0  # seconds to connect
+    read_timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0  # seconds of silence per read
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 4  # tries per request, with backoff
 
     @field_validator("endpoint_url")
     @classmethod

@@ -6,7 +6,9 @@ import datetime as dt
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import socket
 import tarfile
 from collections.abc import Callable
@@ -16,9 +18,10 @@ import numpy as np
 import pytest
 from botocore.stub import Stubber
 from PIL import Image
+from pydantic import ValidationError
 
 from ensgan.config import StorageConfig
-from ensgan.errors import StorageError
+from ensgan.errors import ConfigError, StorageError
 from ensgan.io.batches import (
     BATCH_JSON,
     MANIFEST,
@@ -470,3 +473,60 @@ def test_pull_names_an_incomplete_earlier_pull(store: Store, tmp_path: Path) -> 
     (target / "shard-00000.tar").write_bytes(b"half")
     with pytest.raises(BatchError, match="incomplete earlier pull"):
         pull_batch(store, "run-1", tmp_path / "dest")
+
+
+# --- the S3 waits: params, then the environment ------------------------------------------------
+
+
+def test_open_store_passes_the_waits_and_the_environment_overrides_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = StorageConfig(url="s3://my-bucket", endpoint_url="http://127.0.0.1:9", read_timeout=7)
+    store = open_store(cfg)
+    assert (store.read_timeout, store.connect_timeout, store.max_attempts) == (7, 10, 4)
+    client_cfg = store._client.meta.config
+    assert (client_cfg.read_timeout, client_cfg.connect_timeout) == (7, 10)
+    assert client_cfg.retries == {"mode": "standard", "total_max_attempts": 4}
+    monkeypatch.setenv("ENSGAN_S3_READ_TIMEOUT", "2.5")
+    monkeypatch.setenv("ENSGAN_S3_MAX_ATTEMPTS", "2")
+    store = open_store(cfg)
+    assert (store.read_timeout, store.max_attempts) == (2.5, 2)
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "says"),
+    [
+        ("ENSGAN_S3_READ_TIMEOUT", "soon", "ENSGAN_S3_READ_TIMEOUT='soon' is not a number"),
+        ("ENSGAN_S3_READ_TIMEOUT", "0", "ENSGAN_S3_READ_TIMEOUT=0.0: Input should be greater"),
+        ("ENSGAN_S3_READ_TIMEOUT", "inf", "ENSGAN_S3_READ_TIMEOUT=inf: Input should be a finite"),
+        ("ENSGAN_S3_MAX_ATTEMPTS", "1.5", "ENSGAN_S3_MAX_ATTEMPTS='1.5' is not a number"),
+        ("ENSGAN_S3_MAX_ATTEMPTS", "100", "ENSGAN_S3_MAX_ATTEMPTS=100: Input should be less"),
+    ],
+)
+def test_a_bad_wait_in_the_environment_is_a_config_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        open_store(StorageConfig(url="s3://my-bucket", endpoint_url="http://127.0.0.1:9"))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [{"read_timeout": 0}, {"connect_timeout": -1}, {"max_attempts": 0}, {"read_timeout": 10**6}],
+)
+def test_waits_out_of_range_in_params_are_refused(raw: dict) -> None:
+    with pytest.raises(ValidationError):
+        StorageConfig(**raw)
+
+
+def test_publish_and_pull_say_which_file_they_move(tmp_path: Path, caplog) -> None:
+    store = LocalStore(tmp_path / "store")
+    batch, _ = make_batch(tmp_path / "out")
+    with caplog.at_level(logging.INFO, "ensgan.io.batches"):
+        publish_batch(store, batch, DAY)
+        pull_batch(store, "run-1", tmp_path / "dest")
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("uploading shard-00000.tar (1 of 5, ") for line in lines), lines
+    assert any(line.startswith("uploading manifest.jsonl (5 of 5, ") for line in lines), lines
+    assert any(line.startswith("downloading shard-00002.tar (3 of 3) from ") for line in lines)

@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import logging
 import re
 import tarfile
 import tempfile
@@ -31,6 +32,8 @@ from ensgan.io.storage import Store
 
 if TYPE_CHECKING:
     import numpy as np
+
+log = logging.getLogger(__name__)
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 BATCH_JSON = "batch.json"
@@ -355,10 +358,18 @@ def publish_batch(store: Store, batch_dir: Path, date: dt.date | None = None) ->
         )
     day = date or _resume_date(store, run_id) or dt.datetime.now(dt.UTC).date()
     prefix = f"{ROOT}{day.isoformat()}/{run_id}/"
-    for name in [s["name"] for s in meta["shards"]] + [BATCH_JSON, MANIFEST]:
-        store.put_file(batch_dir / name, prefix + name)
     url = f"{store.url.rstrip('/')}/{prefix}"
+    names = [s["name"] for s in meta["shards"]] + [BATCH_JSON, MANIFEST]
+    for i, name in enumerate(names, start=1):
+        _progress("uploading", name, i, len(names), url, batch_dir / name)
+        store.put_file(batch_dir / name, prefix + name)
     return {"status": "published", "prefix": prefix, "n_images": n_images, "url": url}
+
+
+def _progress(doing: str, name: str, i: int, n: int, where: str, local: Path | None = None) -> None:
+    """One log line per file moved, so that a long transfer (or a stalled one) shows where it is."""
+    size = f", {local.stat().st_size / 2**20:.1f} MiB" if local is not None else ""
+    log.info("%s %s (%d of %d%s) %s %s", doing, name, i, n, size, "to" if local else "from", where)
 
 
 def _find_one(store: Store, run_id: str) -> str:
@@ -449,7 +460,8 @@ def pull_batch(store: Store, run_id: str, dest: Path) -> Path:
         with atomic_dir(target, replace=False) as work:
             store.get_file(prefix + BATCH_JSON, safe_local_path(work, BATCH_JSON))
             shards = _listed_shards(work / BATCH_JSON)
-            for name in shards:
+            for i, name in enumerate(shards, start=1):
+                _progress("downloading", name, i, len(shards), f"{store.url}/{prefix}")
                 store.get_file(prefix + name, safe_local_path(work, name))
             store.get_file(prefix + MANIFEST, safe_local_path(work, MANIFEST))  # the marker
             verify_batch(work)

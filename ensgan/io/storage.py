@@ -8,11 +8,12 @@ store root on disk nor a download directory.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ensgan.errors import StorageError
+from ensgan.errors import ConfigError, StorageError, short
 from ensgan.io.files import atomic_write
 from ensgan.io.keys import safe_key, safe_prefix
 
@@ -79,11 +80,52 @@ class LocalStore:
         return self._path(key).is_file()
 
 
+# Environment variables that override storage's waits for one run (a consumer pulling with
+# --store has no params.yaml to set them in).
+ENV_OVERRIDES = {
+    "connect_timeout": "ENSGAN_S3_CONNECT_TIMEOUT",
+    "read_timeout": "ENSGAN_S3_READ_TIMEOUT",
+    "max_attempts": "ENSGAN_S3_MAX_ATTEMPTS",
+}
+
+
+def with_env(cfg: StorageConfig) -> StorageConfig:
+    """`cfg` with the ENV_OVERRIDES that are set, validated as params.yaml's values are."""
+    from pydantic import ValidationError
+
+    update: dict[str, float | int] = {}
+    for field, var in ENV_OVERRIDES.items():
+        raw = os.environ.get(var, "").strip()
+        if not raw:
+            continue
+        try:
+            update[field] = int(raw) if field == "max_attempts" else float(raw)
+        except ValueError:
+            raise ConfigError(f"{var}={short(raw)} is not a number: unset it or fix it") from None
+    if not update:
+        return cfg
+    try:
+        return type(cfg).model_validate({**cfg.model_dump(), **update})
+    except ValidationError as err:
+        field = str(err.errors(include_url=False)[0]["loc"][0])
+        msg = err.errors(include_url=False)[0]["msg"]
+        raise ConfigError(f"{ENV_OVERRIDES[field]}={update[field]}: {msg}") from None
+
+
 def open_store(cfg: StorageConfig, root: Path = Path(".")) -> Store:
     """`s3://bucket/prefix` gives an S3Store; anything else a LocalStore under `root`."""
     if cfg.url.startswith("s3://"):
         from ensgan.io.s3 import S3Store  # boto3 is slow to import: only when needed
 
+        cfg = with_env(cfg)
         bucket, _, prefix = cfg.url[len("s3://") :].partition("/")
-        return S3Store(bucket, prefix, cfg.endpoint_url, cfg.region)
+        return S3Store(
+            bucket,
+            prefix,
+            cfg.endpoint_url,
+            cfg.region,
+            max_attempts=cfg.max_attempts,
+            connect_timeout=cfg.connect_timeout,
+            read_timeout=cfg.read_timeout,
+        )
     return LocalStore(Path(root) / cfg.url)  # an absolute url replaces root

@@ -26,7 +26,7 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "stack": ("members", "stack", *MIXTURE),
     "evaluate": ("members", "evaluate", "combine", *MIXTURE[1:]),
     "generate": ("members", "generate", "combine", *MIXTURE[1:]),
-    "publish": ("storage", "gate"),
+    "publish": ("storage.url", "storage.endpoint_url", "storage.region", "gate"),
 }
 
 
