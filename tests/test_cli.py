@@ -140,6 +140,7 @@ def test_lineage_names_the_commit_its_state_and_dvc_lock(tmp_path: Path) -> None
     import os
     import subprocess
 
+    from ensgan.io.records import Lineage
     from ensgan.lineage import lineage, reproduce_commands
 
     assert lineage(tmp_path, {"a": "w"})["git_commit"] is None  # not a repo: nothing invented
@@ -160,31 +161,33 @@ def test_lineage_names_the_commit_its_state_and_dvc_lock(tmp_path: Path) -> None
     assert list(rec["member_weights_sha256"]) == ["a", "b"]
     (tmp_path / "params.yaml").write_text("a: 2\n")
     assert lineage(tmp_path, {})["git_dirty"] is True
-    assert reproduce_commands("r", {"lineage": rec})[0] == f"git checkout {head}"
+    assert reproduce_commands("r", Lineage.model_validate(rec))[0] == f"git checkout {head}"
     assert rec["dvc_inputs"] is None  # a lock that records no stage names no input
+
+
+P, M, S = ("0123456789abcdef" * 2 + suffix for suffix in (".dir", ".dir", ""))
 
 
 def test_lineage_names_the_dvc_hashes_of_what_generate_read(tmp_path: Path) -> None:
     import yaml
 
+    from ensgan.io.records import Lineage
     from ensgan.lineage import lineage, reproduce_commands
 
     def out(path: str, md5: str) -> dict:
         return {"path": path, "hash": "md5", "md5": md5, "size": 1, "nfiles": 1}
 
     stages = {
-        "prepare": {"cmd": "ensgan prepare", "outs": [out("data/prepared", "p.dir")]},
-        "train": {"cmd": "ensgan train", "outs": [out("models/members", "m.dir")]},
-        "stack": {"cmd": "ensgan stack", "outs": [out("models/stacker", "s.dir")]},
-        "evaluate": {"cmd": "ensgan evaluate", "outs": [out("reports/grids", "g.dir")]},
+        "prepare": {"cmd": "ensgan prepare", "outs": [out("data/prepared", P)]},
+        "train": {"cmd": "ensgan train", "outs": [out("models/members", M)]},
+        "stack": {"cmd": "ensgan stack", "outs": [out("models/stacker", S)]},
+        "evaluate": {"cmd": "ensgan evaluate", "outs": [out("reports/grids", "g" * 32)]},
     }
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
     rec = lineage(tmp_path, {})
-    assert rec["dvc_inputs"] == {
-        "data/prepared": "p.dir", "models/members": "m.dir", "models/stacker": "s.dir"
-    }  # fmt: skip
-    cmds = reproduce_commands("r", {"lineage": rec})
-    assert cmds[0].startswith("git checkout") and "-S m.dir -- dvc.lock" in cmds[0]
+    assert rec["dvc_inputs"] == {"data/prepared": P, "models/members": M, "models/stacker": S}
+    cmds = reproduce_commands("r", Lineage.model_validate(rec))
+    assert cmds[0].startswith("git checkout") and f"-S {M} -- dvc.lock" in cmds[0]
     assert cmds[1] == "dvc pull prepare train stack"  # what generate reads, nothing more
     (tmp_path / "dvc.lock").write_text("{not yaml")
     assert lineage(tmp_path, {})["dvc_inputs"] is None  # unreadable: nothing invented

@@ -57,33 +57,66 @@ def test_judge_skips_unset_tolerances_and_needs_a_champion() -> None:
     assert len(judge(worse, GOOD, GateConfig())) == 2
 
 
-def test_fd_is_compared_only_at_equal_image_counts() -> None:
-    """FD falls as the count grows, so a night evaluated on more images than the champion
-    must not pass (or fail) by the count alone: FD is left out, and the verdict says so."""
+def test_a_figure_that_cannot_be_compared_holds_the_night_back() -> None:
+    """FD falls as the count grows, so a night evaluated on another image count than the
+    champion's cannot be judged by it: the gate fails closed, and says why."""
     champion = {**GOOD, "n_images": 2000}
-    much_worse_fd = {**GOOD, "fd": 500.0, "n_images": 60000}
-    assert judge(much_worse_fd, champion, GateConfig()) == []
-    assert not_compared(much_worse_fd, champion) == [
-        "fd: measured on 60000 images, the champion's on 2000"
+    much_better_fd = {**GOOD, "fd": 5.0, "n_images": 60000}
+    why = "fd not compared: measured on 60000 images, the champion's on 2000"
+    assert judge(much_better_fd, champion, GateConfig()) == [why]
+    assert not_compared(much_better_fd, champion, GateConfig()) == [
+        why.replace(" not compared", "")
     ]
     # the other figures are still judged, and equal counts compare FD as before
-    assert judge({**much_worse_fd, "recall": 0.5}, champion, GateConfig()) == [
-        "recall 0.5 < 0.95 - 0.02"
-    ]
-    assert judge({**much_worse_fd, "n_images": 2000}, champion, GateConfig()) == [
+    assert judge({**much_better_fd, "recall": 0.5}, champion, GateConfig()) == [
+        why, "recall 0.5 < 0.95 - 0.02"
+    ]  # fmt: skip
+    assert judge({**much_better_fd, "fd": 500.0, "n_images": 2000}, champion, GateConfig()) == [
         "fd 500 > 100 + 10%"
     ]
-    assert not_compared(much_worse_fd, GOOD) == []  # a champion from before counts were kept
+    assert judge(much_better_fd, GOOD, GateConfig()) == []  # a champion from before counts
+    assert judge(much_better_fd, champion, GateConfig(fd=None)) == []  # FD not gated at all
 
 
-def test_the_verdict_records_what_it_did_not_compare(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("candidate", "champion", "why"),
+    [
+        ({**GOOD, "recall": float("nan")}, GOOD, "recall not compared: nan on this batch"),
+        ({"fd": 90.0}, GOOD, "recall not compared: not measured on this batch"),
+        ({**GOOD, "class_kl": 0.0}, {**GOOD, "class_kl": None}, "class_kl not compared: the "),
+    ],
+)
+def test_a_missing_or_nan_figure_is_not_a_pass(candidate: dict, champion: dict, why: str) -> None:
+    """NaN passes every comparison and a missing figure none: neither may promote a night."""
+    reasons = judge(candidate, champion, GateConfig())
+    assert reasons and reasons[0].startswith(why)
+
+
+def test_an_uncomparable_night_is_a_candidate_until_promoted_by_hand(tmp_path: Path) -> None:
+    """A 3,000-image evaluation must not replace a 60,000-image champion by itself: it is a
+    candidate, `ls` says why and names the command that re-baselines, and promoting it by
+    hand makes it the baseline the next night (on the same protocol) is judged against."""
     store = LocalStore(tmp_path / "store")
-    _publish(store, tmp_path, "night-1", {**GOOD, "n_images": 2000}, seed=1)
-    second = _publish(store, tmp_path, "night-2", {**GOOD, "fd": 150.0, "n_images": 60000}, 2)
-    assert second["decision"] == "promoted" and second["latest"] == "night-2"
-    assert second["not_compared"] == ["fd: measured on 60000 images, the champion's on 2000"]
-    assert verdict(store, "night-2")["not_compared"] == second["not_compared"]
-    assert "not compared: fd: measured on 60000" in verdict_line("night-2", second)
+    _publish(store, tmp_path, "night-1", {**GOOD, "n_images": 60000}, seed=1)
+    second = _publish(store, tmp_path, "night-2", {**GOOD, "fd": 50.0, "n_images": 3000}, 2)
+    assert second["decision"] == "candidate" and second["latest"] == "night-1"
+    assert second["not_compared"] == ["fd: measured on 3000 images, the champion's on 60000"]
+    assert verdict(store, "night-2").not_compared == second["not_compared"]
+    line = verdict_line("night-2", second)
+    assert line.startswith("night-2: not promoted (fd not compared: measured on 3000 images")
+    assert "`ensgan batches promote night-2`" in line and line.endswith("latest stays night-1")
+    res = runner.invoke(app, ["batches", "ls", "--store", str(tmp_path / "store")])
+    assert "night-2" in res.output and "candidate: fd not compared" in res.output
+    assert "`ensgan batches promote night-2` makes this batch the champion" in res.output
+
+    assert (
+        runner.invoke(
+            app, ["batches", "promote", "night-2", "--store", str(tmp_path / "store")]
+        ).exit_code
+        == 0
+    )
+    third = _publish(store, tmp_path, "night-3", {**GOOD, "fd": 52.0, "n_images": 3000}, 3)
+    assert third["decision"] == "promoted" and third["champion"] == "night-2"
 
 
 def _publish(store: LocalStore, tmp: Path, run_id: str, metrics: dict | None, seed: int) -> dict:
@@ -105,7 +138,7 @@ def test_a_worse_batch_stays_a_candidate_until_promoted_by_hand(tmp_path: Path) 
         "not_compared": [],
         "latest": "night-1",
     }
-    assert latest(store)["how"] == "first"
+    assert latest(store).how == "first"
 
     worse = _publish(store, tmp_path, "night-2", {**GOOD, "coverage": 0.5}, seed=2)
     assert worse["decision"] == "candidate" and worse["latest"] == "night-1"
@@ -119,7 +152,7 @@ def test_a_worse_batch_stays_a_candidate_until_promoted_by_hand(tmp_path: Path) 
     assert statuses(store)["night-1"] == "promoted earlier"
 
     promote(store, "night-2")  # by hand, against the gate
-    assert latest(store)["how"] == "by hand" and resolve(store, "latest") == "night-2"
+    assert latest(store).how == "by hand" and resolve(store, "latest") == "night-2"
     again = _publish(store, tmp_path, "night-2", {**GOOD, "coverage": 0.5}, seed=2)
     assert again["decision"] == "candidate" and again["latest"] == "night-2"  # verdict kept
     assert len(store.list_keys("batches/")) == 3 * 5  # nothing deleted (3 shards, json, manifest)
@@ -149,7 +182,7 @@ def test_a_kill_between_verdict_and_pointer_is_finished_by_the_next_publish(
             _publish(store, tmp_path, "night-2", {**GOOD, "fd": 90.0}, seed=2)
     finally:
         promotion._point_latest = real
-    assert promotion.verdict(store, "night-2")["decision"] == "promoted"
+    assert promotion.verdict(store, "night-2").decision == "promoted"
     assert resolve(store, "latest") == "night-1"  # the pointer had not moved
     assert _publish(store, tmp_path, "night-2", {**GOOD, "fd": 90.0}, seed=2)["latest"] == "night-2"
     promote(store, "night-1")  # later moved back by hand: publishing night-2 again keeps that
