@@ -220,3 +220,46 @@ def test_every_help_works(path: list[str]) -> None:
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "Usage:" in res.output
     assert " ".join(["ensgan", *path]).split()[-1] in res.output
+
+
+ESCAPES = "\x1b[2J\x1b]0;owned\x07\x1b[32m"  # clear the screen, set the title, go green
+
+
+def test_batches_ls_and_show_print_store_text_escaped(tmp_path: Path) -> None:
+    """Whoever writes the bucket writes what `ls` and `show` print: escape sequences and
+    newlines arrive escaped, never acted on, and never as a line of their own."""
+    import json
+
+    from ensgan.config import GateConfig
+    from ensgan.io.batches import BATCH_JSON, publish_batch
+    from ensgan.io.promotion import gate
+    from ensgan.io.storage import LocalStore
+    from tests.test_storage import make_batch
+
+    store = LocalStore(tmp_path / "store")
+    for i, run_id in enumerate(["night-1", "night-2"]):
+        prefix = publish_batch(store, make_batch(tmp_path / "out", run_id, seed=i)[0])["prefix"]
+        gate(store, run_id, prefix, {"fd": 1.0 + i}, {}, GateConfig())
+    path = tmp_path / "store" / "gate" / "night-2.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "reasons": [f"fd{ESCAPES} worse\nfake line"]}))
+    path = tmp_path / "store" / prefix / BATCH_JSON
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "method": ESCAPES, "created": "today\nkey  forged"}))
+
+    where = ["--store", str(tmp_path / "store")]
+    for args in (["ls"], ["show", "night-2"]):
+        res = runner.invoke(app, ["batches", *args, *where])
+        assert res.exit_code == 0, res.output
+        assert "\x1b" not in res.output and "\x07" not in res.output
+        assert "\\x1b[2J\\x1b]0;owned\\x07\\x1b[32m" in res.output
+    assert "worse\\x0afake line" in runner.invoke(app, ["batches", "ls", *where]).output
+    shown = runner.invoke(app, ["batches", "show", "night-2", *where]).output
+    assert "today\\x0akey  forged" in shown and "\nkey  forged" not in shown
+
+    # an error that quotes the store (a hostile key in a batch.json) is escaped too
+    weights = {f"g{ESCAPES}": 5}
+    path.write_text(json.dumps({**meta, "lineage": {"member_weights_sha256": weights}}))
+    res = runner.invoke(app, ["batches", "show", "night-2", *where])
+    assert res.exit_code == 2 and "\x1b" not in res.output
+    assert "member_weights_sha256.g\\x1b[2J" in res.output

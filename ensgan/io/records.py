@@ -128,7 +128,7 @@ class Verdict(Record):
 class Champion(Record):
     """latest.json: the batch consumers get as `latest`, pinned to the manifest judged."""
 
-    label: ClassVar[str] = "champion record (latest.json)"
+    label: ClassVar[str] = "champion record"
     fix: ClassVar[str] = "move it aside and name the champion with `ensgan batches promote RUN_ID`"
 
     run_id: RunId
