@@ -2,16 +2,21 @@
 
 Nightly retraining can get worse (a member diverges, the data changes), so a batch is
 published either way but becomes the champion only when its metrics are not worse than the
-current champion's beyond `gate` tolerances. In the store, beside `batches/`:
+current champion's beyond `gate` tolerances, and only when they can be compared: the gate
+fails closed (a figure it cannot compare holds the batch back, with the command that
+re-baselines). In the store, beside `batches/`:
 
 - `gate/RUN_ID.json`: the gate's verdict on a batch (promoted or candidate, the reasons, its
-  metrics and the champion it was compared with), written before the pointer;
-- `latest.json`: the champion (run_id, key prefix, metrics, how it got there), written last,
-  in one put, so a reader sees the old champion or the new one;
+  metrics, the champion it was compared with, the manifest's sha256), written before the
+  pointer;
+- `latest.json`: the champion (run_id, key prefix, metrics, the manifest's sha256, how it got
+  there), written last, in one put, so a reader sees the old champion or the new one;
 - `history/TIME-RUN_ID.json`: one row per publish (the night's metrics for the published
   combination and each member, and the verdict), read back as a pandas DataFrame.
 
-Nothing here deletes anything; `promote` moves the pointer by hand. Light: no torch.
+Each is read through its typed record (ensgan/io/records.py): one that is not what it should
+be never stops a publish, whose upload is already done. Nothing here deletes anything;
+`promote` moves the pointer by hand. Light: no torch.
 """
 
 from __future__ import annotations
