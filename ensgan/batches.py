@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ensgan.io.batches import BATCH_JSON, MANIFEST, _read_json, _read_manifest
+from ensgan.io.batches import BATCH_JSON, MANIFEST, _read_manifest, read_batch_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,7 +30,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     rows = _read_manifest(folder / MANIFEST)
-    meta = _read_json(folder / BATCH_JSON)
+    meta = read_batch_json(folder / BATCH_JSON).model_dump(exclude_unset=True)
     df = pd.DataFrame.from_records(rows)
     for key in SHARED:  # format 1 repeated some on every row; format 2 keeps them once
         if key not in df.columns and key in meta:

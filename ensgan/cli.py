@@ -17,9 +17,11 @@ import typer
 
 from ensgan.errors import ConfigError, is_user_error, user_message
 from ensgan.layout import Layout
+from ensgan.terminal import printable
 
 if TYPE_CHECKING:
     from ensgan.config import Params
+    from ensgan.io.records import BatchRecord
     from ensgan.io.storage import Store
 
 app = typer.Typer(no_args_is_help=True, help=__doc__.splitlines()[0], add_completion=False)
@@ -43,7 +45,7 @@ def _run(fn, *args, **kwargs):
     except Exception as exc:
         if not is_user_error(exc):
             raise
-        typer.echo(f"error: {user_message(exc)}", err=True)
+        typer.echo(f"error: {printable(user_message(exc))}", err=True)  # may quote a store
         raise typer.Exit(2) from None
 
 
@@ -210,21 +212,24 @@ def batches_ls(
     """List complete batches in the store (half-uploaded ones are invisible), and for each
     whether it is `latest` (what consumers get) or why the promotion gate held it back."""
     from ensgan.io.batches import list_batches
-    from ensgan.io.promotion import statuses
+    from ensgan.io.promotion import read_champion, statuses
 
-    def listing() -> tuple[list, dict[str, str]]:
+    def listing() -> tuple[list, dict[str, str], str | None]:
         opened = _store(params, store, endpoint_url)
-        return list_batches(opened), statuses(opened)
+        return list_batches(opened), statuses(opened), read_champion(opened)[1]
 
-    rows, status = _run(listing)
+    rows, status, problem = _run(listing)
+    if problem:  # every line below is printed as what the store holds, escaped
+        typer.echo(f"warning: no batch is latest: {printable(problem)}", err=True)
     if not rows:
         typer.echo("no batches")
     for b in rows:
         if b.error:
-            typer.echo(f"{b.date}  {b.run_id}  {b.error}", err=True)
+            typer.echo(printable(f"{b.date}  {b.run_id}  {b.error}"), err=True)
         else:
             why = status.get(b.run_id, "")
-            typer.echo(f"{b.date}  {b.run_id}  {b.n_images} images  {b.prefix}  {why}".rstrip())
+            line = f"{b.date}  {b.run_id}  {b.n_images} images  {b.prefix}  {why}".rstrip()
+            typer.echo(printable(line))
 
 
 @batches_app.command("promote")
@@ -254,32 +259,31 @@ def batches_show(
     from ensgan.io.promotion import resolve
     from ensgan.lineage import reproduce_commands
 
-    def show() -> tuple[str, str, dict]:
+    def show() -> tuple[str, str, BatchRecord]:
         opened = _store(params, store, endpoint_url)
         rid = resolve(opened, run_id)
         return (rid, *batch_meta(opened, rid))
 
     run_id, prefix, meta = _run(show)
-    rec = meta.get("lineage") or {}
+    rec = meta.lineage
     lines = [
-        f"batch       {run_id} ({meta.get('n_images')} images, {meta.get('method')}), "
-        f"format {meta.get('format', 1)}, created {meta.get('created')}",
+        f"batch       {run_id} ({meta.n_images} images, {meta.method}), "
+        f"format {meta.format}, created {meta.created}",
         f"key         {prefix}",
-        f"data        {meta.get('data_sha256')}",
-        f"params      {meta.get('params_sha256')}",
-        f"git commit  {rec.get('git_commit') or 'not recorded'}"
-        + (" (uncommitted changes in the work tree)" if rec.get("git_dirty") else ""),
-        f"dvc.lock    {rec.get('dvc_lock_sha256') or 'not recorded'}",
+        f"data        {meta.data_sha256}",
+        f"params      {meta.params_sha256}",
     ]
-    for path, md5 in (rec.get("dvc_inputs") or {}).items():
-        lines.append(f"dvc input   {path}  {md5}")
-    for name, sha in (rec.get("member_weights_sha256") or {}).items():
-        lines.append(f"member      {name}  weights {sha}")
-    if not rec:
+    if rec is None:
         lines.append("lineage     not recorded (a batch from before ensgan recorded it)")
+    else:
+        dirty = " (uncommitted changes in the work tree)" if rec.git_dirty else ""
+        lines.append(f"git commit  {rec.git_commit or 'not recorded'}{dirty}")
+        lines.append(f"dvc.lock    {rec.dvc_lock_sha256 or 'not recorded'}")
+        lines += [f"dvc input   {path}  {md5}" for path, md5 in (rec.dvc_inputs or {}).items()]
+        lines += [f"member      {n}  weights {w}" for n, w in rec.member_weights_sha256.items()]
     lines += ["", "to make it again, in a clone of the project:"]
-    lines += [f"  {c}" for c in reproduce_commands(run_id, meta)]
-    typer.echo("\n".join(lines))
+    lines += [f"  {c}" for c in reproduce_commands(run_id, rec)]
+    typer.echo("\n".join(printable(line) for line in lines))  # store text, escaped
 
 
 @batches_app.command("pull")
@@ -292,14 +296,16 @@ def batches_pull(
     repair: Annotated[bool, typer.Option("--repair", help="fix an earlier pull in place")] = False,
 ) -> None:
     """Download batch RUN_ID (`latest`: the champion) into DEST/RUN_ID/ and verify every
-    checksum (--repair: download again only what an earlier pull left missing or damaged)."""
+    checksum, and the manifest against the sha256 the gate's records pin (--repair: download
+    again only what an earlier pull left missing or damaged)."""
     from ensgan.io.batches import pull_batch, repair_batch
-    from ensgan.io.promotion import resolve
+    from ensgan.io.promotion import pinned, resolve
 
     def pull() -> tuple[str, Path | list[str]]:
         opened = _store(params, store, endpoint_url)
         rid = resolve(opened, run_id)
-        return rid, (repair_batch if repair else pull_batch)(opened, rid, dest)
+        pin = pinned(opened, rid)  # the manifest the gate judged: a replaced batch is refused
+        return rid, (repair_batch if repair else pull_batch)(opened, rid, dest, pinned=pin)
 
     run_id, done = _run(pull)
     if repair:

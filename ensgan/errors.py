@@ -24,6 +24,11 @@ class StorageError(RuntimeError):
     """A storage operation failed; the message says what to fix and never holds credentials."""
 
 
+class RecordError(StorageError):
+    """A record in the store (a gate verdict, latest.json, a history row) that is too big, not
+    JSON, or not what it should be; the message names its key and what to do."""
+
+
 class BatchError(RuntimeError):
     """A batch is invalid, incomplete, tampered with, or would overwrite another one."""
 

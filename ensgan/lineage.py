@@ -10,11 +10,14 @@ hash. With them, a batch in the bucket names what to check out and pull to make 
 from __future__ import annotations
 
 import hashlib
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 import yaml
+
+from ensgan.io.records import Lineage
 
 INPUT_STAGES = ("prepare", "train", "stack")  # what generate reads
 
@@ -62,23 +65,25 @@ def lineage(root: Path, member_weights: dict[str, str | None]) -> dict:
     }
 
 
-def reproduce_commands(run_id: str, meta: dict) -> list[str]:
-    """The commands that make the batch again, from its batch.json.
+def reproduce_commands(run_id: str, rec: Lineage | None) -> list[str]:
+    """The commands that make the batch again, from its batch.json's lineage.
 
     The recorded commit is the code the batch was made with; the dvc.lock that names its
     members is committed after the run (the flow writes it as the night ends), so where the
     lineage has the members' DVC hash, the checkout finds the first commit whose dvc.lock
-    holds it (git's pickaxe), and `dvc pull` fetches just what generate reads."""
-    rec = meta.get("lineage") or {}
-    members = (rec.get("dvc_inputs") or {}).get("models/members")
+    holds it (git's pickaxe), and `dvc pull` fetches just what generate reads. Every value
+    from the store is one its record checked (a hex commit, a DVC hash, a run_id), and is
+    quoted besides: a batch.json cannot add a command of its own."""
+    rec = rec or Lineage()
+    members = (rec.dvc_inputs or {}).get("models/members")
     steps = []
     if members:
-        find = f"git log --all --reverse --format=%H -S {members} -- dvc.lock | head -n 1"
-        steps.append(f'git checkout "$({find})"')
+        find = f"git log --all --reverse --format=%H -S {shlex.quote(members)} -- dvc.lock"
+        steps.append(f'git checkout "$({find} | head -n 1)"')
         steps.append(f"dvc pull {' '.join(INPUT_STAGES)}")
     else:
-        if rec.get("git_commit"):
-            steps.append(f"git checkout {rec['git_commit']}")
+        if rec.git_commit:
+            steps.append(f"git checkout {shlex.quote(rec.git_commit)}")
         steps.append("dvc pull")
-    steps += ["ensgan generate", f"ls outputs/batches/{run_id}"]
+    steps += ["ensgan generate", f"ls {shlex.quote(f'outputs/batches/{run_id}')}"]
     return steps

@@ -140,6 +140,7 @@ def test_lineage_names_the_commit_its_state_and_dvc_lock(tmp_path: Path) -> None
     import os
     import subprocess
 
+    from ensgan.io.records import Lineage
     from ensgan.lineage import lineage, reproduce_commands
 
     assert lineage(tmp_path, {"a": "w"})["git_commit"] is None  # not a repo: nothing invented
@@ -160,31 +161,33 @@ def test_lineage_names_the_commit_its_state_and_dvc_lock(tmp_path: Path) -> None
     assert list(rec["member_weights_sha256"]) == ["a", "b"]
     (tmp_path / "params.yaml").write_text("a: 2\n")
     assert lineage(tmp_path, {})["git_dirty"] is True
-    assert reproduce_commands("r", {"lineage": rec})[0] == f"git checkout {head}"
+    assert reproduce_commands("r", Lineage.model_validate(rec))[0] == f"git checkout {head}"
     assert rec["dvc_inputs"] is None  # a lock that records no stage names no input
+
+
+P, M, S = ("0123456789abcdef" * 2 + suffix for suffix in (".dir", ".dir", ""))
 
 
 def test_lineage_names_the_dvc_hashes_of_what_generate_read(tmp_path: Path) -> None:
     import yaml
 
+    from ensgan.io.records import Lineage
     from ensgan.lineage import lineage, reproduce_commands
 
     def out(path: str, md5: str) -> dict:
         return {"path": path, "hash": "md5", "md5": md5, "size": 1, "nfiles": 1}
 
     stages = {
-        "prepare": {"cmd": "ensgan prepare", "outs": [out("data/prepared", "p.dir")]},
-        "train": {"cmd": "ensgan train", "outs": [out("models/members", "m.dir")]},
-        "stack": {"cmd": "ensgan stack", "outs": [out("models/stacker", "s.dir")]},
-        "evaluate": {"cmd": "ensgan evaluate", "outs": [out("reports/grids", "g.dir")]},
+        "prepare": {"cmd": "ensgan prepare", "outs": [out("data/prepared", P)]},
+        "train": {"cmd": "ensgan train", "outs": [out("models/members", M)]},
+        "stack": {"cmd": "ensgan stack", "outs": [out("models/stacker", S)]},
+        "evaluate": {"cmd": "ensgan evaluate", "outs": [out("reports/grids", "g" * 32)]},
     }
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
     rec = lineage(tmp_path, {})
-    assert rec["dvc_inputs"] == {
-        "data/prepared": "p.dir", "models/members": "m.dir", "models/stacker": "s.dir"
-    }  # fmt: skip
-    cmds = reproduce_commands("r", {"lineage": rec})
-    assert cmds[0].startswith("git checkout") and "-S m.dir -- dvc.lock" in cmds[0]
+    assert rec["dvc_inputs"] == {"data/prepared": P, "models/members": M, "models/stacker": S}
+    cmds = reproduce_commands("r", Lineage.model_validate(rec))
+    assert cmds[0].startswith("git checkout") and f"-S {M} -- dvc.lock" in cmds[0]
     assert cmds[1] == "dvc pull prepare train stack"  # what generate reads, nothing more
     (tmp_path / "dvc.lock").write_text("{not yaml")
     assert lineage(tmp_path, {})["dvc_inputs"] is None  # unreadable: nothing invented
@@ -217,3 +220,46 @@ def test_every_help_works(path: list[str]) -> None:
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "Usage:" in res.output
     assert " ".join(["ensgan", *path]).split()[-1] in res.output
+
+
+ESCAPES = "\x1b[2J\x1b]0;owned\x07\x1b[32m"  # clear the screen, set the title, go green
+
+
+def test_batches_ls_and_show_print_store_text_escaped(tmp_path: Path) -> None:
+    """Whoever writes the bucket writes what `ls` and `show` print: escape sequences and
+    newlines arrive escaped, never acted on, and never as a line of their own."""
+    import json
+
+    from ensgan.config import GateConfig
+    from ensgan.io.batches import BATCH_JSON, publish_batch
+    from ensgan.io.promotion import gate
+    from ensgan.io.storage import LocalStore
+    from tests.test_storage import make_batch
+
+    store = LocalStore(tmp_path / "store")
+    for i, run_id in enumerate(["night-1", "night-2"]):
+        prefix = publish_batch(store, make_batch(tmp_path / "out", run_id, seed=i)[0])["prefix"]
+        gate(store, run_id, prefix, {"fd": 1.0 + i}, {}, GateConfig())
+    path = tmp_path / "store" / "gate" / "night-2.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "reasons": [f"fd{ESCAPES} worse\nfake line"]}))
+    path = tmp_path / "store" / prefix / BATCH_JSON
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "method": ESCAPES, "created": "today\nkey  forged"}))
+
+    where = ["--store", str(tmp_path / "store")]
+    for args in (["ls"], ["show", "night-2"]):
+        res = runner.invoke(app, ["batches", *args, *where])
+        assert res.exit_code == 0, res.output
+        assert "\x1b" not in res.output and "\x07" not in res.output
+        assert "\\x1b[2J\\x1b]0;owned\\x07\\x1b[32m" in res.output
+    assert "worse\\x0afake line" in runner.invoke(app, ["batches", "ls", *where]).output
+    shown = runner.invoke(app, ["batches", "show", "night-2", *where]).output
+    assert "today\\x0akey  forged" in shown and "\nkey  forged" not in shown
+
+    # an error that quotes the store (a hostile key in a batch.json) is escaped too
+    weights = {f"g{ESCAPES}": 5}
+    path.write_text(json.dumps({**meta, "lineage": {"member_weights_sha256": weights}}))
+    res = runner.invoke(app, ["batches", "show", "night-2", *where])
+    assert res.exit_code == 2 and "\x1b" not in res.output
+    assert "member_weights_sha256.g\\x1b[2J" in res.output

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from ensgan.cli import app
 from ensgan.config import GateConfig
 from ensgan.errors import BatchError
-from ensgan.io.batches import publish_batch
+from ensgan.io.batches import MANIFEST, publish_batch, pull_batch, verify_batch
 from ensgan.io.promotion import (
     gate,
     history,
@@ -24,8 +25,10 @@ from ensgan.io.promotion import (
     statuses,
     verdict,
 )
-from ensgan.io.storage import LocalStore
+from ensgan.io.s3 import S3Store
+from ensgan.io.storage import LocalStore, Store
 from ensgan.pipeline.publish import verdict_line
+from tests.conftest import S3Server
 from tests.test_storage import make_batch
 
 GOOD = {"fd": 100.0, "recall": 0.95, "coverage": 0.80, "class_kl": 0.02}
@@ -57,33 +60,66 @@ def test_judge_skips_unset_tolerances_and_needs_a_champion() -> None:
     assert len(judge(worse, GOOD, GateConfig())) == 2
 
 
-def test_fd_is_compared_only_at_equal_image_counts() -> None:
-    """FD falls as the count grows, so a night evaluated on more images than the champion
-    must not pass (or fail) by the count alone: FD is left out, and the verdict says so."""
+def test_a_figure_that_cannot_be_compared_holds_the_night_back() -> None:
+    """FD falls as the count grows, so a night evaluated on another image count than the
+    champion's cannot be judged by it: the gate fails closed, and says why."""
     champion = {**GOOD, "n_images": 2000}
-    much_worse_fd = {**GOOD, "fd": 500.0, "n_images": 60000}
-    assert judge(much_worse_fd, champion, GateConfig()) == []
-    assert not_compared(much_worse_fd, champion) == [
-        "fd: measured on 60000 images, the champion's on 2000"
+    much_better_fd = {**GOOD, "fd": 5.0, "n_images": 60000}
+    why = "fd not compared: measured on 60000 images, the champion's on 2000"
+    assert judge(much_better_fd, champion, GateConfig()) == [why]
+    assert not_compared(much_better_fd, champion, GateConfig()) == [
+        why.replace(" not compared", "")
     ]
     # the other figures are still judged, and equal counts compare FD as before
-    assert judge({**much_worse_fd, "recall": 0.5}, champion, GateConfig()) == [
-        "recall 0.5 < 0.95 - 0.02"
-    ]
-    assert judge({**much_worse_fd, "n_images": 2000}, champion, GateConfig()) == [
+    assert judge({**much_better_fd, "recall": 0.5}, champion, GateConfig()) == [
+        why, "recall 0.5 < 0.95 - 0.02"
+    ]  # fmt: skip
+    assert judge({**much_better_fd, "fd": 500.0, "n_images": 2000}, champion, GateConfig()) == [
         "fd 500 > 100 + 10%"
     ]
-    assert not_compared(much_worse_fd, GOOD) == []  # a champion from before counts were kept
+    assert judge(much_better_fd, GOOD, GateConfig()) == []  # a champion from before counts
+    assert judge(much_better_fd, champion, GateConfig(fd=None)) == []  # FD not gated at all
 
 
-def test_the_verdict_records_what_it_did_not_compare(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("candidate", "champion", "why"),
+    [
+        ({**GOOD, "recall": float("nan")}, GOOD, "recall not compared: nan on this batch"),
+        ({"fd": 90.0}, GOOD, "recall not compared: not measured on this batch"),
+        ({**GOOD, "class_kl": 0.0}, {**GOOD, "class_kl": None}, "class_kl not compared: the "),
+    ],
+)
+def test_a_missing_or_nan_figure_is_not_a_pass(candidate: dict, champion: dict, why: str) -> None:
+    """NaN passes every comparison and a missing figure none: neither may promote a night."""
+    reasons = judge(candidate, champion, GateConfig())
+    assert reasons and reasons[0].startswith(why)
+
+
+def test_an_uncomparable_night_is_a_candidate_until_promoted_by_hand(tmp_path: Path) -> None:
+    """A 3,000-image evaluation must not replace a 60,000-image champion by itself: it is a
+    candidate, `ls` says why and names the command that re-baselines, and promoting it by
+    hand makes it the baseline the next night (on the same protocol) is judged against."""
     store = LocalStore(tmp_path / "store")
-    _publish(store, tmp_path, "night-1", {**GOOD, "n_images": 2000}, seed=1)
-    second = _publish(store, tmp_path, "night-2", {**GOOD, "fd": 150.0, "n_images": 60000}, 2)
-    assert second["decision"] == "promoted" and second["latest"] == "night-2"
-    assert second["not_compared"] == ["fd: measured on 60000 images, the champion's on 2000"]
-    assert verdict(store, "night-2")["not_compared"] == second["not_compared"]
-    assert "not compared: fd: measured on 60000" in verdict_line("night-2", second)
+    _publish(store, tmp_path, "night-1", {**GOOD, "n_images": 60000}, seed=1)
+    second = _publish(store, tmp_path, "night-2", {**GOOD, "fd": 50.0, "n_images": 3000}, 2)
+    assert second["decision"] == "candidate" and second["latest"] == "night-1"
+    assert second["not_compared"] == ["fd: measured on 3000 images, the champion's on 60000"]
+    assert verdict(store, "night-2").not_compared == second["not_compared"]
+    line = verdict_line("night-2", second)
+    assert line.startswith("night-2: not promoted (fd not compared: measured on 3000 images")
+    assert "`ensgan batches promote night-2`" in line and line.endswith("latest stays night-1")
+    res = runner.invoke(app, ["batches", "ls", "--store", str(tmp_path / "store")])
+    assert "night-2" in res.output and "candidate: fd not compared" in res.output
+    assert "`ensgan batches promote night-2` makes this batch the champion" in res.output
+
+    assert (
+        runner.invoke(
+            app, ["batches", "promote", "night-2", "--store", str(tmp_path / "store")]
+        ).exit_code
+        == 0
+    )
+    third = _publish(store, tmp_path, "night-3", {**GOOD, "fd": 52.0, "n_images": 3000}, 3)
+    assert third["decision"] == "promoted" and third["champion"] == "night-2"
 
 
 def _publish(store: LocalStore, tmp: Path, run_id: str, metrics: dict | None, seed: int) -> dict:
@@ -105,7 +141,7 @@ def test_a_worse_batch_stays_a_candidate_until_promoted_by_hand(tmp_path: Path) 
         "not_compared": [],
         "latest": "night-1",
     }
-    assert latest(store)["how"] == "first"
+    assert latest(store).how == "first"
 
     worse = _publish(store, tmp_path, "night-2", {**GOOD, "coverage": 0.5}, seed=2)
     assert worse["decision"] == "candidate" and worse["latest"] == "night-1"
@@ -119,7 +155,7 @@ def test_a_worse_batch_stays_a_candidate_until_promoted_by_hand(tmp_path: Path) 
     assert statuses(store)["night-1"] == "promoted earlier"
 
     promote(store, "night-2")  # by hand, against the gate
-    assert latest(store)["how"] == "by hand" and resolve(store, "latest") == "night-2"
+    assert latest(store).how == "by hand" and resolve(store, "latest") == "night-2"
     again = _publish(store, tmp_path, "night-2", {**GOOD, "coverage": 0.5}, seed=2)
     assert again["decision"] == "candidate" and again["latest"] == "night-2"  # verdict kept
     assert len(store.list_keys("batches/")) == 3 * 5  # nothing deleted (3 shards, json, manifest)
@@ -149,7 +185,7 @@ def test_a_kill_between_verdict_and_pointer_is_finished_by_the_next_publish(
             _publish(store, tmp_path, "night-2", {**GOOD, "fd": 90.0}, seed=2)
     finally:
         promotion._point_latest = real
-    assert promotion.verdict(store, "night-2")["decision"] == "promoted"
+    assert promotion.verdict(store, "night-2").decision == "promoted"
     assert resolve(store, "latest") == "night-1"  # the pointer had not moved
     assert _publish(store, tmp_path, "night-2", {**GOOD, "fd": 90.0}, seed=2)["latest"] == "night-2"
     promote(store, "night-1")  # later moved back by hand: publishing night-2 again keeps that
@@ -217,3 +253,122 @@ def test_the_batch_commands_import_no_torch(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[0, 0, 0] []"
+
+
+def _forge(store: Store, prefix: str, tmp: Path, run_id: str) -> None:
+    """What whoever can write to the bucket can do: put other images under the same run_id,
+    with every checksum made to match (shards, manifest rows, sidecars, batch.json)."""
+    forged, _ = make_batch(tmp / "forged", run_id, seed=99)
+    for name in sorted(p.name for p in forged.iterdir() if p.name != MANIFEST) + [MANIFEST]:
+        store.put_file(forged / name, prefix + name)
+
+
+def _champion_replaced_whole(store: Store, tmp_path: Path, where: list[str]) -> None:
+    first = _publish(store, tmp_path, "night-1", GOOD, seed=1)
+    assert first["latest"] == "night-1"
+    pinned = latest(store).manifest_sha256
+    assert pinned == verdict(store, "night-1").manifest_sha256
+    prefix = latest(store).prefix
+    _forge(store, prefix, tmp_path, "night-1")
+    # the forgery is self-consistent: without the pin it pulls and verifies
+    assert verify_batch(pull_batch(store, "night-1", tmp_path / "unpinned")) == 7
+
+    res = runner.invoke(app, ["batches", "pull", "latest", str(tmp_path / "dl"), *where])
+    assert res.exit_code == 2, res.output
+    assert f"pin {pinned}: the batch was replaced after it was judged" in res.output
+    assert not (tmp_path / "dl" / "night-1").exists()  # nothing kept
+    res = runner.invoke(app, ["batches", "pull", "night-1", str(tmp_path / "dl"), *where])
+    assert res.exit_code == 2 and "replaced after it was judged" in res.output  # the verdict's pin
+    res = runner.invoke(app, ["batches", "promote", "night-1", *where])
+    assert res.exit_code == 2 and "replaced after it was judged" in res.output
+    assert latest(store).manifest_sha256 == pinned  # the pin was not moved to the forgery
+
+
+def test_a_champion_replaced_whole_is_refused_by_pull_latest(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    _champion_replaced_whole(store, tmp_path, ["--store", str(tmp_path / "store")])
+
+
+@pytest.mark.e2e
+def test_a_champion_replaced_whole_in_a_bucket_is_refused(
+    tmp_path: Path, seaweedfs: S3Server, s3_bucket: Callable
+) -> None:
+    bucket = s3_bucket(seaweedfs)
+    store = S3Store(bucket, "team", seaweedfs.endpoint_url, "us-east-1")
+    where = ["--store", f"s3://{bucket}/team", "--endpoint-url", seaweedfs.endpoint_url]
+    _champion_replaced_whole(store, tmp_path, where)
+
+
+def test_a_repair_of_a_replaced_champion_downloads_nothing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    _publish(store, tmp_path, "night-1", GOOD, seed=1)
+    where = ["--store", str(tmp_path / "store")]
+    pull = ["batches", "pull", "latest", str(tmp_path / "dl"), *where]
+    assert runner.invoke(app, pull).exit_code == 0
+    (tmp_path / "dl" / "night-1" / "shard-00001.tar").unlink()
+    _forge(store, latest(store).prefix, tmp_path, "night-1")
+    res = runner.invoke(app, [*pull, "--repair"])
+    assert res.exit_code == 2 and "replaced after it was judged" in res.output
+    kept = sorted(p.name for p in (tmp_path / "dl" / "night-1").iterdir())
+    assert "shard-00001.tar" not in kept  # nothing of the forgery was downloaded
+    original = (tmp_path / "out" / "night-1" / MANIFEST).read_bytes()
+    assert (tmp_path / "dl" / "night-1" / MANIFEST).read_bytes() == original
+
+
+def test_a_champion_pinned_before_pinning_existed_still_pulls(tmp_path: Path) -> None:
+    """latest.json written by an ensgan that pinned nothing: pull checks the checksums only."""
+    store = LocalStore(tmp_path / "store")
+    _publish(store, tmp_path, "night-1", GOOD, seed=1)
+    for key in ("latest.json", "gate/night-1.json"):
+        path = tmp_path / "store" / key
+        record = json.loads(path.read_text())
+        del record["manifest_sha256"]
+        path.write_text(json.dumps(record))
+    res = runner.invoke(app, ["batches", "pull", "latest", str(tmp_path / "dl"), "--store",
+                              str(tmp_path / "store")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+
+
+def test_an_unreadable_champion_holds_the_night_back_and_never_fails_the_publish(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path / "store")
+    _publish(store, tmp_path, "night-1", GOOD, seed=1)
+    (tmp_path / "store" / "latest.json").write_text(json.dumps({"run_id": "night-1"}))
+    second = _publish(store, tmp_path, "night-2", {**GOOD, "fd": 50.0}, seed=2)
+    assert second["decision"] == "candidate" and second["latest"] is None
+    assert (
+        "latest.json is not a valid champion record (prefix: Field required"
+        in (second["reasons"][0])
+    )
+    assert "`ensgan batches promote night-2`" in second["reasons"][1]
+    res = runner.invoke(app, ["batches", "ls", "--store", str(tmp_path / "store")])
+    assert res.exit_code == 0 and "warning: no batch is latest" in res.output
+    assert "night-1" in res.output and "night-2" in res.output
+    promote(store, "night-2")  # what the reason says: a readable champion again
+    assert _publish(store, tmp_path, "night-3", {**GOOD, "fd": 49.0}, seed=3)["latest"] == "night-3"
+
+
+def test_an_unreadable_verdict_is_kept_aside_and_the_batch_judged_afresh(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    _publish(store, tmp_path, "night-1", GOOD, seed=1)
+    _publish(store, tmp_path, "night-2", {**GOOD, "coverage": 0.5}, seed=2)
+    bad = tmp_path / "store" / "gate" / "night-2.json"
+    bad.write_text('{"run_id": "night-2", "reasons": []}')  # no decision
+    assert "unreadable gate verdict" in statuses(store)["night-2"]
+    again = _publish(store, tmp_path, "night-2", {**GOOD, "coverage": 0.5}, seed=2)
+    assert again["decision"] == "candidate"
+    aside = [p for p in (tmp_path / "store" / "gate").iterdir() if ".unreadable-" in p.name]
+    assert [p.read_text() for p in aside] == ['{"run_id": "night-2", "reasons": []}']
+    assert statuses(store)["night-2"] == "candidate: coverage 0.5 < 0.8 - 0.02"
+
+
+def test_a_champion_without_metrics_makes_the_next_evaluated_night_a_candidate(
+    tmp_path: Path,
+) -> None:
+    """Promoted by hand before it was evaluated: there is nothing to judge the next night by."""
+    store = LocalStore(tmp_path / "store")
+    _publish(store, tmp_path, "night-1", None, seed=1)  # the first: promoted, no metrics
+    second = _publish(store, tmp_path, "night-2", GOOD, seed=2)
+    assert second["decision"] == "candidate"
+    assert second["reasons"][0] == "not compared: the champion night-1 has no recorded metrics"

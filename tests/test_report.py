@@ -60,6 +60,8 @@ def test_write_html(tmp_path) -> None:
         assert f"<th>{metric}</th>" in html
     assert html.count("<img ") == 4  # three grids and the history chart (publish draws it)
     assert 'src="history.svg"' in html
+    # the gate's verdict (the history chart's title) is on the first screen, before the table
+    assert html.index('src="history.svg"') < html.index("<h2>Metrics</h2>")
     assert '<svg id="chart"><text>g</text></svg>' in html  # our chart, inline and unescaped
     for src in grids.values():
         assert f'src="{src}"' in html

@@ -80,3 +80,7 @@ def test_history_chart_titles_the_gates_verdict() -> None:
 def test_history_chart_with_no_evaluated_night_says_so() -> None:
     empty = pd.DataFrame(columns=["at", "run_id", "decision", "model", "fd", "recall", "coverage"])
     assert "no evaluated night" in history_chart(empty)
+    # a night held back is said even when no night was evaluated, its long reason wrapped
+    why = "r1: not promoted (" + "; ".join(["fd not compared: measured on 3000 images"] * 4)
+    svg = history_chart(empty, why + "); latest stays r0")
+    assert "measured on 3000 images" in svg and "latest stays r0" in svg

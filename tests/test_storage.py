@@ -195,6 +195,7 @@ def test_publish_list_pull_roundtrip(store: Store, tmp_path: Path) -> None:
         "prefix": prefix,
         "n_images": 7,
         "url": f"{store.url}/{prefix}",
+        "manifest_sha256": hashlib.sha256((batch / MANIFEST).read_bytes()).hexdigest(),
     }
     assert store.exists(prefix + MANIFEST) and not store.exists(prefix + "nope")
     assert store.list_keys("batches/") == sorted(prefix + p.name for p in batch.iterdir())
@@ -214,7 +215,11 @@ def test_republish_is_idempotent_and_immutable(store: Store, tmp_path: Path) -> 
     batch, _ = make_batch(tmp_path / "a")
     first = publish_batch(store, batch, DAY)
     again = publish_batch(store, batch, DAY + dt.timedelta(days=1))
-    assert again == {"status": "already-published", "prefix": first["prefix"]}
+    assert again == {
+        "status": "already-published",
+        "prefix": first["prefix"],
+        "manifest_sha256": first["manifest_sha256"],
+    }
     other, _ = make_batch(tmp_path / "b", seed=42)  # same run_id, different images
     with pytest.raises(BatchError, match="different batch 'run-1' is already published"):
         publish_batch(store, other)
@@ -310,7 +315,7 @@ def test_pull_refuses_shard_names_that_are_not_plain(
     evil = tmp_path / "evil.json"
     evil.write_text(json.dumps(meta))
     store.put_file(evil, prefix + BATCH_JSON)
-    with pytest.raises(BatchError, match="bad shard names"):
+    with pytest.raises(BatchError, match="not a shard name"):
         pull_batch(store, "run-1", tmp_path / "dest")
     assert not list(tmp_path.rglob("escaped.tar"))
     assert not (tmp_path / "dest" / "run-1").exists()
@@ -346,7 +351,7 @@ def test_one_unreadable_batch_does_not_hide_the_others(store: Store, tmp_path: P
     one, two = list_batches(store)
     assert (one.run_id, one.n_images, one.error) == ("run-1", 7, None)
     assert two.run_id == "run-2" and two.n_images is None
-    assert f"{prefix}{BATCH_JSON}: unreadable (Expecting property name" in two.error
+    assert f"{prefix}{BATCH_JSON} is not a valid batch.json (Invalid JSON" in two.error
     assert "batches_" not in two.error  # the real key, not the temporary download's name
 
 

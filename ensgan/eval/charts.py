@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import textwrap
 from collections.abc import Mapping
 
 import matplotlib
@@ -77,6 +78,7 @@ def history_chart(history: pd.DataFrame, verdict: str | None = None) -> str:
             fig, ax = plt.subplots(figsize=(9, 0.6))
             ax.axis("off")
             ax.text(0, 0.5, "no evaluated night in the store yet", va="center")
+            _title(fig, verdict)
             return _svg(fig)
         fig, axes = plt.subplots(1, len(FIGURES), figsize=(9, 2.8), sharex=True)
         for ax, figure in zip(axes, FIGURES, strict=True):
@@ -92,9 +94,16 @@ def history_chart(history: pd.DataFrame, verdict: str | None = None) -> str:
             ax.tick_params(axis="x", labelrotation=30, labelsize=7)
         handles, labels = axes[-1].get_legend_handles_labels()
         axes[-1].legend(handles, labels, fontsize=7, loc="best")
-        if verdict:
-            fig.suptitle(verdict, fontsize=9, color="red" if "not promoted" in verdict else None)
+        _title(fig, verdict)
         return _svg(fig)
+
+
+def _title(fig: plt.Figure, verdict: str | None) -> None:
+    """The gate's verdict above the chart, wrapped: its reasons can be long."""
+    if verdict:
+        color = "red" if "not promoted" in verdict else None
+        text = textwrap.fill(verdict, 120)
+        fig.suptitle(text, fontsize=9, color=color, y=1.0, va="bottom", ha="center")
 
 
 def external_refs(html: str) -> list[str]:

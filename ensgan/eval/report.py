@@ -161,6 +161,13 @@ img{image-rendering:pixelated;border:1px solid #ccc;width:280px;height:auto}
 dt{font-weight:bold}dd{margin:0 0 .5em 1em;font-family:monospace;word-break:break-all}
 </style></head><body>
 <h1>{{ title }}</h1>
+{% if history %}<h2>Promotion gate and history</h2>
+<p>Above the chart: whether the promotion gate made tonight's batch <code>latest</code>, or why
+not. Below it: FD, recall and coverage per night, for the published combination and each
+member (✕: not promoted by the gate). Drawn by <code>publish</code> from the store's history,
+so tonight's verdict and row appear once the batch is published.</p>
+<img class="chart" src="{{ history }}" alt="no verdict yet: it is drawn when a batch is published">
+{% endif %}
 <h2>Metrics</h2>
 {% if rows %}<table>
 <tr><th>model</th><th>kind</th>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
@@ -182,12 +189,6 @@ dt{font-weight:bold}dd{margin:0 0 .5em 1em;font-family:monospace;word-break:brea
 {% for name, svg in charts %}<h2>{{ name | capitalize }}</h2>
 <div class="chart">{{ svg }}</div>
 {% endfor %}
-{% if history %}<h2>History</h2>
-<p>FD, recall and coverage per night, for the published combination and each member (✕: not
-promoted by the gate). Drawn by <code>publish</code> from the store's history, so tonight's
-row appears once the batch is published.</p>
-<img class="chart" src="{{ history }}" alt="no history yet: it is drawn when a batch is published">
-{% endif %}
 {% if grids %}<h2>Samples</h2>
 <div class="grids">{% for name, src in grids %}
 <figure><img src="{{ src }}" alt="{{ name }} samples"><figcaption>{{ name }}</figcaption></figure>

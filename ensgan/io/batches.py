@@ -28,6 +28,15 @@ from typing import TYPE_CHECKING
 from ensgan.errors import BatchError, StorageError
 from ensgan.io.files import atomic_dir
 from ensgan.io.keys import safe_local_path
+from ensgan.io.records import (
+    RUN_ID_RE,
+    SHARD_RE,
+    BatchRecord,
+    Shard,
+    fetch_record,
+    read_record,
+    store_url,
+)
 from ensgan.io.storage import Store
 
 if TYPE_CHECKING:
@@ -35,13 +44,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 BATCH_JSON = "batch.json"
 # 2: a .json sidecar per image in the shards, and the batch-wide fields (data_sha256,
 # params_sha256, method) only in batch.json. 1 (no `format` key): PNGs only, fields per row.
 FORMAT = 2
 MANIFEST = "manifest.jsonl"
-SHARD_RE = re.compile(r"^shard-\d{5,}\.tar$")
 ROOT = "batches/"
 _PUBLISHED_RE = re.compile(r"^batches/(\d{4}-\d{2}-\d{2})/([^/]+)/" + re.escape(MANIFEST) + "$")
 _ROW_RESERVED = frozenset({"id", "shard", "file", "sha256"})
@@ -178,16 +185,9 @@ def write_batch(
     return final
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BatchError(f"{path}: missing") from None
-    except (OSError, ValueError) as exc:
-        raise BatchError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(data, dict):
-        raise BatchError(f"{path}: expected a JSON object")
-    return data
+def read_batch_json(path: Path, where: str | None = None) -> BatchRecord:
+    """A batch.json, typed (ensgan/io/records.py): a bad one is a BatchError naming it."""
+    return read_record(BatchRecord, path, where)
 
 
 def _read_manifest(path: Path) -> list[dict]:
@@ -197,7 +197,7 @@ def _read_manifest(path: Path) -> list[dict]:
         raise BatchError(f"{path}: missing (the batch is incomplete)") from None
     try:
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past the parser
         raise BatchError(f"{path}: invalid JSON line ({exc})") from None
     if not all(isinstance(r, dict) for r in rows):
         raise BatchError(f"{path}: every line must be a JSON object")
@@ -210,21 +210,17 @@ def _plain_member(member: tarfile.TarInfo) -> bool:
     return member.isfile() and "/" not in name and "\\" not in name and not name.startswith(".")
 
 
-def _verify_shard(batch_dir: Path, shard: dict, rows: list[dict], sidecars: bool) -> None:
+def _verify_shard(batch_dir: Path, shard: Shard, rows: list[dict], sidecars: bool) -> None:
     """The shard's own sha256, then each listed PNG's sha256, read in memory from the tar, and
     (format 2) each image's .json sidecar against its manifest row."""
-    name = str(shard.get("name", ""))
-    if not SHARD_RE.match(name):
-        raise BatchError(f"{batch_dir / BATCH_JSON}: bad shard name {name!r}")
-    path = batch_dir / name
+    path = batch_dir / shard.name  # a plain shard-NNNNN.tar: BatchRecord checked it
     if not path.is_file():
         raise BatchError(f"{path}: shard missing")
-    if _file_sha256(path) != shard.get("sha256"):
+    if _file_sha256(path) != shard.sha256:
         raise BatchError(f"{path}: sha256 does not match {BATCH_JSON}")
-    if len(rows) != shard.get("n_images"):
+    if len(rows) != shard.n_images:
         raise BatchError(
-            f"{path}: {BATCH_JSON} says {shard.get('n_images')} images, "
-            f"{MANIFEST} lists {len(rows)}"
+            f"{path}: {BATCH_JSON} says {shard.n_images} images, {MANIFEST} lists {len(rows)}"
         )
     try:
         with tarfile.open(path, "r:") as tar:
@@ -260,29 +256,25 @@ def _verify_sidecar(tar: tarfile.TarFile, members: dict, path: Path, row: dict) 
 def verify_batch(batch_dir: Path) -> int:
     """Check every shard and every manifest row against their sha256; return the image count."""
     batch_dir = Path(batch_dir)
-    meta = _read_json(batch_dir / BATCH_JSON)
+    meta = read_batch_json(batch_dir / BATCH_JSON)
     rows = _read_manifest(batch_dir / MANIFEST)
-    if len(rows) != meta.get("n_images"):
+    if len(rows) != meta.n_images:
         raise BatchError(
-            f"{batch_dir / MANIFEST}: {len(rows)} rows, {BATCH_JSON} says {meta.get('n_images')}"
+            f"{batch_dir / MANIFEST}: {len(rows)} rows, {BATCH_JSON} says {meta.n_images}"
         )
     by_shard: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_shard[str(row.get("shard"))].append(row)
-    shards = meta.get("shards")
-    if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
-        raise BatchError(f"{batch_dir / BATCH_JSON}: 'shards' must be a list of objects")
-    unknown = set(by_shard) - {s.get("name") for s in shards}
+    unknown = set(by_shard) - {s.name for s in meta.shards}
     if unknown:
         raise BatchError(f"{batch_dir / MANIFEST}: rows name unknown shards {sorted(unknown)}")
-    version = meta.get("format", 1)
-    if version not in (1, FORMAT):
+    if meta.format not in (1, FORMAT):
         raise BatchError(
-            f"{batch_dir / BATCH_JSON}: batch format {version!r}; this ensgan reads 1 and "
+            f"{batch_dir / BATCH_JSON}: batch format {meta.format!r}; this ensgan reads 1 and "
             f"{FORMAT}: upgrade ensgan"
         )
-    for shard in shards:
-        _verify_shard(batch_dir, shard, by_shard.get(shard.get("name"), []), version >= 2)
+    for shard in meta.shards:
+        _verify_shard(batch_dir, shard, by_shard.get(shard.name, []), meta.format >= 2)
     return len(rows)
 
 
@@ -310,19 +302,32 @@ def list_batches(store: Store) -> list[BatchInfo]:
     """Complete batches in the store, by date then run_id; half uploads are invisible, and one
     whose batch.json cannot be read is listed with the reason instead of hiding the others."""
     out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for day, run_id, prefix in _published(store):
-            key = f"{store.url.rstrip('/')}/{prefix}{BATCH_JSON}"
-            try:
-                n = _read_json(_fetch(store, prefix + BATCH_JSON, Path(tmp))).get("n_images")
-                if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                    raise BatchError(f"n_images is {n!r}, not a count")
-            except (BatchError, StorageError) as exc:
-                reason = str(exc).split(": ", 1)[-1]  # without the temporary file's name
-                out.append(BatchInfo(day, run_id, prefix, None, f"unreadable {key}: {reason}"))
-                continue
-            out.append(BatchInfo(day, run_id, prefix, n))
+    for day, run_id, prefix in _published(store):
+        try:
+            meta = fetch_record(store, BatchRecord, prefix + BATCH_JSON)
+            if meta is None:
+                raise BatchError(f"{store_url(store, prefix + BATCH_JSON)}: missing")
+        except (BatchError, StorageError) as exc:
+            out.append(BatchInfo(day, run_id, prefix, None, f"unreadable {exc}"))
+            continue
+        out.append(BatchInfo(day, run_id, prefix, meta.n_images))
     return out
+
+
+def manifest_sha256(store: Store, prefix: str) -> str:
+    """The sha256 of the manifest a published batch has in the store now."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return _file_sha256(_fetch(store, prefix + MANIFEST, Path(tmp)))
+
+
+def _check_pin(got: str, pinned: str | None, where: str) -> None:
+    """The manifest is the one the gate judged (latest.json and its verdict pin its sha256):
+    a batch replaced whole, checksums and all, verifies, but not against the pin."""
+    if pinned is not None and got != pinned:
+        raise BatchError(
+            f"{where}: sha256 {got}, but the store's gate records pin {pinned}: the batch was "
+            "replaced after it was judged. Do not use it: tell whoever publishes it"
+        )
 
 
 def _same_manifest(store: Store, prefix: str, local_manifest: Path) -> bool:
@@ -347,23 +352,30 @@ def publish_batch(store: Store, batch_dir: Path, date: dt.date | None = None) ->
     """Upload a verified batch under batches/<date>/<run_id>/, manifest last; never overwrite."""
     batch_dir = Path(batch_dir)
     n_images = verify_batch(batch_dir)
-    meta = _read_json(batch_dir / BATCH_JSON)
-    run_id = check_run_id(str(meta.get("run_id")))
+    meta = read_batch_json(batch_dir / BATCH_JSON)
+    run_id = meta.run_id
+    digest = _file_sha256(batch_dir / MANIFEST)
     for _, _, prefix in (p for p in _published(store) if p[1] == run_id):
         if _same_manifest(store, prefix, batch_dir / MANIFEST):
-            return {"status": "already-published", "prefix": prefix}
+            return {"status": "already-published", "prefix": prefix, "manifest_sha256": digest}
         raise BatchError(
             f"a different batch {run_id!r} is already published at {store.url}/{prefix}; "
             "published batches are immutable, use a new run_id"
         )
     day = date or _resume_date(store, run_id) or dt.datetime.now(dt.UTC).date()
     prefix = f"{ROOT}{day.isoformat()}/{run_id}/"
-    url = f"{store.url.rstrip('/')}/{prefix}"
-    names = [s["name"] for s in meta["shards"]] + [BATCH_JSON, MANIFEST]
+    names = [s.name for s in meta.shards] + [BATCH_JSON, MANIFEST]
+    url = store_url(store, prefix)
     for i, name in enumerate(names, start=1):
         _progress("uploading", name, i, len(names), url, batch_dir / name)
         store.put_file(batch_dir / name, prefix + name)
-    return {"status": "published", "prefix": prefix, "n_images": n_images, "url": url}
+    return {
+        "status": "published",
+        "prefix": prefix,
+        "n_images": n_images,
+        "url": url,
+        "manifest_sha256": digest,
+    }
 
 
 def _progress(doing: str, name: str, i: int, n: int, where: str, local: Path | None = None) -> None:
@@ -381,30 +393,20 @@ def _find_one(store: Store, run_id: str) -> str:
     return prefixes[0]
 
 
-def _listed_shards(batch_json: Path) -> list[str]:
-    """The shard names a downloaded batch.json lists, each a plain `shard-NNNNN.tar`."""
-    shards = _read_json(batch_json).get("shards")
-    if not isinstance(shards, list) or not all(isinstance(x, dict) for x in shards):
-        raise BatchError(f"{batch_json}: 'shards' must be a list of objects")
-    names = [str(x.get("name", "")) for x in shards]
-    bad = [n for n in names if not SHARD_RE.match(n)]
-    if bad:
-        raise BatchError(f"{batch_json}: bad shard names {bad}")
-    return names
-
-
-def batch_meta(store: Store, run_id: str) -> tuple[str, dict]:
+def batch_meta(store: Store, run_id: str) -> tuple[str, BatchRecord]:
     """A published batch's store prefix and its batch.json."""
     check_run_id(run_id)
     prefix = _find_one(store, run_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        return prefix, _read_json(_fetch(store, prefix + BATCH_JSON, Path(tmp)))
+    meta = fetch_record(store, BatchRecord, prefix + BATCH_JSON)
+    if meta is None:
+        raise BatchError(f"{store_url(store, prefix + BATCH_JSON)}: missing")
+    return prefix, meta
 
 
-def repair_batch(store: Store, run_id: str, dest: Path) -> list[str]:
+def repair_batch(store: Store, run_id: str, dest: Path, *, pinned: str | None = None) -> list[str]:
     """Download again just the files of dest/<run_id>/ that are missing or do not match the
     store (batch.json, damaged shards, the manifest last); return their names. Files the batch
-    does not list are left alone."""
+    does not list are left alone. `pinned`: the manifest sha256 the gate's records hold."""
     check_run_id(run_id)
     prefix = _find_one(store, run_id)
     target = Path(dest) / run_id
@@ -413,10 +415,11 @@ def repair_batch(store: Store, run_id: str, dest: Path) -> list[str]:
     fixed = []
     with tempfile.TemporaryDirectory() as tmp:
         remote_meta = _fetch(store, prefix + BATCH_JSON, Path(tmp))
-        _listed_shards(remote_meta)  # plain names only, before any is used as a path
+        meta = read_batch_json(remote_meta, store_url(store, prefix + BATCH_JSON))
         remote_manifest = _fetch(store, prefix + MANIFEST, Path(tmp))
-        meta = _read_json(remote_meta)
-        wanted = [(s["name"], s.get("sha256")) for s in meta["shards"]]
+        where = store_url(store, prefix + MANIFEST)
+        _check_pin(_file_sha256(remote_manifest), pinned, where)
+        wanted = [(s.name, s.sha256) for s in meta.shards]  # plain names: the record checked
         wanted = [(BATCH_JSON, _file_sha256(remote_meta)), *wanted]
         wanted.append((MANIFEST, _file_sha256(remote_manifest)))  # last: the marker
         for name, sha in wanted:
@@ -435,8 +438,13 @@ def repair_batch(store: Store, run_id: str, dest: Path) -> list[str]:
     return fixed
 
 
-def pull_batch(store: Store, run_id: str, dest: Path) -> Path:
-    """Download a complete batch into dest/<run_id>/ and verify it; refuse to clobber."""
+class _ReplacedError(BatchError):
+    """The store's manifest is not the one its gate records pin: pulling again cannot help."""
+
+
+def pull_batch(store: Store, run_id: str, dest: Path, *, pinned: str | None = None) -> Path:
+    """Download a complete batch into dest/<run_id>/ and verify it; refuse to clobber.
+    `pinned`: the manifest sha256 the gate's records hold (`latest` is checked against it)."""
     check_run_id(run_id)
     prefix = _find_one(store, run_id)
     target = Path(dest) / run_id
@@ -445,6 +453,7 @@ def pull_batch(store: Store, run_id: str, dest: Path) -> Path:
     repair = f"`ensgan batches pull {run_id} {dest} --repair` downloads what is damaged again"
     if target.is_dir() and any(target.iterdir()):
         if (target / MANIFEST).is_file() and _same_manifest(store, prefix, target / MANIFEST):
+            _check_pin(_file_sha256(target / MANIFEST), pinned, str(target / MANIFEST))
             try:
                 verify_batch(target)
             except BatchError as exc:
@@ -459,12 +468,20 @@ def pull_batch(store: Store, run_id: str, dest: Path) -> Path:
     try:
         with atomic_dir(target, replace=False) as work:
             store.get_file(prefix + BATCH_JSON, safe_local_path(work, BATCH_JSON))
-            shards = _listed_shards(work / BATCH_JSON)
-            for i, name in enumerate(shards, start=1):
-                _progress("downloading", name, i, len(shards), f"{store.url}/{prefix}")
-                store.get_file(prefix + name, safe_local_path(work, name))
+            meta = read_batch_json(work / BATCH_JSON, store_url(store, prefix + BATCH_JSON))
+            where = store_url(store, prefix)
+            for i, shard in enumerate(meta.shards, start=1):  # names the record checked
+                _progress("downloading", shard.name, i, len(meta.shards), where)
+                store.get_file(prefix + shard.name, safe_local_path(work, shard.name))
             store.get_file(prefix + MANIFEST, safe_local_path(work, MANIFEST))  # the marker
+            try:
+                where = store_url(store, prefix + MANIFEST)
+                _check_pin(_file_sha256(work / MANIFEST), pinned, where)
+            except BatchError as exc:
+                raise _ReplacedError(f"{exc}; nothing was kept in {target}") from None
             verify_batch(work)
+    except _ReplacedError:
+        raise
     except BatchError as exc:
         raise BatchError(
             f"pulled batch {run_id!r} from {store.url}/{prefix} failed verification, so nothing "

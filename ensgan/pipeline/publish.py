@@ -61,12 +61,13 @@ def run(params: Params, layout: Layout, run_id: str | None = None) -> dict:
         # the store has it, judged on the same figures: no new history row, nothing rewritten
         return {**before, "status": "already-published", "up_to_date": True}
     result = {"run_id": run_id, **uploaded, "inputs_sha256": stamp}
-    result["gate"] = gate(store, run_id, result["prefix"], metrics, members, params.gate)
+    result["gate"] = gate(
+        store, run_id, result["prefix"], metrics, members, params.gate,
+        manifest=uploaded["manifest_sha256"],
+    )  # fmt: skip
     if result["gate"]["decision"] == "candidate":
         why = "; ".join(result["gate"]["reasons"])
         log.warning("batch %s published as a candidate, not promoted: %s", run_id, why)
-    for what in result["gate"]["not_compared"]:
-        log.warning("the gate did not compare %s", what)
     write_history_chart(layout, history(store), verdict_line(run_id, result["gate"]))
     result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(layout.published, result)
@@ -82,12 +83,12 @@ def _earlier_receipt(layout: Layout) -> dict:
 
 
 def verdict_line(run_id: str, verdict: dict) -> str:
-    """The gate's word on this batch, for the report: promoted, or why not."""
-    unseen = "".join(f" (not compared: {w})" for w in verdict.get("not_compared", []))
+    """The gate's word on this batch, for the report's first screen: promoted, or why not
+    (a figure it could not compare is among the reasons, with the command to re-baseline)."""
     if verdict["decision"] == "promoted":
-        return f"{run_id}: promoted; latest is {verdict['latest']}{unseen}"
+        return f"{run_id}: promoted; latest is {verdict['latest']}"
     why = "; ".join(verdict["reasons"])
-    return f"{run_id}: not promoted ({why}); latest stays {verdict['latest']}{unseen}"
+    return f"{run_id}: not promoted ({why}); latest stays {verdict['latest']}"
 
 
 def write_history_chart(layout: Layout, frame: pd.DataFrame, verdict: str | None = None) -> Path:
