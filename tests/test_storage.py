@@ -27,6 +27,7 @@ from ensgan.io.batches import (
     list_batches,
     publish_batch,
     pull_batch,
+    repair_batch,
     verify_batch,
     write_batch,
 )
@@ -249,9 +250,9 @@ def test_pull_detects_tampered_shard(store: Store, tmp_path: Path) -> None:
     store.put_file(evil, prefix + "shard-00001.tar")
     with pytest.raises(BatchError, match=r"nothing was kept.*shard-00001\.tar: sha256"):
         pull_batch(store, "run-1", tmp_path / "pulled")
-    # Nothing that looks like a batch, and no staging folder, is left behind.
+    # Nothing that looks like a batch, and no staging folder, is left behind: only the lock.
     assert not (tmp_path / "pulled" / "run-1").exists()
-    assert list((tmp_path / "pulled").iterdir()) == []
+    assert [p.name for p in (tmp_path / "pulled").iterdir()] == [".run-1.pull.lock"]
 
 
 def test_pull_detects_tampered_manifest_row(store: Store, tmp_path: Path) -> None:
@@ -284,6 +285,9 @@ class _EvilListing:
 
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)
+
+    def size(self, key: str) -> int:
+        return self.inner.size(key)
 
 
 @pytest.mark.parametrize("rel", ["../../escaped.tar", "/abs/escaped.tar", "extra.bin"])
@@ -328,7 +332,7 @@ def test_verify_refuses_tar_members_a_consumer_could_not_extract_safely(
     meta["shards"][0]["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
     meta["shards"][0]["bytes"] = shard.stat().st_size
     (batch / BATCH_JSON).write_text(json.dumps(meta))
-    with pytest.raises(BatchError, match="unsafe tar members"):
+    with pytest.raises(BatchError, match="unsafe tar member "):
         verify_batch(batch)
 
 
@@ -470,3 +474,63 @@ def test_pull_names_an_incomplete_earlier_pull(store: Store, tmp_path: Path) -> 
     (target / "shard-00000.tar").write_bytes(b"half")
     with pytest.raises(BatchError, match="incomplete earlier pull"):
         pull_batch(store, "run-1", tmp_path / "dest")
+
+
+def test_size_is_the_objects_size_or_a_clear_error(store: Store, tmp_path: Path) -> None:
+    local = tmp_path / "obj.bin"
+    local.write_bytes(b"x" * 1234)
+    store.put_file(local, "a/obj.bin")
+    assert store.size("a/obj.bin") == 1234
+    with pytest.raises(StorageError, match="no object 'a/missing.bin'"):
+        store.size("a/missing.bin")
+
+
+class _Recording:
+    """A store that records every key it downloads."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner, self.url, self.got = inner, inner.url, []
+
+    def get_file(self, key: str, local: Path) -> None:
+        self.got.append(key)
+        self.inner.get_file(key, local)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def test_pull_refuses_a_shard_larger_than_batch_json_says_before_downloading_it(
+    store: Store, tmp_path: Path
+) -> None:
+    batch, _ = make_batch(tmp_path / "out")
+    prefix = publish_batch(store, batch, DAY)["prefix"]
+    big = tmp_path / "big.tar"
+    big.write_bytes((batch / "shard-00001.tar").read_bytes() + b"\0" * 100_000)
+    store.put_file(big, prefix + "shard-00001.tar")
+    said = json.loads((batch / BATCH_JSON).read_text())["shards"][1]["bytes"]
+    recording = _Recording(store)
+    with pytest.raises(BatchError, match=rf"shard-00001\.tar is {said + 100_000} bytes, "
+                       rf"batch\.json says {said}: refused, not downloaded"):  # fmt: skip
+        pull_batch(recording, "run-1", tmp_path / "pulled")
+    assert prefix + "shard-00001.tar" not in recording.got
+    assert not (tmp_path / "pulled" / "run-1").exists()
+    with pytest.raises(BatchError, match="refused, not downloaded"):  # --repair alike
+        (tmp_path / "pulled" / "run-1").mkdir()
+        repair_batch(recording, "run-1", tmp_path / "pulled")
+    assert prefix + "shard-00001.tar" not in recording.got
+
+
+def test_an_oversized_batch_json_is_listed_unreadable_without_downloading_it(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ensgan.io.batches as batches
+
+    batch, _ = make_batch(tmp_path / "out")
+    publish_batch(store, batch, DAY)
+    monkeypatch.setattr(batches, "META_MAX_BYTES", 100)  # the real one is megabytes
+    recording = _Recording(store)
+    (info,) = list_batches(recording)
+    assert info.n_images is None and "refused, not downloaded" in info.error
+    with pytest.raises(BatchError, match="refused, not downloaded"):
+        pull_batch(recording, "run-1", tmp_path / "pulled")
+    assert recording.got == []
