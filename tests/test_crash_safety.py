@@ -28,8 +28,9 @@ pytestmark = pytest.mark.e2e  # a child process per kill: slower than the inner 
 
 TINY_SERIAL = {"train": {"steps": 30, "batch_size": 32, "checkpoint_every": 10,
                          "log_every": 5, "device": "cpu", "workers": 1}}  # fmt: skip
-# Byte-unstable formats (zip timestamps, safetensors' metadata order): compared as "rewritten".
-UNSTABLE = re.compile(r"\.(skops|safetensors)$")
+# Byte-unstable formats (zip timestamps, safetensors' metadata order), and the stacker's card,
+# which records its skops file's sha256: compared as "rewritten".
+UNSTABLE = re.compile(r"\.(skops|safetensors)$|^models/stacker/card\.json$")
 STAGING = re.compile(r"(^|/)\.[^/]*(\.partial|\.tmp|\.old)(/|$)")
 
 

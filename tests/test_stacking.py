@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import skops.io as sio
@@ -18,7 +24,9 @@ from threadpoolctl import threadpool_limits
 from ensgan.ensemble.stacking import (
     MODEL_FILE,
     REAL_RATIOS_FILE,
+    STACKER_FILES,
     TRUSTED_TYPES,
+    _schema_types,
     calibrate,
     expected_calibration_error,
     fit_stacker,
@@ -28,10 +36,12 @@ from ensgan.ensemble.stacking import (
     ratio_features,
     save_stacker,
     stacker_columns,
+    stacker_files_match,
 )
+from ensgan.errors import StackerError
 from ensgan.gan.loaded import LoadedMember
 from ensgan.gan.models import build_pair
-from ensgan.io.cards import StackerCard
+from ensgan.io.cards import StackerCard, read_card, write_card
 
 MODELS = ("logistic", "logistic_pca", "random_forest", "gradient_boosting")
 
@@ -167,7 +177,9 @@ def test_save_load_round_trip_predicts_identically(
     calibrated, cal_info = calibrate(est, real, fake, method=method, seed=0)
     card = stacker_card(info, ["a", "b", "c"], cal_info)  # 3 members + the mixture column
     ratios = np.array([0.5, -1.0, 2.0])
-    save_stacker(calibrated, tmp_path / "stack", card, ratios)
+    written = save_stacker(calibrated, tmp_path / "stack", card, ratios)
+    assert written == card.model_copy(update={"files_sha256": written.files_sha256})
+    assert sorted(written.files_sha256) == sorted([MODEL_FILE, REAL_RATIOS_FILE])
     assert sorted(p.name for p in (tmp_path / "stack").iterdir()) == [
         "card.json",
         REAL_RATIOS_FILE,
@@ -175,7 +187,7 @@ def test_save_load_round_trip_predicts_identically(
     ]
     loaded = load_stacker(tmp_path / "stack")
     assert type(loaded.estimator) is type(calibrated)
-    assert loaded.card == card
+    assert loaded.card == written
     np.testing.assert_array_equal(loaded.real_log_ratios, ratios)
     x = np.vstack(synthetic_features(np.random.default_rng(2), 50))
     np.testing.assert_array_equal(loaded.estimator.predict_proba(x), calibrated.predict_proba(x))
@@ -240,6 +252,19 @@ def _xy() -> tuple[np.ndarray, np.ndarray]:
     return x, (x[:, 0] > 0).astype(int)
 
 
+def _vouched_for(stack_dir: Path, est: object) -> None:
+    """`est` saved as a stacker whose card records its files' sha256, as if `ensgan stack`
+    had written it: the allow-list still refuses what is off it."""
+    stack_dir.mkdir(parents=True, exist_ok=True)
+    sio.dump(est, stack_dir / MODEL_FILE)
+    np.save(stack_dir / REAL_RATIOS_FILE, np.zeros(3))
+    hashes = {n: hashlib.sha256((stack_dir / n).read_bytes()).hexdigest() for n in STACKER_FILES}
+    info = {"model": "logistic", "cv_folds": 2, "cv_roc_auc": 0.5, "cv_roc_auc_std": 0.0,
+            "cv_accuracy": 0.5, "cv_log_loss": 0.7, "n_real": 2, "n_fake": 2}  # fmt: skip
+    card = stacker_card(info, ["a"]).model_copy(update={"files_sha256": hashes})
+    write_card(stack_dir, card)
+
+
 @pytest.mark.parametrize(
     ("est", "bad_type"),
     [
@@ -260,8 +285,7 @@ def test_load_refuses_types_off_the_allow_list(tmp_path, est, bad_type: str) -> 
     # check based on skops' own untrusted list alone would let through.
     est.fit(*_xy())
     assert not any(bad_type in t for t in TRUSTED_TYPES)
-    sio.dump(est, tmp_path / MODEL_FILE)
-    (tmp_path / "card.json").write_text("{}\n")
+    _vouched_for(tmp_path, est)
     with pytest.raises(ValueError, match="allow-list") as exc:
         load_stacker(tmp_path)
     assert bad_type in str(exc.value)
@@ -275,9 +299,63 @@ class Planted:
 
 
 def test_load_refuses_non_sklearn_object(tmp_path) -> None:
-    sio.dump(Planted(), tmp_path / MODEL_FILE)
-    (tmp_path / "card.json").write_text("{}\n")
+    _vouched_for(tmp_path, Planted())
     with pytest.raises(ValueError, match="Planted"):
+        load_stacker(tmp_path)
+
+
+def _crafted(skops_file: Path) -> bytes:
+    """The file with every tree's child indices pointed far out of its node array: each type
+    in it is still on the allow-list, and scikit-learn would follow those indices in C."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(skops_file) as src, zipfile.ZipFile(out, "w") as dst:
+        for entry in src.infolist():
+            data = src.read(entry)
+            if entry.filename.endswith(".npy"):
+                array = np.load(io.BytesIO(data), allow_pickle=False)
+                if array.dtype.names and "left_child" in array.dtype.names:
+                    array["left_child"][array["left_child"] >= 0] = 2**40
+                    buf = io.BytesIO()
+                    np.save(buf, array, allow_pickle=False)
+                    data = buf.getvalue()
+            dst.writestr(entry, data)
+    return out.getvalue()
+
+
+def test_a_crafted_stacker_of_allowed_types_is_refused_before_it_is_parsed(
+    fitted: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ensgan.ensemble.stacking as stacking
+
+    est, info = fitted["random_forest"]
+    save_stacker(est, tmp_path, stacker_card(info, ["a", "b", "c"]), np.zeros(3))
+    genuine = (tmp_path / MODEL_FILE).read_bytes()
+    (tmp_path / MODEL_FILE).write_bytes(_crafted(tmp_path / MODEL_FILE))
+    assert (tmp_path / MODEL_FILE).read_bytes() != genuine
+    allowed = set(TRUSTED_TYPES)  # what the allow-list alone would have let through:
+    assert _schema_types(tmp_path / MODEL_FILE) <= allowed
+    assert set(sio.get_untrusted_types(file=tmp_path / MODEL_FILE)) <= allowed
+    parsed: list[Path] = []
+    monkeypatch.setattr(stacking, "_schema_types", lambda path: parsed.append(path) or set())
+    monkeypatch.setattr(stacking.sio, "load", lambda *a, **k: parsed.append(a[0]))
+    with pytest.raises(StackerError, match=r"stacker\.skops is not the file .*card\.json records"):
+        load_stacker(tmp_path)
+    assert parsed == [] and not stacker_files_match(tmp_path, read_card(StackerCard, tmp_path))
+
+
+def test_replaced_real_log_ratios_and_a_card_without_hashes_are_refused(
+    fitted: dict, tmp_path: Path
+) -> None:
+    est, info = fitted["logistic"]
+    save_stacker(est, tmp_path, stacker_card(info, ["a", "b", "c"]), np.zeros(3))
+    assert stacker_files_match(tmp_path, read_card(StackerCard, tmp_path))
+    np.save(tmp_path / REAL_RATIOS_FILE, np.full(3, 50.0))  # MH chains would start there
+    with pytest.raises(StackerError, match=r"real_log_ratios\.npy is not the file"):
+        load_stacker(tmp_path)
+    old = json.loads((tmp_path / "card.json").read_text())
+    del old["files_sha256"]  # as ensgan wrote cards before it recorded them
+    (tmp_path / "card.json").write_text(json.dumps(old))
+    with pytest.raises(StackerError, match=r"records no sha256 of stacker\.skops.*ensgan stack"):
         load_stacker(tmp_path)
 
 

@@ -30,10 +30,12 @@ from ensgan.io.batches import (
     list_batches,
     publish_batch,
     pull_batch,
+    repair_batch,
     verify_batch,
     write_batch,
 )
 from ensgan.io.keys import safe_key, safe_local_path
+from ensgan.io.records import BatchRecord
 from ensgan.io.s3 import MIB, S3Store
 from ensgan.io.storage import LocalStore, Store, open_store
 
@@ -257,9 +259,9 @@ def test_pull_detects_tampered_shard(store: Store, tmp_path: Path) -> None:
     store.put_file(evil, prefix + "shard-00001.tar")
     with pytest.raises(BatchError, match=r"nothing was kept.*shard-00001\.tar: sha256"):
         pull_batch(store, "run-1", tmp_path / "pulled")
-    # Nothing that looks like a batch, and no staging folder, is left behind.
+    # Nothing that looks like a batch, and no staging folder, is left behind: only the lock.
     assert not (tmp_path / "pulled" / "run-1").exists()
-    assert list((tmp_path / "pulled").iterdir()) == []
+    assert [p.name for p in (tmp_path / "pulled").iterdir()] == [".run-1.pull.lock"]
 
 
 def test_pull_detects_tampered_manifest_row(store: Store, tmp_path: Path) -> None:
@@ -292,6 +294,9 @@ class _EvilListing:
 
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)
+
+    def size(self, key: str) -> int:
+        return self.inner.size(key)
 
 
 @pytest.mark.parametrize("rel", ["../../escaped.tar", "/abs/escaped.tar", "extra.bin"])
@@ -336,7 +341,7 @@ def test_verify_refuses_tar_members_a_consumer_could_not_extract_safely(
     meta["shards"][0]["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
     meta["shards"][0]["bytes"] = shard.stat().st_size
     (batch / BATCH_JSON).write_text(json.dumps(meta))
-    with pytest.raises(BatchError, match="unsafe tar members"):
+    with pytest.raises(BatchError, match="unsafe tar member "):
         verify_batch(batch)
 
 
@@ -535,3 +540,61 @@ def test_publish_and_pull_say_which_file_they_move(tmp_path: Path, caplog) -> No
     assert any(line.startswith("uploading shard-00000.tar (1 of 5, ") for line in lines), lines
     assert any(line.startswith("uploading manifest.jsonl (5 of 5, ") for line in lines), lines
     assert any(line.startswith("downloading shard-00002.tar (3 of 3) from ") for line in lines)
+
+
+def test_size_is_the_objects_size_or_a_clear_error(store: Store, tmp_path: Path) -> None:
+    local = tmp_path / "obj.bin"
+    local.write_bytes(b"x" * 1234)
+    store.put_file(local, "a/obj.bin")
+    assert store.size("a/obj.bin") == 1234
+    with pytest.raises(StorageError, match="no object 'a/missing.bin'"):
+        store.size("a/missing.bin")
+
+
+class _Recording:
+    """A store that records every key it downloads."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner, self.url, self.got = inner, inner.url, []
+
+    def get_file(self, key: str, local: Path) -> None:
+        self.got.append(key)
+        self.inner.get_file(key, local)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def test_pull_refuses_a_shard_larger_than_batch_json_says_before_downloading_it(
+    store: Store, tmp_path: Path
+) -> None:
+    batch, _ = make_batch(tmp_path / "out")
+    prefix = publish_batch(store, batch, DAY)["prefix"]
+    big = tmp_path / "big.tar"
+    big.write_bytes((batch / "shard-00001.tar").read_bytes() + b"\0" * 100_000)
+    store.put_file(big, prefix + "shard-00001.tar")
+    said = json.loads((batch / BATCH_JSON).read_text())["shards"][1]["bytes"]
+    recording = _Recording(store)
+    with pytest.raises(BatchError, match=rf"shard-00001\.tar is {said + 100_000} bytes, "
+                       rf"batch\.json says {said}: refused, not downloaded"):  # fmt: skip
+        pull_batch(recording, "run-1", tmp_path / "pulled")
+    assert prefix + "shard-00001.tar" not in recording.got
+    assert not (tmp_path / "pulled" / "run-1").exists()
+    with pytest.raises(BatchError, match="refused, not downloaded"):  # --repair alike
+        (tmp_path / "pulled" / "run-1").mkdir()
+        repair_batch(recording, "run-1", tmp_path / "pulled")
+    assert prefix + "shard-00001.tar" not in recording.got
+
+
+def test_an_oversized_batch_json_is_listed_unreadable_without_downloading_it(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch, _ = make_batch(tmp_path / "out")
+    publish_batch(store, batch, DAY)
+    monkeypatch.setattr(BatchRecord, "max_bytes", 100)  # the real one is megabytes
+    recording = _Recording(store)
+    (info,) = list_batches(recording)
+    assert info.n_images is None and "refused, not downloaded" in info.error
+    with pytest.raises(BatchError, match="refused, not downloaded"):
+        pull_batch(recording, "run-1", tmp_path / "pulled")
+    assert recording.got == []

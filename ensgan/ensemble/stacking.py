@@ -7,13 +7,15 @@ fresh mixture samples (0), then calibrated (Platt or isotonic) on the `calibrate
 its odds are a density ratio r̂ = p_data/p_mix that DRS, MH and the weighted mixture can use
 (ensgan/ensemble/rejection.py), not only a ranking.
 
-The fitted estimator is saved with skops and loaded back only if every type in the file is on
-an explicit allow-list, so loading never runs code a bucket or a user could have planted (no
-pickle, no joblib).
+The fitted estimator is saved with skops and loaded back only if the file is the one its card
+records (sha256) and every type in it is on an explicit allow-list: the allow-list means that
+loading never runs code a bucket or a user could have planted (no pickle, no joblib), the hash
+that no crafted values of allowed types (a tree's node indices out of bounds) reach scikit-learn.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from dataclasses import dataclass
@@ -34,12 +36,13 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ensgan.errors import StackerError
-from ensgan.io.cards import StackerCard, read_card, write_card
+from ensgan.io.cards import CARD, StackerCard, read_card, write_card
 from ensgan.io.files import atomic_dir
 from ensgan.registry import META_LEARNERS
 
 MODEL_FILE = "stacker.skops"
 REAL_RATIOS_FILE = "real_log_ratios.npy"  # the calibrate split's log r̂: where MH chains start
+STACKER_FILES = (MODEL_FILE, REAL_RATIOS_FILE)  # each checked against its card's sha256
 PCA_COMPONENTS = 64  # logistic_pca: principal components of the stacker's columns
 P_CLIP = 1e-7  # calibrated probabilities are clipped to [P_CLIP, 1 - P_CLIP] before log-odds
 
@@ -245,19 +248,58 @@ def save_stacker(
     out_dir: Path,
     card: StackerCard,
     real_log_ratios: np.ndarray,
-) -> None:
-    """The model, the real images' log-ratios and the card, swapped in together."""
+) -> StackerCard:
+    """The model, the real images' log-ratios and the card recording their sha256, swapped in
+    together; returns the card as written."""
     with atomic_dir(out_dir) as tmp:
         sio.dump(est, tmp / MODEL_FILE)
         np.save(tmp / REAL_RATIOS_FILE, np.asarray(real_log_ratios, np.float64))
+        hashes = {name: _file_sha256(tmp / name) for name in STACKER_FILES}
+        card = card.model_copy(update={"files_sha256": hashes})
         write_card(tmp, card)
+    return card
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def check_stacker_files(stack_dir: Path, card: StackerCard) -> None:
+    """Refuse the stacker unless each of its files is the one its card records: a file
+    changed or replaced since `ensgan stack` wrote it (a crafted stacker.skops whose types are
+    all allowed can still crash scikit-learn) is never parsed."""
+    for name in STACKER_FILES:
+        path, want = stack_dir / name, card.files_sha256.get(name)
+        if want is None:
+            raise StackerError(
+                f"{stack_dir / CARD} records no sha256 of {name} (written by an older ensgan, "
+                "or not by ensgan): run `ensgan stack` again"
+            )
+        if not path.is_file() or _file_sha256(path) != want:
+            raise StackerError(
+                f"{path} is not the file {stack_dir / CARD} records (missing, changed or "
+                "replaced since `ensgan stack` wrote it): refusing to load it; run `ensgan "
+                "stack` again"
+            )
+
+
+def stacker_files_match(stack_dir: Path, card: StackerCard) -> bool:
+    try:
+        check_stacker_files(stack_dir, card)
+    except StackerError:
+        return False
+    return True
 
 
 def load_stacker(stack_dir: Path) -> Stacker:
-    """Load the meta-learner, refusing any type not on TRUSTED_TYPES."""
+    """Load the meta-learner: only the file its card records, and only if every type in it is
+    on TRUSTED_TYPES."""
     path = stack_dir / MODEL_FILE
     if not path.exists():
         raise FileNotFoundError(f"no stacker at {stack_dir}: run `ensgan stack` first")
+    card = read_card(StackerCard, stack_dir)
+    check_stacker_files(stack_dir, card)  # before a byte of either file is parsed
     # skops trusts every scikit-learn estimator by default, so get_untrusted_types alone would
     # let e.g. an SVC through: check every type named in the file's schema as well.
     found = _schema_types(path) | set(sio.get_untrusted_types(file=path))
@@ -265,7 +307,6 @@ def load_stacker(stack_dir: Path) -> Stacker:
     if untrusted:
         raise StackerError(f"{path} contains types not on the allow-list: {untrusted}")
     est = sio.load(path, trusted=TRUSTED_TYPES)
-    card = read_card(StackerCard, stack_dir)
     for field in ("mixture_weights", "drs_log_m", "member_weights"):
         if set(getattr(card, field)) != set(card.members):
             raise StackerError(

@@ -12,6 +12,7 @@ immutable: publishing a different batch under a run_id that exists is an error.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -20,13 +21,13 @@ import logging
 import re
 import tarfile
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ensgan.errors import BatchError, StorageError
-from ensgan.io.files import atomic_dir
+from ensgan.io.files import atomic_dir, exclusive
 from ensgan.io.keys import safe_local_path
 from ensgan.io.records import (
     RUN_ID_RE,
@@ -37,6 +38,7 @@ from ensgan.io.records import (
     read_record,
     store_url,
 )
+from ensgan.io.shards import check_shard, expected_members, jsonable, row_bytes
 from ensgan.io.storage import Store
 
 if TYPE_CHECKING:
@@ -49,9 +51,12 @@ BATCH_JSON = "batch.json"
 # params_sha256, method) only in batch.json. 1 (no `format` key): PNGs only, fields per row.
 FORMAT = 2
 MANIFEST = "manifest.jsonl"
+# A manifest beyond this per image is not one ensgan wrote: `pull` refuses it undownloaded
+# (batch.json's own bound is BatchRecord.max_bytes).
+ROW_MAX_BYTES = 64 * 1024
 ROOT = "batches/"
 _PUBLISHED_RE = re.compile(r"^batches/(\d{4}-\d{2}-\d{2})/([^/]+)/" + re.escape(MANIFEST) + "$")
-_ROW_RESERVED = frozenset({"id", "shard", "file", "sha256"})
+_ROW_RESERVED = frozenset({"id", "shard", "file", "sha256", "bytes"})
 _BATCH_RESERVED = frozenset({"format", "run_id", "created", "n_images", "shards"})
 
 
@@ -62,15 +67,6 @@ class BatchInfo:
     prefix: str  # store key prefix, ending in '/'
     n_images: int | None  # None when its batch.json cannot be read
     error: str | None = None  # why it cannot be read, naming the store key
-
-
-def _jsonable(value: object) -> object:
-    """numpy scalars/arrays (scores, seeds) as plain JSON numbers and lists."""
-    import numpy as np
-
-    if isinstance(value, np.generic | np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _sha256(data: bytes) -> str:
@@ -112,12 +108,6 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _row_bytes(row: dict) -> bytes:
-    """A manifest row as the one line (and sidecar) it is stored as."""
-    compact = {"sort_keys": True, "separators": (",", ":"), "default": _jsonable}
-    return json.dumps(row, **compact).encode()
-
-
 def _write_shards(
     work: Path, images: np.ndarray, rows: list[dict], shard_size: int
 ) -> tuple[list[dict], list[dict]]:
@@ -132,9 +122,10 @@ def _write_shards(
         with tarfile.open(work / name, "w", format=tarfile.USTAR_FORMAT) as tar:
             for i in range(start, stop):
                 png, member = png_bytes(images[i]), f"{i:06d}.png"
-                row = {**rows[i], "id": i, "shard": name, "file": member, "sha256": _sha256(png)}
+                row = {**rows[i], "id": i, "shard": name, "file": member}
+                row |= {"sha256": _sha256(png), "bytes": len(png)}
                 _add_member(tar, member, png)
-                _add_member(tar, f"{i:06d}.json", _row_bytes(row))  # WebDataset's sidecar
+                _add_member(tar, f"{i:06d}.json", row_bytes(row))  # WebDataset's sidecar
                 manifest.append(row)
         path = work / name
         shards.append(
@@ -174,9 +165,9 @@ def write_batch(
                 **extra,
                 "shards": shards,
             }
-            text = json.dumps(meta, indent=2, sort_keys=True, default=_jsonable)
+            text = json.dumps(meta, indent=2, sort_keys=True, default=jsonable)
             (work / BATCH_JSON).write_text(text + "\n")
-            lines = (_row_bytes(r).decode() + "\n" for r in manifest)
+            lines = (row_bytes(r).decode() + "\n" for r in manifest)
             (work / MANIFEST).write_text("".join(lines))  # last: marks the batch complete
     except FileExistsError:
         raise BatchError(
@@ -204,53 +195,47 @@ def _read_manifest(path: Path) -> list[dict]:
     return rows
 
 
-def _plain_member(member: tarfile.TarInfo) -> bool:
-    """A regular file named like `000123.png`: no folder, link, device, absolute path or '..'."""
-    name = member.name
-    return member.isfile() and "/" not in name and "\\" not in name and not name.startswith(".")
+def _check_shard_record(batch_dir: Path, shard: Shard) -> Path:
+    """The shard batch.json lists (a plain name: BatchRecord checked it), there, of its size
+    and sha256."""
+    path = batch_dir / shard.name
+    if not path.is_file():
+        raise BatchError(f"{path}: shard missing")
+    size = path.stat().st_size
+    if size != shard.bytes:
+        raise BatchError(f"{path}: {size} bytes, {BATCH_JSON} says {shard.bytes}")
+    if _file_sha256(path) != shard.sha256:
+        raise BatchError(f"{path}: sha256 does not match {BATCH_JSON}")
+    return path
 
 
 def _verify_shard(batch_dir: Path, shard: Shard, rows: list[dict], sidecars: bool) -> None:
-    """The shard's own sha256, then each listed PNG's sha256, read in memory from the tar, and
-    (format 2) each image's .json sidecar against its manifest row."""
-    path = batch_dir / shard.name  # a plain shard-NNNNN.tar: BatchRecord checked it
-    if not path.is_file():
-        raise BatchError(f"{path}: shard missing")
-    if _file_sha256(path) != shard.sha256:
-        raise BatchError(f"{path}: sha256 does not match {BATCH_JSON}")
+    """The shard's size and sha256, then its members as a reader meets them (io/shards.py):
+    exactly the rows' PNGs (and, format 2, their .json sidecars), each against its row."""
+    path = _check_shard_record(batch_dir, shard)
     if len(rows) != shard.n_images:
         raise BatchError(
             f"{path}: {BATCH_JSON} says {shard.n_images} images, {MANIFEST} lists {len(rows)}"
         )
-    try:
-        with tarfile.open(path, "r:") as tar:
-            unsafe = [m.name for m in tar.getmembers() if not _plain_member(m)]
-            if unsafe:  # a consumer's extractall must not write outside its folder
-                raise BatchError(f"{path}: unsafe tar members {unsafe[:5]}")
-            members = {m.name: m for m in tar.getmembers()}
-            for row in rows:
-                member = members.get(str(row.get("file")))
-                if member is None:
-                    raise BatchError(f"{path}: member {row.get('file')} missing from the shard")
-                f = tar.extractfile(member)
-                if f is None or _sha256(f.read()) != row.get("sha256"):
-                    raise BatchError(f"{path}: member {row.get('file')} does not match {MANIFEST}")
-                if sidecars:
-                    _verify_sidecar(tar, members, path, row)
-    except tarfile.TarError as exc:
-        raise BatchError(f"{path}: unreadable tar ({exc})") from None
+    check_shard(path, expected_members(rows, sidecars, batch_dir / MANIFEST), MANIFEST)
 
 
-def _verify_sidecar(tar: tarfile.TarFile, members: dict, path: Path, row: dict) -> None:
-    name = str(row.get("file")).rsplit(".", 1)[0] + ".json"
-    member = members.get(name)
-    f = tar.extractfile(member) if member is not None else None
-    try:
-        same = f is not None and json.loads(f.read()) == row
-    except ValueError:
-        same = False
-    if not same:
-        raise BatchError(f"{path}: sidecar {name} missing or not its {MANIFEST} row")
+def _check_ids(rows: list[dict], where: Path) -> None:
+    """Each row's `id` an integer no other row has: images are named and regenerated by it."""
+    ids = [row.get("id") for row in rows]
+    bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool)]
+    if bad:
+        raise BatchError(f"{where}: row ids {bad[:5]} are not integers")
+    twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if twice:
+        raise BatchError(f"{where}: row ids {twice[:5]} appear more than once")
+
+
+def manifest_rows(batch_dir: Path) -> list[dict]:
+    """A verified batch's manifest rows, checked again for what regenerate relies on."""
+    rows = _read_manifest(Path(batch_dir) / MANIFEST)
+    _check_ids(rows, Path(batch_dir) / MANIFEST)
+    return rows
 
 
 def verify_batch(batch_dir: Path) -> int:
@@ -262,10 +247,14 @@ def verify_batch(batch_dir: Path) -> int:
         raise BatchError(
             f"{batch_dir / MANIFEST}: {len(rows)} rows, {BATCH_JSON} says {meta.n_images}"
         )
+    _check_ids(rows, batch_dir / MANIFEST)
     by_shard: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_shard[str(row.get("shard"))].append(row)
-    unknown = set(by_shard) - {s.name for s in meta.shards}
+    names = [s.name for s in meta.shards]
+    if len(set(names)) != len(names):
+        raise BatchError(f"{batch_dir / BATCH_JSON}: a shard is listed more than once")
+    unknown = set(by_shard) - set(names)
     if unknown:
         raise BatchError(f"{batch_dir / MANIFEST}: rows name unknown shards {sorted(unknown)}")
     if meta.format not in (1, FORMAT):
@@ -292,10 +281,26 @@ def _published(store: Store) -> list[tuple[dt.date, str, str]]:
     return sorted(found)
 
 
-def _fetch(store: Store, key: str, tmp: Path) -> Path:
-    local = tmp / key.replace("/", "_")
+def _download(store: Store, key: str, local: Path, limit: int, *, exact: bool = False) -> Path:
+    """`key` into `local`, but only if the store's listing gives it at most `limit` bytes
+    (exactly `limit` with `exact`): an object larger than what batch.json says, or than any
+    batch.json ensgan writes, is refused before it is downloaded."""
+    found = store.size(key)
+    if found > limit or (exact and found != limit):
+        said = f"{BATCH_JSON} says {limit}" if exact else f"more than the {limit} allowed"
+        raise BatchError(f"{store.url}/{key} is {found} bytes, {said}: refused, not downloaded")
     store.get_file(key, local)
     return local
+
+
+def _fetch(store: Store, key: str, tmp: Path, limit: int = BatchRecord.max_bytes) -> Path:
+    """`key` into the folder `tmp`; at most `limit` bytes (a batch.json's bound by default)."""
+    return _download(store, key, tmp / key.replace("/", "_"), limit)
+
+
+def _manifest_limit(meta: BatchRecord) -> int:
+    """The most bytes the manifest of the batch `meta` describes may hold."""
+    return (meta.n_images + 1) * ROW_MAX_BYTES
 
 
 def list_batches(store: Store) -> list[BatchInfo]:
@@ -331,8 +336,11 @@ def _check_pin(got: str, pinned: str | None, where: str) -> None:
 
 
 def _same_manifest(store: Store, prefix: str, local_manifest: Path) -> bool:
+    size = local_manifest.stat().st_size
+    if store.size(prefix + MANIFEST) != size:
+        return False  # not the same, and not downloaded to find out
     with tempfile.TemporaryDirectory() as tmp:
-        remote = _fetch(store, prefix + MANIFEST, Path(tmp))
+        remote = _fetch(store, prefix + MANIFEST, Path(tmp), size)
         return remote.read_bytes() == local_manifest.read_bytes()
 
 
@@ -409,24 +417,28 @@ def repair_batch(store: Store, run_id: str, dest: Path, *, pinned: str | None = 
     does not list are left alone. `pinned`: the manifest sha256 the gate's records hold."""
     check_run_id(run_id)
     prefix = _find_one(store, run_id)
-    target = Path(dest) / run_id
+    with _pull_lock(Path(dest), run_id):
+        return _repair(store, prefix, Path(dest) / run_id, pinned)
+
+
+def _repair(store: Store, prefix: str, target: Path, pinned: str | None) -> list[str]:
     if not target.is_dir():
         raise BatchError(f"{target}: no earlier pull to repair; pull it without --repair")
     fixed = []
     with tempfile.TemporaryDirectory() as tmp:
         remote_meta = _fetch(store, prefix + BATCH_JSON, Path(tmp))
         meta = read_batch_json(remote_meta, store_url(store, prefix + BATCH_JSON))
-        remote_manifest = _fetch(store, prefix + MANIFEST, Path(tmp))
-        where = store_url(store, prefix + MANIFEST)
-        _check_pin(_file_sha256(remote_manifest), pinned, where)
-        wanted = [(s.name, s.sha256) for s in meta.shards]  # plain names: the record checked
-        wanted = [(BATCH_JSON, _file_sha256(remote_meta)), *wanted]
-        wanted.append((MANIFEST, _file_sha256(remote_manifest)))  # last: the marker
-        for name, sha in wanted:
+        remote_manifest = _fetch(store, prefix + MANIFEST, Path(tmp), _manifest_limit(meta))
+        _check_pin(_file_sha256(remote_manifest), pinned, store_url(store, prefix + MANIFEST))
+        shards = [(s.name, s.bytes, s.sha256) for s in meta.shards]  # plain names: checked
+        wanted = [(BATCH_JSON, remote_meta.stat().st_size, _file_sha256(remote_meta)), *shards]
+        wanted.append((MANIFEST, remote_manifest.stat().st_size, _file_sha256(remote_manifest)))
+        for name, size, sha in wanted:  # the manifest last: the marker
             local = safe_local_path(target, name)
             if local.is_file() and _file_sha256(local) == sha:
                 continue
-            store.get_file(prefix + name, local)  # through a temp file: never half a file
+            # exactly its listed size, through a temp file: never half a file
+            _download(store, prefix + name, local, size, exact=True)
             fixed.append(name)
     try:
         verify_batch(target)
@@ -447,7 +459,23 @@ def pull_batch(store: Store, run_id: str, dest: Path, *, pinned: str | None = No
     `pinned`: the manifest sha256 the gate's records hold (`latest` is checked against it)."""
     check_run_id(run_id)
     prefix = _find_one(store, run_id)
-    target = Path(dest) / run_id
+    with _pull_lock(Path(dest), run_id):
+        return _pull(store, run_id, prefix, Path(dest), pinned)
+
+
+def _pull_lock(dest: Path, run_id: str) -> contextlib.AbstractContextManager[None]:
+    """One pull or repair of a batch into a folder at a time: a second one would remove the
+    first's staging folder under it and report the published batch as damaged."""
+    dest.mkdir(parents=True, exist_ok=True)
+    return exclusive(
+        dest / f".{run_id}.pull.lock",
+        f"another `ensgan batches pull` of {run_id} into {dest} is running (lock "
+        f"{dest / f'.{run_id}.pull.lock'}): wait for it to finish, then run this again",
+    )
+
+
+def _pull(store: Store, run_id: str, prefix: str, dest: Path, pinned: str | None) -> Path:
+    target = dest / run_id
     if target.exists() and not target.is_dir():
         raise BatchError(f"{target} exists and is not a folder: move it away, or pull elsewhere")
     repair = f"`ensgan batches pull {run_id} {dest} --repair` downloads what is damaged again"
@@ -467,13 +495,16 @@ def pull_batch(store: Store, run_id: str, dest: Path, *, pinned: str | None = No
     # once every checksum matched: a failed pull leaves nothing that looks like a batch.
     try:
         with atomic_dir(target, replace=False) as work:
-            store.get_file(prefix + BATCH_JSON, safe_local_path(work, BATCH_JSON))
-            meta = read_batch_json(work / BATCH_JSON, store_url(store, prefix + BATCH_JSON))
+            batch_json = work / BATCH_JSON
+            _download(store, prefix + BATCH_JSON, batch_json, BatchRecord.max_bytes)
+            meta = read_batch_json(batch_json, store_url(store, prefix + BATCH_JSON))
             where = store_url(store, prefix)
             for i, shard in enumerate(meta.shards, start=1):  # names the record checked
                 _progress("downloading", shard.name, i, len(meta.shards), where)
-                store.get_file(prefix + shard.name, safe_local_path(work, shard.name))
-            store.get_file(prefix + MANIFEST, safe_local_path(work, MANIFEST))  # the marker
+                local = safe_local_path(work, shard.name)
+                _download(store, prefix + shard.name, local, shard.bytes, exact=True)
+            limit = _manifest_limit(meta)
+            _download(store, prefix + MANIFEST, work / MANIFEST, limit)  # the marker, last
             try:
                 where = store_url(store, prefix + MANIFEST)
                 _check_pin(_file_sha256(work / MANIFEST), pinned, where)

@@ -101,6 +101,10 @@ class StackerCard(Card):
     member_weights_sha256: dict[str, str]  # the exact members it was fitted on
     settings: dict[str, object]  # the params that shaped it (checked against params.yaml)
     inputs_sha256: str | None = None  # what it was fitted from (pipeline/freshness.py)
+    # sha256 of each file beside it (stacker.skops, real_log_ratios.npy), checked before either
+    # is read: skops's allow-list stops foreign types, not crafted values of allowed ones.
+    # Empty in cards written before: such a stacker is refused until fitted again.
+    files_sha256: dict[str, str] = {}
 
 
 C = TypeVar("C", bound=Card)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -202,18 +203,26 @@ def _sweep(top: Path, deep: bool) -> list[str]:
 
 
 @contextmanager
-def project_lock(root: Path) -> Iterator[None]:
-    """One writer per project directory: a `dvc repro` and a nightly flow in the same checkout
-    would otherwise delete each other's half-written outputs."""
-    lock = FileLock(Path(root) / LOCK_FILE)
+def exclusive(lock_file: Path, busy: str) -> Iterator[None]:
+    """Hold `lock_file` (an OS file lock, released if the process dies) for the block, or raise
+    BusyError(`busy`) at once if another process holds it. The file stays: removing a lock
+    file lets a third process lock a new one while a second still holds the old."""
+    lock = FileLock(lock_file)
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise BusyError(
-            f"another ensgan run is writing to {Path(root).resolve()} (lock {LOCK_FILE}); "
-            "wait for it to finish"
-        ) from None
+        raise BusyError(busy) from None
     try:
         yield
     finally:
         lock.release()
+
+
+def project_lock(root: Path) -> contextlib.AbstractContextManager[None]:
+    """One writer per project directory: a `dvc repro` and a nightly flow in the same checkout
+    would otherwise delete each other's half-written outputs."""
+    return exclusive(
+        Path(root) / LOCK_FILE,
+        f"another ensgan run is writing to {Path(root).resolve()} (lock {LOCK_FILE}); "
+        "wait for it to finish",
+    )

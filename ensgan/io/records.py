@@ -94,7 +94,7 @@ class BatchRecord(Record):
     label: ClassVar[str] = "batch.json"
     fix: ClassVar[str] = "the batch is damaged or not ensgan's: tell whoever publishes it"
     error: ClassVar[type[Exception]] = BatchError
-    max_bytes: ClassVar[int] = 64 * MIB  # a shard list of a few hundred thousand shards
+    max_bytes: ClassVar[int] = 16 * MIB  # a shard list of tens of thousands of shards
 
     format: int = 1
     run_id: RunId
@@ -204,6 +204,12 @@ def fetch_record(store: Store, kind: type[R], key: str) -> R | None:
     """The record at `key` in the store, or None when there is none."""
     if not store.exists(key):
         return None
+    size = store.size(key)
+    if size > kind.max_bytes:  # judged from the listing: never downloaded to find out
+        raise kind.error(
+            f"{store_url(store, key)} is {size} bytes, more than a {kind.label} may be "
+            f"({kind.max_bytes}): refused, not downloaded; {kind.fix}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "record.json"
         store.get_file(key, local)

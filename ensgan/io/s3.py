@@ -152,17 +152,26 @@ class S3Store:
         return sorted(keys)
 
     def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def size(self, key: str) -> int:
+        head = self._head(key)
+        if head is None:
+            raise StorageError(f"no object {key!r} in {self.url}")
+        return int(head["ContentLength"])
+
+    def _head(self, key: str) -> dict | None:
+        """The object's HEAD response; None when there is no such object."""
         action = f"lookup of {self.url}/{safe_key(key)}"
         self._failed = 0
         try:
-            self._client.head_object(Bucket=self.bucket, Key=self._base + key)
+            return self._client.head_object(Bucket=self.bucket, Key=self._base + key)
         except ClientError as exc:
             if _code(exc) in _NOT_FOUND:
-                return False
+                return None
             raise self._error(action, exc) from None
         except (BotoCoreError, Boto3Error) as exc:
             raise self._error(action, exc) from None
-        return True
 
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:

@@ -33,6 +33,11 @@ class Store(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def size(self, key: str) -> int:
+        """The object's size in bytes, from its listing or head (StorageError if none): a
+        download can then refuse an object larger than it should be before fetching it."""
+        ...
+
 
 def _atomic_copy(src: Path, dest: Path) -> None:
     """Copy via a temp file in the destination directory, so readers never see a half file."""
@@ -78,6 +83,12 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        src = self._path(key)
+        if not src.is_file():
+            raise StorageError(f"no object {key!r} in {self.url}")
+        return src.stat().st_size
 
 
 # Environment variables that override storage's waits for one run (a consumer pulling with

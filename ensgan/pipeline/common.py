@@ -61,8 +61,8 @@ def models_sha256(params: Params, layout: Layout) -> str:
     parts = {
         "data": read_card(DataCard, layout.prepared).sha256,
         "members": {n: card.weights_sha256 for n, card in members.items()},
-        "stacker": stacker.model_dump(
-            mode="json", exclude={"member_fingerprints", "inputs_sha256"}
+        "stacker": stacker.model_dump(  # files_sha256: see generate.batch_run_id
+            mode="json", exclude={"member_fingerprints", "inputs_sha256", "files_sha256"}
         ),
         "mixture": params.mixture_weights(),
         "combine": params.combine.model_dump(mode="json"),

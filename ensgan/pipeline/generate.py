@@ -52,7 +52,11 @@ def batch_run_id(params: Params, layout: Layout) -> str:
     parts["data"] = read_card(DataCard, layout.prepared).sha256
     for name in params.members:
         parts[name] = read_card(MemberCard, layout.member(name)).weights_sha256
-    stack = read_card(StackerCard, layout.stacker).model_dump(exclude={"member_fingerprints"})
+    # files_sha256 checks the stacker's files, it does not name what they hold: skops files of
+    # one estimator differ byte for byte (zip times), and a refit must not make a new batch
+    stack = read_card(StackerCard, layout.stacker).model_dump(
+        exclude={"member_fingerprints", "files_sha256"}
+    )
     parts["stacker"] = stack
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return f"{params.generate.method}-{digest[:12]}"

@@ -9,14 +9,13 @@ the batch. `mean` images are the pixel mean of every member on that latent.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ensgan.config import Params
 from ensgan.errors import BatchError
-from ensgan.io.batches import MANIFEST, check_run_id, verify_batch
+from ensgan.io.batches import MANIFEST, check_run_id, manifest_rows, verify_batch
 from ensgan.io.files import atomic_write
 from ensgan.io.images import png_bytes
 from ensgan.layout import Layout
@@ -43,10 +42,7 @@ def run(params: Params, layout: Layout, run_id: str, image_id: int, out: Path) -
             f"this project's members and params make batch {current}, not {run_id}: check out "
             "the commit that made it, `dvc pull`, and run this again"
         )
-    rows = [json.loads(line) for line in (batch / MANIFEST).read_text().splitlines()]
-    if not 0 <= image_id < len(rows):
-        raise BatchError(f"batch {run_id} has images 0 to {len(rows) - 1}, not {image_id}")
-    row = rows[image_id]
+    row = _row(batch, run_id, image_id)
     ens = load_ensemble(params, layout, with_stacker=False)
     image = ens.regenerate(row["member"], int(row["seed"]))
     png = png_bytes(image)
@@ -55,6 +51,7 @@ def run(params: Params, layout: Layout, run_id: str, image_id: int, out: Path) -
     return {
         "run_id": run_id,
         "id": image_id,
+        "file": row["file"],
         "member": row["member"],
         "seed": row["seed"],
         "path": str(out),
@@ -62,6 +59,17 @@ def run(params: Params, layout: Layout, run_id: str, image_id: int, out: Path) -
         "identical": sha == row["sha256"],
         "pixels_differing": 0 if sha == row["sha256"] else _differing(batch, row, image),
     }
+
+
+def _row(batch: Path, run_id: str, image_id: int) -> dict:
+    """The manifest row whose `id` is `image_id` (ids are unique, verify_batch checked): an
+    image is named by its id, in its file name and sidecar, not by its line in the manifest."""
+    rows = {row["id"]: row for row in manifest_rows(batch)}
+    if image_id not in rows:
+        ids = sorted(rows)
+        span = f"images {ids[0]} to {ids[-1]}" if ids else "no images"
+        raise BatchError(f"batch {run_id} has {span}, not {image_id}")
+    return rows[image_id]
 
 
 def _differing(batch: Path, row: dict, image: np.ndarray) -> int:

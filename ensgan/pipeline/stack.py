@@ -20,6 +20,7 @@ from ensgan.ensemble.stacking import (
     fit_stacker,
     save_stacker,
     stacker_columns,
+    stacker_files_match,
 )
 from ensgan.errors import CardError
 from ensgan.io.cards import StackerCard, read_card_if_any
@@ -36,13 +37,17 @@ def run(params: Params, layout: Layout) -> dict:
         before = read_card_if_any(StackerCard, layout.stacker)
     except CardError:  # a damaged card: fit again
         before = None
-    if before is not None and up_to_date("stack", before.inputs_sha256, stamp, layout.stacker):
+    if (
+        before is not None
+        and stacker_files_match(layout.stacker, before)  # not replaced since: else fit again
+        and up_to_date("stack", before.inputs_sha256, stamp, layout.stacker)
+    ):
         return before.model_dump(mode="json") | {"up_to_date": True}
     data = load_prepared(layout.prepared)
     ens = load_ensemble(params, layout, with_stacker=False)
     stacker = fit_stage_stacker(ens, data, params, inputs_sha256=stamp)
-    save_stacker(stacker.estimator, layout.stacker, stacker.card, stacker.real_log_ratios)
-    return stacker.card.model_dump(mode="json")
+    card = save_stacker(stacker.estimator, layout.stacker, stacker.card, stacker.real_log_ratios)
+    return card.model_dump(mode="json")
 
 
 def fit_stage_stacker(
