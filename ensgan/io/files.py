@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import re
@@ -17,6 +18,9 @@ from filelock import FileLock, Timeout
 from ensgan.errors import BusyError
 
 LOCK_FILE = ".ensgan.lock"
+# Shared by every member process while it lives, whoever holds LOCK_FILE: a run killed with
+# kill -9 frees LOCK_FILE at once, while its member processes stop (children.py).
+WRITERS_FILE = ".ensgan.writers.lock"
 
 
 def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
@@ -204,7 +208,8 @@ def _sweep(top: Path, deep: bool) -> list[str]:
 @contextmanager
 def project_lock(root: Path) -> Iterator[None]:
     """One writer per project directory: a `dvc repro` and a nightly flow in the same checkout
-    would otherwise delete each other's half-written outputs."""
+    would otherwise delete each other's half-written outputs. Refused too while a member
+    process of an earlier run still writes there (its parent killed: `hold_writers_lock`)."""
     lock = FileLock(Path(root) / LOCK_FILE)
     try:
         lock.acquire(timeout=0)
@@ -214,6 +219,34 @@ def project_lock(root: Path) -> Iterator[None]:
             "wait for it to finish"
         ) from None
     try:
+        _no_writers_left(Path(root))
         yield
     finally:
         lock.release()
+
+
+def _no_writers_left(root: Path) -> None:
+    """Raise BusyError while a member process holds the writers lock."""
+    fd = os.open(root / WRITERS_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise BusyError(
+            f"member processes of an earlier ensgan run are still writing to {root.resolve()} "
+            f"(they hold {WRITERS_FILE}; their parent was killed): they save a checkpoint "
+            "at their next step and exit: run the command again then"
+        ) from None
+    finally:
+        os.close(fd)  # and with it the probe's lock
+
+
+def hold_writers_lock(root: Path) -> int:
+    """In a member process: share the writers lock of `root` until the process exits (the
+    descriptor stays open), so that a new run refuses while this one may write."""
+    fd = os.open(Path(root) / WRITERS_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:  # a new run is probing: this process's parent is gone
+        os.close(fd)
+        raise BusyError(f"another ensgan run holds {Path(root) / WRITERS_FILE}") from None
+    return fd
