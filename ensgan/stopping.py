@@ -23,6 +23,7 @@ _why: list[str] = []  # the first reason given
 _shared: Any = None  # this process's event for the member processes it starts
 _inherited: Any = None  # in a member process: its parent's event
 _loops = {"main": 0, "all": 0}  # training loops running: in the main thread, in any thread
+_counting = threading.Lock()
 settled = threading.Event()  # a loop stopped and saved its checkpoint
 
 
@@ -85,16 +86,20 @@ def checked() -> Iterator[None]:
     """Around a training loop that checks `requested()` before each step itself: the signal
     then only sets the flag, and the stop the loop raises marks its checkpoint saved."""
     main = threading.current_thread() is threading.main_thread()
-    _loops["all"] += 1
-    _loops["main"] += main
+    _count(1, main)
     try:
         yield
     except StopRequested:
         settled.set()
         raise
     finally:
-        _loops["all"] -= 1
-        _loops["main"] -= main
+        _count(-1, main)
+
+
+def _count(n: int, main: bool) -> None:
+    with _counting:
+        _loops["all"] += n
+        _loops["main"] += n * main
 
 
 @contextmanager
