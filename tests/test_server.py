@@ -44,8 +44,9 @@ def server_env(tmp_path: Path) -> dict[str, str]:
 
 def server_of(pid: int) -> int:
     """The temporary server among the children of `pid`."""
-    found = [c for c in children(pid) if b"uvicorn" in Path(f"/proc/{c}/cmdline").read_bytes()]
-    assert len(found) == 1, f"not one server among the children of {pid}: {found}"
+    lines = {c: Path(f"/proc/{c}/cmdline").read_bytes() for c in children(pid)}
+    found = [c for c, line in lines.items() if b"uvicorn" in line]
+    assert len(found) == 1, f"not one server among the children of {pid}: {lines}"
     return found[0]
 
 

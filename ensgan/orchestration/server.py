@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from multiprocessing import active_children
-from typing import ClassVar
 
 import prefect
 from prefect.server.api.server import SubprocessASGIServer
@@ -27,9 +26,9 @@ from ensgan.children import GRACE_SECONDS, POLL_SECONDS, REPORT_SECONDS, launche
 class TemporaryServer(SubprocessASGIServer):
     """Prefect's temporary server, started so that it dies with the thread that starts it
     (ensgan/children.py): kill -9 of `ensgan run` takes it along. The command and environment
-    are Prefect's own (SubprocessASGIServer._run_uvicorn_command)."""
-
-    _instances: ClassVar[dict] = {}  # one per port, apart from Prefect's own ones
+    are Prefect's own (SubprocessASGIServer._run_uvicorn_command). It is kept where Prefect
+    looks for its own (SubprocessASGIServer._instances, as prefect_test_harness does), so that
+    a Prefect thread that sees no API URL uses it rather than start a second server."""
 
     def _run_uvicorn_command(self) -> subprocess.Popen:
         app, where = "prefect.server.api.server:create_app", str(prefect.__module_path__.parent)
