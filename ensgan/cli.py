@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ensgan.errors import ConfigError, is_user_error, user_message
+from ensgan.errors import ConfigError, StopRequested, is_user_error, user_message
 from ensgan.layout import Layout
 from ensgan.terminal import printable
 
@@ -28,6 +28,7 @@ app = typer.Typer(no_args_is_help=True, help=__doc__.splitlines()[0], add_comple
 batches_app = typer.Typer(no_args_is_help=True, help="List and download published batches.")
 app.add_typer(batches_app, name="batches")
 
+STOPPED_STATUS = 128 + 15  # 128 + SIGTERM, what a shell reports for a process it ended
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to use")]
 
 
@@ -38,10 +39,17 @@ def _load(params: Path) -> tuple[Params, Layout]:
 
 
 def _run(fn, *args, **kwargs):
-    """Call a stage; a user-caused error becomes one line on stderr and exit status 2."""
+    """Call a stage; a user-caused error becomes one line on stderr and exit status 2, and
+    a stop (SIGTERM: ensgan/stopping.py) one line and status 143, as the signal gives."""
+    from ensgan.stopping import on_sigterm
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return fn(*args, **kwargs)
+        with on_sigterm():
+            return fn(*args, **kwargs)
+    except StopRequested as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(STOPPED_STATUS) from None
     except Exception as exc:
         if not is_user_error(exc):
             raise

@@ -54,6 +54,13 @@ class BusyError(RuntimeError):
     """Another ensgan run is writing to the same project directory."""
 
 
+class StopRequested(BaseException):
+    """The run was asked to stop (SIGTERM, its parent gone, its Prefect server gone): each
+    member in training saved a checkpoint at the step it reached, and the next run resumes it.
+    A BaseException, as KeyboardInterrupt is: no `except Exception` takes it for a member's
+    failure (which would be recorded as left out, or retried)."""
+
+
 class CardError(ValueError):
     """A card.json that is missing a field or holds a wrong type (the output is not ensgan's,
     or was written by an incompatible version), or that does not describe what is on disk."""

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ensgan import stopping
 from ensgan.config import MemberConfig, TrainConfig
 from ensgan.data.prepared import load_prepared, read_data_card
 from ensgan.errors import DivergedError
@@ -64,6 +65,7 @@ NOT_WEIGHTS_CODE = frozenset(
         "ensgan.io.cards",
         "ensgan.io.files",
         "ensgan.io.images",  # the checkpoint grids
+        "ensgan.stopping",  # when a run stops; a stopped member resumes to the same weights
     }
 )
 # Train params that change how a run is carried out or watched, not the member it makes (a
@@ -212,7 +214,7 @@ def train_member(
 
     # Main training loop.
     t0 = time.perf_counter()
-    with LossLog(out_dir / LOSSES_CSV) as losses:
+    with LossLog(out_dir / LOSSES_CSV) as losses, stopping.checked():
         try:
             training_loop(
                 name=name,
@@ -235,7 +237,7 @@ def train_member(
                 checkpoint_every=train.checkpoint_every,
                 log_row=losses.append,
                 on_checkpoint=on_checkpoint,
-                callback=callback,
+                callback=stop_when_asked(name, train, on_checkpoint, callback),
                 progress=progress,
                 channels_last=train.channels_last,
             )
@@ -246,6 +248,27 @@ def train_member(
     card = card.model_copy(update={"seconds_this_run": round(time.perf_counter() - t0, 2)})
     write_card(out_dir, card)
     return card
+
+
+def stop_when_asked(
+    name: str,
+    train: TrainConfig,
+    on_checkpoint: Callable[[int], None],
+    callback: Callable[[int], None] | None,
+) -> Callable[[int], None]:
+    """The loop's after-step callback: `callback`, then, when the run is asked to stop
+    (ensgan/stopping.py), a checkpoint at the step reached and StopRequested, so the next run
+    resumes without losing a step (the rows of the loss log so far are flushed)."""
+
+    def after(done: int) -> None:
+        if callback is not None:
+            callback(done)
+        if stopping.requested() and done < train.steps:
+            if done % train.checkpoint_every:  # else the loop has just saved this step
+                on_checkpoint(done)
+            raise stopping.stopped(f"member {name} stopped at step {done} of {train.steps}")
+
+    return after
 
 
 def member_card(

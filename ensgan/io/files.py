@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
@@ -18,6 +19,9 @@ from filelock import FileLock, Timeout
 from ensgan.errors import BusyError
 
 LOCK_FILE = ".ensgan.lock"
+# Shared by every member process while it lives, whoever holds LOCK_FILE: a run killed with
+# kill -9 frees LOCK_FILE at once, while its member processes stop (children.py).
+WRITERS_FILE = ".ensgan.writers.lock"
 
 
 def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
@@ -203,16 +207,21 @@ def _sweep(top: Path, deep: bool) -> list[str]:
 
 
 @contextmanager
-def exclusive(lock_file: Path, busy: str) -> Iterator[None]:
+def exclusive(
+    lock_file: Path, busy: str, check: Callable[[], None] | None = None
+) -> Iterator[None]:
     """Hold `lock_file` (an OS file lock, released if the process dies) for the block, or raise
-    BusyError(`busy`) at once if another process holds it. The file stays: removing a lock
-    file lets a third process lock a new one while a second still holds the old."""
+    BusyError(`busy`) at once if another process holds it; `check()` runs once it is held. The
+    file stays: removing a lock file lets a third process lock a new one while a second still
+    holds the old."""
     lock = FileLock(lock_file)
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise BusyError(busy) from None
     try:
+        if check is not None:
+            check()
         yield
     finally:
         lock.release()
@@ -220,9 +229,38 @@ def exclusive(lock_file: Path, busy: str) -> Iterator[None]:
 
 def project_lock(root: Path) -> contextlib.AbstractContextManager[None]:
     """One writer per project directory: a `dvc repro` and a nightly flow in the same checkout
-    would otherwise delete each other's half-written outputs."""
+    would otherwise delete each other's half-written outputs. Refused too while a member
+    process of an earlier run still writes there (its parent killed: `hold_writers_lock`)."""
     return exclusive(
         Path(root) / LOCK_FILE,
         f"another ensgan run is writing to {Path(root).resolve()} (lock {LOCK_FILE}); "
         "wait for it to finish",
+        check=lambda: _no_writers_left(Path(root)),
     )
+
+
+def _no_writers_left(root: Path) -> None:
+    """Raise BusyError while a member process holds the writers lock."""
+    fd = os.open(root / WRITERS_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise BusyError(
+            f"member processes of an earlier ensgan run are still writing to {root.resolve()} "
+            f"(they hold {WRITERS_FILE}; their parent was killed): they save a checkpoint "
+            "at their next step and exit: run the command again then"
+        ) from None
+    finally:
+        os.close(fd)  # and with it the probe's lock
+
+
+def hold_writers_lock(root: Path) -> int:
+    """In a member process: share the writers lock of `root` until the process exits (the
+    descriptor stays open), so that a new run refuses while this one may write."""
+    fd = os.open(Path(root) / WRITERS_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:  # a new run is probing: this process's parent is gone
+        os.close(fd)
+        raise BusyError(f"another ensgan run holds {Path(root) / WRITERS_FILE}") from None
+    return fd

@@ -15,8 +15,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact
 
+from ensgan import stopping
 from ensgan.config import Params, load_params
-from ensgan.errors import CardError
+from ensgan.errors import CardError, StopRequested
 from ensgan.eval.report import metrics_table
 from ensgan.gan.member import fingerprint, member_is_finished
 from ensgan.io.files import project_lock, recover_outputs
@@ -126,7 +127,9 @@ def _train_members(
     finished = {n: _finished(params, layout, n, data_sha) for n in names}
     fixed = {"params_path": params_path, "root": root, "data_sha": data_sha}
     futures, submitted = [], []
-    with make_runner(params) as runner:
+    # An interrupt (SIGTERM, a dead server) leaving the block stops the members at their next
+    # step (spreading), so that the runner's exit waits for their checkpoints only.
+    with make_runner(params, root) as runner, stopping.spreading():
         if params.train.ensemble == "boosting":
             # AdaGAN: a chain, each member after the ones before it. The cache key cannot see
             # the data weights a round gets from the members before it, so these tasks always
@@ -152,6 +155,10 @@ def _outcomes(names: list[str], futures: list) -> tuple[list[dict], dict[str, st
     for name, future in zip(names, futures, strict=True):
         future.wait()
         outcome = future.state.result(raise_on_failure=False)
+        if not future.state.is_completed() and (
+            stopping.requested() or isinstance(outcome, StopRequested)
+        ):  # the run stops (a member asked by SIGTERM): not the member's failure
+            raise stopping.stopped("stopped")
         if future.state.is_completed():
             cards.append(outcome)
         else:  # recorded; settle() stops the run if fewer than min_members finished
@@ -182,7 +189,7 @@ def _train_on_ray(
         "threads": max(1, int(params.train.ray_cpus)),
     }
     with (
-        make_runner(params) as runner,
+        make_runner(params, str(layout.root.resolve())) as runner,
         remote_options(num_cpus=params.train.ray_cpus, num_gpus=params.train.ray_gpus),
     ):
         futures = runner.map(ray_train_task, {**{k: unmapped(v) for k, v in fixed.items()},

@@ -1,10 +1,11 @@
 """Where the flow's tasks run: a process pool (one torch thread per core it gets) or threads,
-and one Prefect API shared by the flow and its worker processes."""
+and one Prefect API shared by the flow and its worker processes; both end with the run."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -14,6 +15,8 @@ from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from ensgan import stopping
+from ensgan.children import init_member_process
 from ensgan.config import Params
 from ensgan.errors import ConfigError
 
@@ -46,9 +49,10 @@ class OrderedProcessPoolTaskRunner(ProcessPoolTaskRunner):
         return self
 
 
-def make_runner(params: Params) -> TaskRunner:
+def make_runner(params: Params, root: str) -> TaskRunner:
     """The runner of the flow's member tasks: Ray's (train.runner: ray), else a process pool
-    of `train.workers`, or one thread when a single worker is asked for."""
+    of `train.workers` whose processes end with this one and hold the writers lock of the
+    project at `root` (ensgan/children.py), or one thread when a single worker is asked for."""
     if params.train.runner == "ray":
         try:
             from prefect_ray import RayTaskRunner
@@ -60,7 +64,11 @@ def make_runner(params: Params) -> TaskRunner:
         return RayTaskRunner(address=address)
     n = worker_count(params)
     if n > 1:
-        return OrderedProcessPoolTaskRunner(max_workers=n)
+        return OrderedProcessPoolTaskRunner(
+            max_workers=n,
+            initializer=init_member_process,
+            initargs=(os.getpid(), root, stopping.shared_event()),
+        )
     return ThreadPoolTaskRunner(max_workers=1)
 
 
@@ -70,15 +78,14 @@ def shared_api() -> Iterator[str]:
 
     With no PREFECT_API_URL configured, Prefect starts a temporary server per process; worker
     processes would each start their own on the same SQLite file. Start one here and hand its
-    URL to the workers through the environment they inherit.
+    URL to the workers through the environment they inherit. The server dies with this thread,
+    and should it die first, the run ends (ensgan/orchestration/server.py).
     """
-    url, server = PREFECT_API_URL.value(), None
+    url, server, done = PREFECT_API_URL.value(), None, threading.Event()
     if not url:
-        from prefect.server.api.server import SubprocessASGIServer
+        from ensgan.orchestration.server import start_server
 
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
-        server = SubprocessASGIServer()
-        server.start(timeout=120)
+        server = start_server(done)
         url = server.api_url
     saved = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url
@@ -86,6 +93,7 @@ def shared_api() -> Iterator[str]:
         with temporary_settings({PREFECT_API_URL: url}):
             yield url
     finally:
+        done.set()
         if saved is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ensgan import stopping
+from ensgan.children import init_member_process
 from ensgan.config import Params
 from ensgan.data.prepared import load_prepared, read_data_card
 from ensgan.errors import ConfigError
@@ -122,7 +124,8 @@ def _worker(params: Params, root: str, name: str, threads: int) -> dict:
 def train_parallel(params: Params, layout: Layout, names: list[str]) -> tuple[dict, dict[str, str]]:
     """Bagging: independent members, `train.workers` at once (0 = one per core), each with
     its share of the cores (benchmarks/parallel_members.py measures the gain). Returns the
-    cards of those that finished and why the others did not."""
+    cards of those that finished and why the others did not. The member processes end with
+    this one (ensgan/children.py); a stop (SIGTERM) ends each at its next step, checkpointed."""
     workers = max(1, min(params.train.workers or (os.cpu_count() or 1), len(names)))
     cards: dict = {}
     failures: dict[str, str] = {}
@@ -136,14 +139,25 @@ def train_parallel(params: Params, layout: Layout, names: list[str]) -> tuple[di
         return cards, failures
     threads = max(1, (os.cpu_count() or 1) // workers)
     root = str(layout.root.resolve())
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {n: pool.submit(_worker, params, root, n, threads) for n in names}
-        for n, f in futures.items():
-            try:
-                cards[n] = f.result()
-            except Exception as exc:  # recorded; settle() stops if too few finish
-                log.error("member %s failed: %s", n, failure(exc))
-                failures[n] = failure(exc)
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=get_context("spawn"),
+        initializer=init_member_process,
+        initargs=(os.getpid(), root, stopping.shared_event()),
+    )
+    try:
+        with stopping.spreading():
+            futures = {n: pool.submit(_worker, params, root, n, threads) for n in names}
+            for n, f in futures.items():
+                try:
+                    cards[n] = f.result()
+                except Exception as exc:  # recorded; settle() stops if too few finish
+                    if stopping.requested():  # not the member's failure: the run stops
+                        raise stopping.stopped("stopped") from None
+                    log.error("member %s failed: %s", n, failure(exc))
+                    failures[n] = failure(exc)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a stop: the running ones checkpoint
     return cards, failures
 
 
