@@ -27,7 +27,7 @@ from ensgan.config import CombineConfig, StackConfig, load_params
 from ensgan.ensemble.combinations import Ensemble
 from ensgan.ensemble.members import member_sample
 from ensgan.pipeline.stack import fit_ensemble_stacker
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ensgan.cli import app
-from tests.conftest import tiny_params, write_tiny_project
+from tests.helpers import tiny_params, write_tiny_project
 
 runner = CliRunner()
 

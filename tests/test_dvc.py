@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, write_tiny_project
+from tests.helpers import REPO, write_tiny_project
 
 pytestmark = pytest.mark.e2e  # real services: Prefect, DVC, S3 servers
 

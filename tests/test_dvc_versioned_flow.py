@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY_FLOW, S3Server, write_tiny_project
+from tests.helpers import REPO, TINY_FLOW, S3Server, write_tiny_project
 from tests.test_dvc import STAGES, _sh
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,7 @@ from ensgan.config import ConfigError
 from ensgan.ensemble.combinations import METHODS
 from ensgan.io.batches import list_batches, pull_batch
 from ensgan.io.storage import LocalStore
-from tests.conftest import write_tiny_project
+from tests.helpers import write_tiny_project
 
 pytestmark = pytest.mark.e2e  # real services: Prefect, DVC, S3 servers
 

@@ -11,7 +11,7 @@ from ensgan.ensemble.combinations import Ensemble, Sample
 from ensgan.errors import OutputError
 from ensgan.layout import Layout
 from ensgan.pipeline import evaluate, generate, prepare, stack, train
-from tests.conftest import write_tiny_project
+from tests.helpers import write_tiny_project
 
 
 @pytest.fixture(scope="module")

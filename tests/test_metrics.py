@@ -293,7 +293,7 @@ def test_the_plots_and_charts_read_the_table() -> None:
     from ensgan.eval.charts import FIGURES
     from ensgan.eval.table import CHARTED, PLOTTED
     from ensgan.pipeline.evaluate import models_frame
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     row = {k: 1.0 for k in PLOTTED}
     frame = models_frame({"members": {"a": row}, "ensemble": {"mixture": row}})

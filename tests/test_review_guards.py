@@ -15,7 +15,7 @@ from ensgan.data.prepared import DataError, assign_splits
 from ensgan.eval.prdc import equal_counts, prdc
 from ensgan.eval.report import metrics_table
 from ensgan.pipeline.common import check_stacker_is_current, stacker_settings
-from tests.conftest import tiny_params
+from tests.helpers import tiny_params
 
 
 def _members(**shas: str) -> dict:

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from ensgan.cli import app
 from ensgan.errors import DataError, is_user_error, user_message
-from tests.conftest import write_tiny_project
+from tests.helpers import write_tiny_project
 
 runner = CliRunner()
 

@@ -1,0 +1,125 @@
+"""Plain builders and constants shared by test modules (fixtures live in conftest.py).
+
+A test module imports what it shares from here, never from another test module: a test file
+then stands alone, and moving a test does not break the files that borrowed from it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+from botocore.client import BaseClient
+from botocore.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def committed_params() -> str:
+    """params.yaml as committed (HEAD), not the working copy a user's `dvc exp run -S` edits."""
+    res = subprocess.run(
+        ["git", "-C", str(REPO), "show", "HEAD:params.yaml"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return res.stdout
+
+
+# =============================================================================================
+# Servers on loopback: how tests find a free port and a console script, and talk S3.
+# =============================================================================================
+@dataclass(frozen=True)
+class S3Server:
+    name: str
+    endpoint_url: str
+    log: Path
+
+    def client(self) -> BaseClient:
+        """A plain boto3 S3 client for this server (test setup and inspection)."""
+        cfg = Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"mode": "standard", "max_attempts": 2},
+        )
+        return boto3.client("s3", endpoint_url=self.endpoint_url, config=cfg)
+
+
+def venv_tool(name: str) -> str | None:
+    """A console script of this venv, even when the venv is not on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (held open together so they cannot repeat)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+# =============================================================================================
+# A tiny project: 2 members, 8x8 images, a few dozen steps.
+# =============================================================================================
+TINY = {
+    "data": {"image_size": 8},
+    "members": {
+        "a": {"arch": "dcgan", "seed": 1, "width": 8},
+        "b": {"arch": "upsample", "seed": 2, "width": 4},
+    },
+    "train": {
+        "steps": 30, "batch_size": 32, "checkpoint_every": 10, "log_every": 5,
+        "device": "cpu", "workers": 2,
+    },
+    "stack": {"cv_folds": 3, "burn_in": 200, "n_fake": 60},
+    "combine": {"mh_chain": 8},
+    "evaluate": {"n_samples": 100, "n_mh": 60, "classifier_steps": 30, "grid_size": 4},
+    "generate": {"n_images": 40, "shard_size": 16},
+}  # fmt: skip
+
+
+# The flow's project bags, with a GMAN member, and publishes MH samples (the DVC project
+# boosts and publishes DRS samples): every method runs under both drivers.
+TINY_FLOW = {
+    "members": {
+        "a": {"arch": "dcgan", "seed": 1, "width": 8},
+        "b": {"arch": "upsample", "seed": 2, "width": 4, "discriminators": 2, "gman": "softmax"},
+    },
+    "stack": {"features": "logits", "model": "logistic", "n_fake": None},  # DVC's: hidden
+    "generate": {"method": "mh"},
+}
+
+
+def tiny_params(**sections: dict) -> str:
+    """A params.yaml of the package's defaults with tiny settings (and any `sections` merged
+    onto TINY's), every key written out as in the committed file (dvc.yaml names keys).
+    Never the working params.yaml, which a user's `dvc exp run -S` may have changed. Params
+    that do not validate are written as given, for the tests of their errors."""
+    import yaml
+
+    from ensgan.config import ConfigError, parse_params
+
+    params: dict = {}
+    for key in {**TINY, **sections}:  # a section given is merged onto TINY's, not instead
+        if key == "members":
+            params[key] = sections.get(key, TINY[key])
+        else:
+            params[key] = {**TINY.get(key, {}), **sections.get(key, {})}
+    with suppress(ConfigError):
+        params = parse_params(params).model_dump(mode="json")
+    return yaml.safe_dump(params, sort_keys=False)
+
+
+def write_tiny_project(root: Path, **sections: dict) -> Path:
+    """A project directory whose params.yaml is `tiny_params(**sections)`."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(tiny_params(**sections))
+    return root
