@@ -6,6 +6,7 @@ then stands alone, and moving a test does not break the files that borrowed from
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import numpy as np
 from botocore.client import BaseClient
 from botocore.config import Config
 
@@ -123,3 +125,28 @@ def write_tiny_project(root: Path, **sections: dict) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(tiny_params(**sections))
     return root
+
+
+# =============================================================================================
+# Batches: a small published-format batch of random images, and its manifest read back.
+# =============================================================================================
+BATCH_EXTRA = {"data_sha256": "d" * 64, "params_sha256": "p" * 64, "method": "vote"}
+
+
+def make_batch(
+    out: Path, run_id: str = "run-1", n: int = 7, channels: int = 3, seed: int = 0
+) -> tuple[Path, np.ndarray]:
+    """A batch of n random 8x8 images in shards of 3 (so >= 2 shards), plus the images."""
+    from ensgan.io.batches import write_batch
+
+    images = np.random.default_rng(seed).integers(0, 256, (n, channels, 8, 8), dtype=np.uint8)
+    scores = np.linspace(0, 1, n, dtype=np.float32)  # numpy scalars, as the pipeline has them
+    rows = [{"member": f"g{i % 2}", "seed": seed * 100 + i, "score": scores[i]} for i in range(n)]
+    return write_batch(out, run_id, images, rows, shard_size=3, extra=BATCH_EXTRA), images
+
+
+def manifest(batch_dir: Path) -> list[dict]:
+    """The rows of a batch's manifest.jsonl."""
+    from ensgan.io.batches import MANIFEST
+
+    return [json.loads(line) for line in (batch_dir / MANIFEST).read_text().splitlines()]

@@ -106,7 +106,7 @@ def test_batches_ls_lists_an_unreadable_batch_with_its_key(tmp_path: Path) -> No
 
     from ensgan.io.batches import BATCH_JSON, publish_batch
     from ensgan.io.storage import LocalStore
-    from tests.test_storage import make_batch
+    from tests.helpers import make_batch
 
     store = LocalStore(tmp_path / "store")
     day = dt.date(2026, 3, 14)

@@ -26,7 +26,7 @@ from ensgan.io.promotion import (
 )
 from ensgan.io.storage import LocalStore
 from ensgan.pipeline.publish import verdict_line
-from tests.test_storage import make_batch
+from tests.helpers import make_batch
 
 GOOD = {"fd": 100.0, "recall": 0.95, "coverage": 0.80, "class_kl": 0.02}
 runner = CliRunner()

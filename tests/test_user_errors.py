@@ -29,7 +29,7 @@ runner = CliRunner()
 def _published_store(tmp: Path) -> Path:
     from ensgan.io.batches import publish_batch
     from ensgan.io.storage import LocalStore
-    from tests.test_storage import make_batch
+    from tests.helpers import make_batch
 
     publish_batch(
         LocalStore(tmp / "store"), make_batch(tmp / "out", "run-1")[0], dt.date(2026, 3, 1)
