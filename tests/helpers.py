@@ -14,11 +14,18 @@ import sys
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import boto3
 import numpy as np
+import torch
 from botocore.client import BaseClient
 from botocore.config import Config
+from torch import nn
+
+if TYPE_CHECKING:
+    from ensgan.gan.loaded import LoadedMember
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,3 +157,63 @@ def manifest(batch_dir: Path) -> list[dict]:
     from ensgan.io.batches import MANIFEST
 
     return [json.loads(line) for line in (batch_dir / MANIFEST).read_text().splitlines()]
+
+
+# =============================================================================================
+# Stand-in members whose outputs are known (untrained): constant generators, a discriminator
+# whose logit is the mean pixel, and a stacker whose log-ratio is the mean logit.
+# =============================================================================================
+Z = 8  # the stand-ins' latent size
+CPU = torch.device("cpu")
+
+
+class ConstGen(nn.Module):
+    """Every image is `value` everywhere; `spread` > 0 adds a per-latent offset in +-spread."""
+
+    def __init__(self, value: float, spread: float = 0.0) -> None:
+        super().__init__()
+        self.value, self.spread = value, spread
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        v = self.value + self.spread * torch.tanh(z[:, 0])
+        return v[:, None, None, None].expand(len(z), 1, 8, 8).clone()
+
+
+class MeanDisc(nn.Module):
+    """Logit = mean pixel in [-1, 1]: brighter looks more real."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(1, 2, 3))
+
+
+class MeanStacker:
+    """A 'fitted' stacker: log r̂ = mean of the member logits, P(real) = sigmoid of it."""
+
+    def __init__(self, log_m: float = 1.0, weights: dict | None = None) -> None:
+        self.card = SimpleNamespace(
+            drs_log_m={"A": log_m, "B": log_m, "dcgan": log_m, "mlp": log_m},
+            member_weights=weights or {"A": 0.5, "B": 0.5, "dcgan": 0.5, "mlp": 0.5},
+        )
+        self.real_log_ratios = np.array([0.5, 1.0, 1.5])
+
+    def log_ratio(self, logits: np.ndarray) -> np.ndarray:
+        return logits.mean(axis=1)
+
+    def prob_real(self, logits: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.log_ratio(logits)))
+
+
+def member(
+    name: str, gen: nn.Module, disc: nn.Module | None = None, z_dim: int = Z
+) -> LoadedMember:
+    """A LoadedMember around `gen` (and `disc`, MeanDisc by default), on the CPU."""
+    from ensgan.gan.loaded import LoadedMember
+
+    return LoadedMember(name, z_dim, gen.eval(), (disc or MeanDisc()).eval(), CPU)
+
+
+def const_members(spread: float = 0.0) -> dict[str, LoadedMember]:
+    """A: all -1 (pixel 0), B: all +1 (pixel 255); with spread, A is dark and B bright."""
+    if spread:
+        return {"A": member("A", ConstGen(-0.5, spread)), "B": member("B", ConstGen(0.5, spread))}
+    return {"A": member("A", ConstGen(-1.0)), "B": member("B", ConstGen(1.0))}
