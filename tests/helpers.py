@@ -7,6 +7,7 @@ then stands alone, and moving a test does not break the files that borrowed from
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -217,3 +218,28 @@ def const_members(spread: float = 0.0) -> dict[str, LoadedMember]:
     if spread:
         return {"A": member("A", ConstGen(-0.5, spread)), "B": member("B", ConstGen(0.5, spread))}
     return {"A": member("A", ConstGen(-1.0)), "B": member("B", ConstGen(1.0))}
+
+
+# =============================================================================================
+# git and DVC in a project copy: the stages a `dvc repro` runs, and a command run there.
+# =============================================================================================
+STAGES = ["prepare", "train", "stack", "evaluate", "generate", "publish"]
+
+
+def sh(repo: Path, *cmd: str, check: bool = True) -> str:
+    """Run `cmd` in `repo` with this venv's tools first on PATH and the copy's code importable;
+    its output. check=True: it must succeed; check=False: it must be refused."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "PYTHONPATH": str(repo),  # the stages run this copy of the code, edits included
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }  # fmt: skip
+    res = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
+    elif res.returncode == 0:
+        raise AssertionError(f"{' '.join(cmd)} succeeded, expected a refusal:\n{res.stdout}")
+    return res.stdout + res.stderr
