@@ -469,3 +469,10 @@ def test_splits_validation_and_the_renamed_key() -> None:
 def test_assign_splits_refuses_too_few_images() -> None:
     with pytest.raises(DataError, match="too few images"):
         assign_splits(3, None, {"stack": 0.3, "calibrate": 0.3, "evaluate": 0.3}, 0)
+
+
+def test_splits_that_leave_too_little_to_train_are_refused() -> None:
+    fractions = {"stack": 0.05, "calibrate": 0.05, "evaluate": 0.8}
+    for n in (10, 20):
+        with pytest.raises(DataError, match="data.splits"):
+            assign_splits(n, None, fractions, 0)
