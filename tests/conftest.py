@@ -28,7 +28,14 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.helpers import TINY_FLOW, S3Server, free_ports, venv_tool, write_tiny_project
+from tests.helpers import (
+    TINY_FLOW,
+    S3Server,
+    free_ports,
+    run_stages,
+    venv_tool,
+    write_tiny_project,
+)
 
 
 def _wait_for_s3(server: S3Server, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -162,7 +169,8 @@ def s3_bucket(_s3_env: None) -> Callable[[S3Server | str], str]:
 
 
 # =============================================================================================
-# A Prefect server for the session, and the nightly flow run once on the tiny project.
+# The tiny project, run once per session: by the nightly flow on a Prefect server for the
+# session (`flow_project`), and stage by stage in this process (`staged_project`).
 # =============================================================================================
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
@@ -181,6 +189,21 @@ def flow_project(tmp_path_factory: pytest.TempPathFactory, prefect_server: None)
     root = write_tiny_project(tmp_path_factory.mktemp("flow-project"), **TINY_FLOW)
     summary = run(params_path="params.yaml", root=str(root))
     return {"root": root, "summary": summary}
+
+
+@pytest.fixture(scope="session")
+def staged_project(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The flow's tiny project after every stage, run in this process without Prefect: for the
+    tests of what one stage wrote, or of a command that reads it. Read it, or copy it first."""
+    import torch
+
+    root = write_tiny_project(tmp_path_factory.mktemp("staged-project"), **TINY_FLOW)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets gain nothing from more, and the CPU may be shared
+    try:
+        return {"root": root, **run_stages(root)}
+    finally:
+        torch.set_num_threads(threads)
 
 
 # =============================================================================================

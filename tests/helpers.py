@@ -135,6 +135,23 @@ def write_tiny_project(root: Path, **sections: dict) -> Path:
     return root
 
 
+def run_stages(root: Path) -> dict:
+    """Every stage once on the project at `root`, in this process and in dvc.yaml's order (as
+    `dvc repro` runs them, no Prefect): what each stage returned, by name."""
+    from ensgan.config import load_params
+    from ensgan.layout import Layout
+    from ensgan.pipeline import evaluate, generate, prepare, publish, stack, train
+
+    params, layout = load_params(root / "params.yaml"), Layout(root)
+    done = {"prepare": prepare.run(params, layout)}
+    done["train"] = train.run(params, layout, progress=False)
+    done["stack"] = stack.run(params, layout)
+    done["evaluate"] = evaluate.run(params, layout)
+    done["generate"] = generate.run(params, layout)
+    done["publish"] = publish.run(params, layout, done["generate"]["run_id"])
+    return done
+
+
 # =============================================================================================
 # Batches: a small published-format batch of random images, and its manifest read back.
 # =============================================================================================

@@ -130,21 +130,6 @@ def test_second_run_rewrites_and_publishes_nothing(flow_project: dict) -> None:
     assert states["train-a"] == ["Cached"] and states["train-b"] == ["Cached"]
 
 
-def test_evaluate_returns_exactly_the_metrics_of_the_table(flow_project: dict) -> None:
-    """Each row of metrics.json carries the table's metrics for its kind of row, no others
-    (a row scored on fewer images adds the mixture's FD at its count; mh its restarts)."""
-    from ensgan.eval.table import row_keys
-
-    optional = {"mixture_fd_same_count", "restarted_chains"}
-    metrics = flow_project["summary"]["metrics"]
-    rows = [("real", metrics["real"])]
-    rows += [("members", r) for r in metrics["members"].values()]
-    rows += [("combinations", r) for r in metrics["ensemble"].values()]
-    for kind, row in rows:
-        assert row_keys(kind) - optional <= set(row) <= row_keys(kind), (kind, sorted(row))
-    assert "restarted_chains" in metrics["ensemble"]["mh"]
-
-
 def test_invalid_params_stop_the_flow_before_any_work(tmp_path: Path, prefect_server) -> None:
     from ensgan.orchestration.flow import run
 
