@@ -295,32 +295,6 @@ def test_boosting_runs_as_a_chain_of_tasks(tmp_path: Path, prefect_server) -> No
     assert a.end_time <= b.start_time  # a chain, not a pool
 
 
-def test_regenerate_remakes_published_images_byte_identical(
-    flow_project: dict, tmp_path: Path, monkeypatch
-) -> None:
-    """`ensgan regenerate RUN_ID ID` from the manifest row's member and seed."""
-    from typer.testing import CliRunner
-
-    from ensgan.cli import app
-
-    root, run_id = flow_project["root"], flow_project["summary"]["batch"]["run_id"]
-    monkeypatch.chdir(root)
-    runner = CliRunner()
-    for image_id in (0, 17, 39):
-        out = tmp_path / f"{image_id}.png"
-        res = runner.invoke(app, ["regenerate", run_id, str(image_id), "--out", str(out)])
-        assert res.exit_code == 0, res.output
-        assert "byte-identical" in res.output and out.is_file()
-    res = runner.invoke(app, ["regenerate", run_id, "0", "--out", str(tmp_path / "0.png")])
-    assert res.exit_code == 2 and "refusing to overwrite" in res.output  # nothing lost
-    res = runner.invoke(app, ["regenerate", run_id, "40"])
-    assert res.exit_code == 2 and "images 0 to 39" in res.output
-    other = tmp_path / "other.yaml"
-    other.write_text((root / "params.yaml").read_text().replace("seed: 0", "seed: 5"))
-    res = runner.invoke(app, ["regenerate", run_id, "0", "-p", str(other)])
-    assert res.exit_code == 2 and "not " + run_id in res.output
-
-
 def test_a_failed_member_does_not_sink_the_night(tmp_path: Path, prefect_server) -> None:
     """With train.min_members: 2 of 3, the flow goes on without the member that failed, and
     the metrics, the report and the batch name it."""
