@@ -240,6 +240,19 @@ class _Canary:
         return (open, (self.path, "w"))
 
 
+@flow
+def _train_member(name: str, params_path: str, root: str, data_sha: str) -> tuple[str, dict]:
+    """The nightly flow's train task for one member, alone (its cache key and records): the
+    name of the state it ended in, and the card it returned."""
+    from ensgan.orchestration.tasks import train_task
+
+    state = train_task(
+        name=name, params_path=params_path, root=root, data_sha=data_sha, threads=1,
+        return_state=True,
+    )  # fmt: skip
+    return state.name, state.result()
+
+
 def test_a_planted_pickle_record_is_never_unpickled(flow_project: dict, tmp_path: Path) -> None:
     """A pickle record placed under a current cache key reads as missing: the task runs
     afresh (the finished member returns at once) and a plain-JSON record replaces it."""
@@ -247,12 +260,11 @@ def test_a_planted_pickle_record_is_never_unpickled(flow_project: dict, tmp_path
     from prefect.serializers import PickleSerializer
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
-    from ensgan.orchestration.flow import run
     from ensgan.orchestration.results import check_plain_json
 
     storage = Path(PREFECT_LOCAL_STORAGE_PATH.value())
-    member = flow_project["root"].resolve() / "models" / "members" / "a"
-    where = hashlib.sha256(str(member).encode()).hexdigest()[:12]  # the key names the project
+    root = flow_project["root"].resolve()  # as the flow gives it to its tasks
+    where = hashlib.sha256(str(root / "models/members/a").encode()).hexdigest()[:12]
     (record_path,) = [p for p in storage.rglob(f"ensgan-member-a-*-{where}") if p.is_file()]
     marker = tmp_path / "unpickled"
     planted = ResultRecord(
@@ -260,9 +272,11 @@ def test_a_planted_pickle_record_is_never_unpickled(flow_project: dict, tmp_path
         result=_Canary(str(marker)),
     ).serialize()
     record_path.write_bytes(planted)
-    summary = run(params_path="params.yaml", root=str(flow_project["root"]))
+    data_sha = flow_project["summary"]["data_sha256"]
+    ended, card = _train_member("a", "params.yaml", str(root), data_sha)
     assert not marker.exists(), "the planted pickle record was unpickled"
-    assert summary["members"]["a"] == flow_project["summary"]["members"]["a"]
+    assert ended == "Completed"  # it ran afresh: not "Cached" from the planted record
+    assert card["fingerprint"][:12] == flow_project["summary"]["members"]["a"]
     check_plain_json(record_path.read_bytes(), str(record_path))  # replaced by a JSON record
 
 
