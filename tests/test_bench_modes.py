@@ -27,7 +27,7 @@ from ensgan.config import CombineConfig, StackConfig, load_params
 from ensgan.ensemble.combinations import Ensemble
 from ensgan.ensemble.members import member_sample
 from ensgan.pipeline.stack import fit_ensemble_stacker
-from tests.conftest import REPO
+from tests.helpers import committed_params
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -388,9 +388,9 @@ def test_bench_modes_writes_the_table_and_every_trials_samples(tmp_path: Path) -
 
 
 def test_bench_modes_tables_the_new_rows_under_a_params_file(tmp_path: Path) -> None:
-    # params.yaml's sections, with a stacker on the hidden features that fits in seconds
-    # (the shipped logistic_pca's PCA takes most of a minute on these 1,000 columns).
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    # The committed params.yaml's sections, with a stacker on the hidden features that fits in
+    # seconds (the shipped logistic_pca's PCA takes most of a minute on these 1,000 columns).
+    raw = yaml.safe_load(committed_params())
     raw["stack"] |= {"model": "logistic", "features": "hidden", "n_fake": 300, "burn_in": 200}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))

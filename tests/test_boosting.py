@@ -21,7 +21,7 @@ from ensgan.ensemble.boosting import (
 from ensgan.gan.samplers import WeightedSampler
 from ensgan.layout import Layout
 from ensgan.pipeline import prepare, train
-from tests.conftest import tiny_params
+from tests.helpers import tiny_params
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -4,13 +4,15 @@ pulled back with verified checksums; user errors give one line and exit status 2
 from __future__ import annotations
 
 import hashlib
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from ensgan.cli import app
-from tests.conftest import tiny_params, write_tiny_project
+from tests.helpers import tiny_params, write_tiny_project
 
 runner = CliRunner()
 
@@ -23,13 +25,22 @@ def _files(d: Path) -> dict[str, str]:
     return {p.name: _sha(p) for p in sorted(d.iterdir())}
 
 
-@pytest.mark.e2e  # the nightly flow on a Prefect server, then S3 servers
-@pytest.mark.parametrize("backend", ["local", "seaweedfs", "moto_s3"])
+E2E = pytest.mark.e2e  # starts a real S3 server
+
+
+@pytest.mark.parametrize(
+    "backend", ["local", pytest.param("seaweedfs", marks=E2E), pytest.param("moto_s3", marks=E2E)]
+)
 def test_publish_ls_pull_roundtrip(
-    backend: str, request, flow_project: dict, s3_bucket, tmp_path: Path, monkeypatch
+    backend: str,
+    request: pytest.FixtureRequest,
+    staged_project: dict,
+    s3_bucket: Callable,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    root = flow_project["root"]
-    run_id = flow_project["summary"]["batch"]["run_id"]
+    root = shutil.copytree(staged_project["root"], tmp_path / "project")  # publish writes there
+    run_id = staged_project["generate"]["run_id"]
     monkeypatch.chdir(root)
     if backend == "local":
         store_args = ["--store", str(tmp_path / "store")]
@@ -60,9 +71,8 @@ def test_publish_ls_pull_roundtrip(
     assert res.exit_code == 0 and "already-published" in res.output
 
 
-@pytest.mark.e2e
-def test_pull_unknown_batch_is_a_clear_error(flow_project: dict, tmp_path: Path) -> None:
-    store = str(flow_project["root"] / "store")
+def test_pull_unknown_batch_is_a_clear_error(staged_project: dict, tmp_path: Path) -> None:
+    store = str(staged_project["root"] / "store")
     res = runner.invoke(app, ["batches", "pull", "no-such-run", str(tmp_path), "--store", store])
     assert res.exit_code == 2
     assert "no-such-run" in res.output
@@ -106,7 +116,7 @@ def test_batches_ls_lists_an_unreadable_batch_with_its_key(tmp_path: Path) -> No
 
     from ensgan.io.batches import BATCH_JSON, publish_batch
     from ensgan.io.storage import LocalStore
-    from tests.test_storage import make_batch
+    from tests.helpers import make_batch
 
     store = LocalStore(tmp_path / "store")
     day = dt.date(2026, 3, 14)
@@ -119,17 +129,17 @@ def test_batches_ls_lists_an_unreadable_batch_with_its_key(tmp_path: Path) -> No
     assert f"run-2  unreadable {tmp_path / 'store'}/{prefix}{BATCH_JSON}" in res.output
 
 
-def test_batches_show_prints_lineage_and_the_commands(flow_project: dict) -> None:
+def test_batches_show_prints_lineage_and_the_commands(staged_project: dict) -> None:
     """batch.json records where the batch came from; `batches show` prints it."""
     import json
 
-    root, run_id = flow_project["root"], flow_project["summary"]["batch"]["run_id"]
+    root, run_id = staged_project["root"], staged_project["generate"]["run_id"]
     res = runner.invoke(app, ["batches", "show", run_id, "--store", str(root / "store")])
     assert res.exit_code == 0, res.output
     cards = {n: json.loads((root / "models/members" / n / "card.json").read_text()) for n in "ab"}
     for name, card in cards.items():
         assert f"member      {name}  weights {card['weights_sha256']}" in res.output
-    assert f"data        {flow_project['summary']['data_sha256']}" in res.output
+    assert f"data        {staged_project['prepare']['sha256']}" in res.output
     assert "git commit  not recorded" in res.output  # the tiny project is not a git repo
     assert res.output.rstrip().endswith(f"ls outputs/batches/{run_id}")
     assert "  dvc pull\n  ensgan generate" in res.output
@@ -234,7 +244,7 @@ def test_batches_ls_and_show_print_store_text_escaped(tmp_path: Path) -> None:
     from ensgan.io.batches import BATCH_JSON, publish_batch
     from ensgan.io.promotion import gate
     from ensgan.io.storage import LocalStore
-    from tests.test_storage import make_batch
+    from tests.helpers import make_batch
 
     store = LocalStore(tmp_path / "store")
     for i, run_id in enumerate(["night-1", "night-2"]):

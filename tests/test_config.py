@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from ensgan.config import ConfigError, MemberConfig, Params, load_params, parse_params
 from ensgan.registry import ARCHS, COMBINATIONS, LOSSES, META_LEARNERS
+from tests.helpers import committed_params
 
-REPO_PARAMS = Path(__file__).parents[1] / "params.yaml"
 MINIMAL = {"members": {"a": {}}}
 
 
@@ -45,8 +45,9 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
 
 def test_repository_params_yaml_shows_every_knob() -> None:
     """params.yaml is the documented config: every field of every section is written out,
-    so a new setting cannot hide behind a default nobody sees."""
-    raw = yaml.safe_load(REPO_PARAMS.read_text())
+    so a new setting cannot hide behind a default nobody sees (the committed file: the working
+    copy may hold a user's `dvc exp run -S` edits)."""
+    raw = yaml.safe_load(committed_params())
     p = parse_params(raw)
     for section, model in Params.model_fields.items():
         if section == "members":
@@ -64,7 +65,7 @@ def test_repository_params_yaml_shows_every_knob() -> None:
 )
 def test_params_yaml_comments_list_exactly_the_registered_names(key: str, registry) -> None:
     """params.yaml shows the choices beside each name; they must be the registry's."""
-    for line in REPO_PARAMS.read_text().splitlines():
+    for line in committed_params().splitlines():
         setting, _, comment = line.partition("#")
         if setting.strip().startswith(f"{key}:"):  # `key: value  # a | b | c: why`
             listed = comment.split(":")[0]
@@ -272,7 +273,7 @@ def test_credentials_in_endpoint_are_refused_without_echoing_them() -> None:
 def test_exponent_floats_read_as_yaml_1_2_does_and_strings_are_not_coerced(tmp_path) -> None:
     """Strict params would refuse `2e-4` if PyYAML's YAML 1.1 read it as a string; DVC (YAML
     1.2) reads it as a float, and so does load_params. A quoted number stays refused."""
-    text = REPO_PARAMS.read_text()
+    text = committed_params()
     (tmp_path / "p.yaml").write_text(text.replace("lr_g: 0.0002", "lr_g: 2e-4"))
     assert load_params(tmp_path / "p.yaml").train.lr_g == 2e-4
     (tmp_path / "q.yaml").write_text(text.replace("steps: 4000", 'steps: "4000"'))

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, write_tiny_project
+from tests.helpers import REPO, write_tiny_project
 
 pytestmark = pytest.mark.e2e  # a child process per kill: slower than the inner loop
 

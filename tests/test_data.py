@@ -8,9 +8,7 @@ import json
 import math
 import os
 import shutil
-import struct
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +24,9 @@ from ensgan.data.prepared import (
     split_holdout,
 )
 from ensgan.data.sources import load_source, read_folder, read_npz, to_array
+from tests.helpers import lying_npy, png_header_only, write_image
 
 # Helpers.
-
-
-def write_image(path: Path, color: int | tuple[int, int, int], size=(12, 10), mode=None) -> Path:
-    """A solid-colour image (grayscale for an int colour, RGB for a triple)."""
-    mode = mode or ("L" if isinstance(color, int) else "RGB")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, size, color).save(path)
-    return path
 
 
 def independent_sha256(*arrays: np.ndarray | None) -> str:
@@ -388,22 +379,6 @@ def test_npz_missing_or_garbage(tmp_path: Path, content: bytes | None) -> None:
 # Hostile inputs: FIFOs, decompression bombs, array headers that lie.
 
 
-def png_header_only(path: Path, width: int, height: int) -> Path:
-    """A valid PNG signature and IHDR declaring width x height 8-bit gray pixels, and no
-    pixel data: a few dozen bytes that a decoder would expand to width * height bytes."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    sig = b"\x89PNG\r\n\x1a\n"
-    path.write_bytes(
-        sig + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-    )
-    return path
-
-
 @pytest.mark.parametrize(
     ("width", "height"),
     [(100_000, 100_000), (6_000, 6_000)],  # past Pillow's own bomb limit; past ensgan's only
@@ -439,14 +414,6 @@ def test_a_fifo_as_the_npz_path_is_refused_without_blocking(tmp_path: Path) -> N
     os.mkfifo(tmp_path / "d.npz")
     with pytest.raises(DataError, match="FIFO"):
         read_npz(tmp_path / "d.npz")
-
-
-def lying_npy(shape: tuple[int, ...], payload: int = 64) -> bytes:
-    """A .npy header declaring `shape` of uint8, followed by only `payload` bytes."""
-    buf = io.BytesIO()
-    header = {"descr": "|u1", "fortran_order": False, "shape": shape}
-    np.lib.format.write_array_header_1_0(buf, header)
-    return buf.getvalue() + bytes(payload)
 
 
 @pytest.mark.parametrize("member", ["images", "labels"])
@@ -580,3 +547,10 @@ def test_splits_validation_and_the_renamed_key() -> None:
 def test_assign_splits_refuses_too_few_images() -> None:
     with pytest.raises(DataError, match="too few images"):
         assign_splits(3, None, {"stack": 0.3, "calibrate": 0.3, "evaluate": 0.3}, 0)
+
+
+def test_splits_that_leave_too_little_to_train_are_refused() -> None:
+    fractions = {"stack": 0.05, "calibrate": 0.05, "evaluate": 0.8}
+    for n in (10, 20):
+        with pytest.raises(DataError, match="data.splits"):
+            assign_splits(n, None, fractions, 0)

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, write_tiny_project
+from tests.helpers import REPO, STAGES, sh, write_tiny_project
 
 pytestmark = pytest.mark.e2e  # real services: Prefect, DVC, S3 servers
 
-STAGES = ["prepare", "train", "stack", "evaluate", "generate", "publish"]
 # The DVC project trains by boosting, with a GMAN member, and publishes tempered DRS samples by
 # a stacker on the discriminators' hidden layers (the flow's project bags, with another GMAN
 # member, a logits stacker, and publishes MH samples): every method runs under both.
@@ -32,23 +28,6 @@ TINY_DVC = {
 }  # fmt: skip
 
 
-def _sh(repo: Path, *cmd: str, check: bool = True) -> str:
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "PYTHONPATH": str(repo),  # the stages run this copy of the code, edits included
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
-    }  # fmt: skip
-    res = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    if check:
-        assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
-    elif res.returncode == 0:
-        raise AssertionError(f"{' '.join(cmd)} succeeded, expected a refusal:\n{res.stdout}")
-    return res.stdout + res.stderr
-
-
 @pytest.fixture(scope="module")
 def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project (dvc.yaml, the code its stages depend on) with tiny params."""
@@ -56,9 +35,9 @@ def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     shutil.copy(REPO / ".gitignore", repo / ".gitignore")
     shutil.copytree(REPO / "ensgan", repo / "ensgan", ignore=shutil.ignore_patterns("__pycache__"))
-    _sh(repo, "git", "init", "-q")
-    _sh(repo, "dvc", "init", "-q")
-    _sh(repo, "dvc", "repro")
+    sh(repo, "git", "init", "-q")
+    sh(repo, "dvc", "init", "-q")
+    sh(repo, "dvc", "repro")
     return repo
 
 
@@ -82,9 +61,9 @@ def test_repro_runs_every_stage(dvc_repo: Path) -> None:
 
 
 def test_second_repro_does_nothing(dvc_repo: Path) -> None:
-    out = _sh(dvc_repo, "dvc", "repro")
+    out = sh(dvc_repo, "dvc", "repro")
     assert "Running stage" not in out
-    assert "up to date" in _sh(dvc_repo, "dvc", "status")
+    assert "up to date" in sh(dvc_repo, "dvc", "status")
 
 
 def _outputs(repo: Path) -> dict[str, str]:
@@ -108,17 +87,17 @@ def test_a_refused_repro_leaves_every_output(dvc_repo: Path) -> None:
     assert any(k.startswith("models/stacker/") for k in before)
     with project_lock(dvc_repo):
         for stage in STAGES:
-            out = _sh(dvc_repo, "dvc", "repro", "-f", "-s", stage, check=False)
+            out = sh(dvc_repo, "dvc", "repro", "-f", "-s", stage, check=False)
             assert "another ensgan run" in out, out
             assert _outputs(dvc_repo) == before, f"dvc repro -f -s {stage} changed the outputs"
-    assert "up to date" in _sh(dvc_repo, "dvc", "status")
+    assert "up to date" in sh(dvc_repo, "dvc", "status")
 
 
 def test_metrics_and_plots_show(dvc_repo: Path, tmp_path: Path) -> None:
-    shown = json.loads(_sh(dvc_repo, "dvc", "metrics", "show", "--json"))
+    shown = json.loads(sh(dvc_repo, "dvc", "metrics", "show", "--json"))
     data = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]
     assert data["members"]["a"]["fd"] > 0
-    _sh(dvc_repo, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+    sh(dvc_repo, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "g_loss" in html and "reports/plots/fd.csv" in html
 
@@ -129,28 +108,28 @@ def test_changing_the_published_method_reruns_only_generate_and_publish(dvc_repo
     params = yaml.safe_load((dvc_repo / "params.yaml").read_text())
     params["generate"]["method"] = "mixture"
     (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert set(json.loads(_sh(dvc_repo, "dvc", "status", "--json"))) == {"generate"}
-    out = _sh(dvc_repo, "dvc", "repro")
+    assert set(json.loads(sh(dvc_repo, "dvc", "status", "--json"))) == {"generate"}
+    out = sh(dvc_repo, "dvc", "repro")
     ran = {s for s in STAGES if f"Running stage '{s}'" in out}
     assert ran == {"generate", "publish"}, out
     published = json.loads((dvc_repo / "outputs" / "published.json").read_text())
     assert published["run_id"].startswith("mixture-") and published["status"] == "published"
     verdict = json.loads((dvc_repo / "store" / "gate" / f"{published['run_id']}.json").read_text())
     assert verdict["metrics"] is not None and verdict["metrics"]["fd"] > 0  # judged, not skipped
-    assert "up to date" in _sh(dvc_repo, "dvc", "status")
+    assert "up to date" in sh(dvc_repo, "dvc", "status")
 
 
 def test_exp_run_with_a_param_override(dvc_repo: Path) -> None:
-    _sh(dvc_repo, "git", "add", "-A")
-    _sh(dvc_repo, "git", "commit", "-qm", "baseline")
+    sh(dvc_repo, "git", "add", "-A")
+    sh(dvc_repo, "git", "commit", "-qm", "baseline")
     before = json.loads((dvc_repo / "models/members/a/card.json").read_text())
-    out = _sh(dvc_repo, "dvc", "exp", "run", "-S", "train.steps=40")
+    out = sh(dvc_repo, "dvc", "exp", "run", "-S", "train.steps=40")
     assert "Running stage 'train'" in out and "Running stage 'prepare'" not in out
     card = json.loads((dvc_repo / "models/members/a/card.json").read_text())
     assert card["steps"] == 40 and card["fingerprint"] == before["fingerprint"]
     rows = (dvc_repo / "models/members/a/losses.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(5, 45, 5))  # continued, not redone
-    diff = _sh(dvc_repo, "dvc", "params", "diff")
+    diff = sh(dvc_repo, "dvc", "params", "diff")
     assert "train.steps" in diff
 
 
@@ -158,7 +137,7 @@ def test_removing_a_member_restacks_and_reevaluates(dvc_repo: Path) -> None:
     params = yaml.safe_load((dvc_repo / "params.yaml").read_text())
     del params["members"]["b"]
     (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _sh(dvc_repo, "dvc", "repro")
+    out = sh(dvc_repo, "dvc", "repro")
     for stage in ("stack", "evaluate", "generate", "publish"):
         assert f"Running stage '{stage}'" in out
     metrics = json.loads((dvc_repo / "reports" / "metrics.json").read_text())
@@ -174,7 +153,7 @@ def test_editing_the_sampling_code_makes_a_new_batch(dvc_repo: Path) -> None:
     weights = (dvc_repo / "models/members/a/checkpoint/generator_ema.safetensors").stat()
     with open(dvc_repo / "ensgan" / "ensemble" / "combinations.py", "a") as f:
         f.write("\n# an edit to the sampling code\n")
-    out = _sh(dvc_repo, "dvc", "repro")
+    out = sh(dvc_repo, "dvc", "repro")
     for stage in ("stack", "evaluate", "generate", "publish"):
         assert f"Running stage '{stage}'" in out
     assert "Running stage 'prepare'" not in out

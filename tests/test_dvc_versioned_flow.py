@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY_FLOW, S3Server, write_tiny_project
-from tests.test_dvc import STAGES, _sh
+from tests.helpers import REPO, STAGES, TINY_FLOW, S3Server, write_tiny_project
+from tests.helpers import sh as _sh
 
 pytestmark = pytest.mark.e2e
 

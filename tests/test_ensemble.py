@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -16,9 +14,7 @@ from ensgan.errors import OutputError, StackerError
 from ensgan.gan.loaded import LoadedMember
 from ensgan.gan.models import build_pair, to_uint8
 from ensgan.io.cards import StackerCard
-
-Z = 8
-CPU = torch.device("cpu")
+from tests.helpers import ConstGen, MeanStacker, Z, const_members, member
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -28,42 +24,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-class ConstGen(nn.Module):
-    """Every image is `value` everywhere; `spread` > 0 adds a per-latent offset in +-spread."""
-
-    def __init__(self, value: float, spread: float = 0.0) -> None:
-        super().__init__()
-        self.value, self.spread = value, spread
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        v = self.value + self.spread * torch.tanh(z[:, 0])
-        return v[:, None, None, None].expand(len(z), 1, 8, 8).clone()
-
-
-class MeanDisc(nn.Module):
-    """Logit = mean pixel in [-1, 1]: brighter looks more real."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(1, 2, 3))
-
-
-class MeanStacker:
-    """A 'fitted' stacker: log r̂ = mean of the member logits, P(real) = sigmoid of it."""
-
-    def __init__(self, log_m: float = 1.0, weights: dict | None = None) -> None:
-        self.card = SimpleNamespace(
-            drs_log_m={"A": log_m, "B": log_m, "dcgan": log_m, "mlp": log_m},
-            member_weights=weights or {"A": 0.5, "B": 0.5, "dcgan": 0.5, "mlp": 0.5},
-        )
-        self.real_log_ratios = np.array([0.5, 1.0, 1.5])
-
-    def log_ratio(self, logits: np.ndarray) -> np.ndarray:
-        return logits.mean(axis=1)
-
-    def prob_real(self, logits: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.log_ratio(logits)))
 
 
 def fitted_stacker(est, members: list[str]) -> Stacker:
@@ -79,17 +39,6 @@ def fitted_stacker(est, members: list[str]) -> Stacker:
         data_sha256="0" * 64, member_fingerprints={}, member_weights_sha256={}, settings={},
     )  # fmt: skip
     return Stacker(est, card, np.zeros(3))
-
-
-def member(name: str, gen: nn.Module, disc: nn.Module | None = None, z_dim: int = Z):
-    return LoadedMember(name, z_dim, gen.eval(), (disc or MeanDisc()).eval(), CPU)
-
-
-def const_members(spread: float = 0.0) -> dict[str, LoadedMember]:
-    """A: all -1 (pixel 0), B: all +1 (pixel 255); with spread, A is dark and B bright."""
-    if spread:
-        return {"A": member("A", ConstGen(-0.5, spread)), "B": member("B", ConstGen(0.5, spread))}
-    return {"A": member("A", ConstGen(-1.0)), "B": member("B", ConstGen(1.0))}
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 INFRA = REPO / "infra"
 COMPOSE = yaml.safe_load((INFRA / "compose.yaml").read_text())

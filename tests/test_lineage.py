@@ -16,7 +16,7 @@ from ensgan.io.batches import BATCH_JSON, publish_batch
 from ensgan.io.records import Lineage
 from ensgan.io.storage import LocalStore
 from ensgan.lineage import reproduce_commands
-from tests.test_storage import make_batch
+from tests.helpers import make_batch
 
 runner = CliRunner()
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -79,6 +79,34 @@ def test_gman_generator_gradient_favours_the_strongest_discriminator() -> None:
     assert fake[0].grad.abs().item() == 0.0 and fake[1].grad.abs().item() > 0
 
 
+def test_non_saturating_with_one_discriminator_is_the_textbook_loss() -> None:
+    real, fake = torch.randn(16), torch.randn(16)
+    loss = NonSaturating()
+    expected_d = F.softplus(-real).mean() + F.softplus(fake).mean()  # -log D(x) - log(1-D(G(z)))
+    torch.testing.assert_close(loss.d_loss([real], [fake]), expected_d)
+    torch.testing.assert_close(loss.g_loss([fake]), -F.logsigmoid(fake).mean())  # -log D(G(z))
+
+
+def test_several_discriminators_are_averaged_and_all_get_gradients() -> None:
+    loss = NonSaturating()
+    a, b = torch.randn(8, requires_grad=True), torch.randn(8, requires_grad=True)
+    r1, r2 = torch.randn(8), torch.randn(8)
+    d = loss.d_loss([r1, r2], [a, b])
+    torch.testing.assert_close(d, (loss.d_loss([r1], [a]) + loss.d_loss([r2], [b])) / 2)
+    g = loss.g_loss([a, b])
+    g.backward()
+    assert a.grad is not None and b.grad is not None
+    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+    with pytest.raises(ValueError):
+        loss.d_loss([r1, r2], [a])  # one fake logit set per discriminator
+
+
+def test_make_loss_uses_the_registry() -> None:
+    assert isinstance(make_loss("non_saturating"), NonSaturating)
+    with pytest.raises(ValueError, match="choose from"):
+        make_loss("hinge-ish")
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ensgan.config import DataConfig

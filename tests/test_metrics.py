@@ -237,6 +237,20 @@ def test_prdc_equal_counts_and_bad_input() -> None:
         prdc(np.zeros((5, 2)), np.zeros((10, 2)))
 
 
+def test_prdc_real_subset_does_not_follow_the_datas_order() -> None:
+    """Real features sorted by class: the first rows would hold only the first classes."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 100)  # sorted, as a folder of class sub-folders reads
+    centres = rng.normal(size=(10, 4)) * 10
+    real = centres[labels] + rng.normal(size=(1000, 4))
+    fake = centres[rng.integers(0, 10, 500)] + rng.normal(size=(500, 4))
+    r, f, lab = equal_counts(real, fake, labels)
+    assert len(r) == len(f) == len(lab) == 500
+    assert len(np.unique(lab)) == 10  # every class in the subset
+    out = prdc(r, f, real_labels=lab, n_classes=10)
+    assert None not in out["coverage_per_class"] and min(out["coverage_per_class"]) > 0.5
+
+
 def test_equal_count_sets_are_disjoint_and_use_every_full_set() -> None:
     real, fake = _gauss(100, 4, seed=1), np.arange(1050, dtype=np.float64)[:, None] * [1, 1, 1, 1]
     real_n, sets, labels = equal_count_sets(real, fake, np.arange(100) % 3)
@@ -293,7 +307,7 @@ def test_the_plots_and_charts_read_the_table() -> None:
     from ensgan.eval.charts import FIGURES
     from ensgan.eval.table import CHARTED, PLOTTED
     from ensgan.pipeline.evaluate import models_frame
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     row = {k: 1.0 for k in PLOTTED}
     frame = models_frame({"members": {"a": row}, "ensemble": {"mixture": row}})

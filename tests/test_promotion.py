@@ -28,8 +28,7 @@ from ensgan.io.promotion import (
 from ensgan.io.s3 import S3Store
 from ensgan.io.storage import LocalStore, Store
 from ensgan.pipeline.publish import verdict_line
-from tests.conftest import S3Server
-from tests.test_storage import make_batch
+from tests.helpers import S3Server, make_batch
 
 GOOD = {"fd": 100.0, "recall": 0.95, "coverage": 0.80, "class_kl": 0.02}
 runner = CliRunner()

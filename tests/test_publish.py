@@ -13,8 +13,7 @@ from ensgan.config import load_params
 from ensgan.io.storage import LocalStore
 from ensgan.layout import Layout
 from ensgan.pipeline import publish
-from tests.conftest import write_tiny_project
-from tests.test_storage import make_batch
+from tests.helpers import make_batch, write_tiny_project
 
 
 def _night(root: Path, run_id: str, seed: int) -> dict:

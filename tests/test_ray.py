@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ensgan.config import ConfigError, parse_params
-from tests.conftest import REPO, tiny_params, write_tiny_project
+from tests.helpers import REPO, tiny_params, write_tiny_project
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ from ensgan.io.batches import BATCH_JSON, list_batches, publish_batch, verify_ba
 from ensgan.io.promotion import gate, history, statuses
 from ensgan.io.records import Champion, HistoryRow, Verdict, parse_record
 from ensgan.io.storage import LocalStore
-from tests.test_storage import make_batch
+from tests.helpers import make_batch
 
 runner = CliRunner()
 GOOD = {"fd": 100.0, "recall": 0.95, "coverage": 0.80, "class_kl": 0.02}

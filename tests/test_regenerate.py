@@ -1,7 +1,8 @@
-"""`ensgan regenerate` (ensgan/pipeline/regenerate.py) picks the image by its id, whatever line
-of the manifest holds it. The members are stood in for by a function of (member, seed): what
-is tested is which row is regenerated and compared (tests/test_flow.py regenerates from real
-members)."""
+"""`ensgan regenerate` (ensgan/pipeline/regenerate.py): an image of a batch made again from its
+manifest row's member and seed, byte for byte, picked by its id whatever line of the manifest
+holds it, and the refusals that keep the user's files and name what is wrong. The id tests
+stand the members in by a function of (member, seed): what they test is which row is
+regenerated and compared."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from ensgan.cli import app
 from ensgan.errors import BatchError
 from ensgan.io.batches import MANIFEST, verify_batch, write_batch
 from ensgan.layout import Layout
@@ -81,3 +84,25 @@ def test_an_id_no_row_has_is_refused(project: Layout, monkeypatch) -> None:
     with pytest.raises(BatchError, match="has images 0 to 5, not 6"):
         regenerate.run(None, project, RUN_ID, 6, project.root / "6.png")
     assert not (project.root / "6.png").exists()
+
+
+def test_regenerate_remakes_published_images_byte_identical(
+    staged_project: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ensgan regenerate RUN_ID ID` from the manifest row's member and seed."""
+    root, run_id = staged_project["root"], staged_project["generate"]["run_id"]
+    monkeypatch.chdir(root)
+    runner = CliRunner()
+    for image_id in (0, 17, 39):
+        out = tmp_path / f"{image_id}.png"
+        res = runner.invoke(app, ["regenerate", run_id, str(image_id), "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        assert "byte-identical" in res.output and out.is_file()
+    res = runner.invoke(app, ["regenerate", run_id, "0", "--out", str(tmp_path / "0.png")])
+    assert res.exit_code == 2 and "refusing to overwrite" in res.output  # nothing lost
+    res = runner.invoke(app, ["regenerate", run_id, "40"])
+    assert res.exit_code == 2 and "images 0 to 39" in res.output
+    other = tmp_path / "other.yaml"
+    other.write_text((root / "params.yaml").read_text().replace("seed: 0", "seed: 5"))
+    res = runner.invoke(app, ["regenerate", run_id, "0", "-p", str(other)])
+    assert res.exit_code == 2 and "not " + run_id in res.output

@@ -8,7 +8,7 @@ import pytest
 from ensgan.ensemble.combinations import Ensemble
 from ensgan.ensemble.rejection import drs_accept_prob, kish_ess, mh_final_states
 from ensgan.pipeline.stack import floored_weights
-from tests.test_ensemble import ConstGen, MeanStacker, const_members, member
+from tests.helpers import ConstGen, MeanStacker, const_members, member
 
 
 def test_drs_with_gamma_zero_is_plain_rejection_sampling() -> None:

@@ -95,6 +95,15 @@ def test_metrics_table_lists_all_rows() -> None:
     assert "—" in text
 
 
+def test_the_stacker_section_is_not_a_model_row() -> None:
+    metrics = {
+        "members": {"a": {"fd": 1.0}},
+        "stacker": {"model": "logistic", "ece_raw": 0.1, "real_acceptance_by_class": [1.0]},
+    }
+    table = report.metrics_table(metrics)
+    assert "stacker" not in table and "ece_raw" not in table
+
+
 @pytest.mark.parametrize(
     ("value", "text"),
     [(None, "—"), (3, "3"), (0.012345, "0.01235"), (12.3456, "12.35"), (123456.7, "123,457")],

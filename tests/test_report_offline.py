@@ -39,8 +39,8 @@ def _pixels(shot: np.ndarray, rgb: tuple[int, int, int]) -> int:
     return int((np.abs(shot - np.array(rgb)).sum(axis=2) < 40).sum())
 
 
-def test_the_report_fetches_nothing_and_its_files_are_there(flow_project: dict) -> None:
-    reports = flow_project["root"] / "reports"
+def test_the_report_fetches_nothing_and_its_files_are_there(staged_project: dict) -> None:
+    reports = staged_project["root"] / "reports"
     html = (reports / "index.html").read_text()
     assert external_refs(html) == []
     assert html.count("<svg") >= 2  # loss curves and the members/combinations chart, inline
@@ -48,12 +48,12 @@ def test_the_report_fetches_nothing_and_its_files_are_there(flow_project: dict) 
         assert (reports / src).is_file(), src  # grids and the history chart, beside it
     svg = (reports / "history.svg").read_text()
     assert external_refs(svg) == []
-    assert f"{flow_project['summary']['batch']['run_id']}: promoted; latest is" in svg  # why
+    assert f"{staged_project['generate']['run_id']}: promoted; latest is" in svg  # why
     ET.fromstring(svg)  # well-formed
 
 
-def test_headless_chromium_offline_renders_the_charts(flow_project: dict, tmp_path: Path) -> None:
-    reports = flow_project["root"] / "reports"
+def test_headless_chromium_offline_renders_the_charts(staged_project: dict, tmp_path: Path) -> None:
+    reports = staged_project["root"] / "reports"
     page = _shoot(reports / "index.html", tmp_path / "report.png", 4000)
     assert _pixels(page, BLUE) > 300 and _pixels(page, ORANGE) > 300  # bars and curves drawn
     history = _shoot(reports / "history.svg", tmp_path / "history.png", 400)

@@ -18,7 +18,7 @@ from ensgan.cli import app
 from ensgan.errors import StorageError
 from ensgan.io.batches import publish_batch, pull_batch, verify_batch
 from ensgan.io.s3 import S3Store
-from tests.test_storage import DAY, make_batch
+from tests.helpers import DAY, make_batch
 
 FAST = {"max_attempts": 2, "connect_timeout": 2.0, "read_timeout": 0.5}
 

@@ -29,7 +29,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.schedules import CronSchedule
 
-from tests.conftest import _free_ports, _venv_tool, write_tiny_project
+from tests.helpers import REPO, free_ports, venv_tool, write_tiny_project
 
 pytestmark = pytest.mark.e2e  # real services: Prefect, DVC, S3 servers
 
@@ -75,21 +75,21 @@ def _spawn(cmd: list[str], log: Path, cwd: Path, env: dict[str, str]) -> Iterato
 
 
 def _prefect() -> str:
-    exe = _venv_tool("prefect")
+    exe = venv_tool("prefect")
     if exe is None:
         pytest.fail("the `prefect` command is not installed beside this Python")
     return exe
 
 
 def _ensgan() -> list[str]:
-    exe = _venv_tool("ensgan")
+    exe = venv_tool("ensgan")
     return [exe] if exe else [sys.executable, "-m", "ensgan.cli"]
 
 
 @contextmanager
 def _prefect_server(work: Path) -> Iterator[str]:
     """A real Prefect server on a free loopback port; yields its API URL."""
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     home = work / "prefect-home"
     home.mkdir()
     env = _clean_env(
@@ -199,7 +199,7 @@ def test_serve_registers_the_cron_schedule_on_a_real_server(tmp_path: Path) -> N
 def test_serve_rejects_an_invalid_cron_without_a_server(tmp_path: Path) -> None:
     root = write_tiny_project(tmp_path / "project", schedule={"cron": "61 25 * * *"})
     # An API URL nobody listens on: a contacted server would be a connection error, not exit 2.
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     env = _clean_env(
         PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api"
     )
@@ -225,8 +225,6 @@ def test_a_worker_runs_the_deployment_from_prefect_yaml(tmp_path: Path) -> None:
     the `nightly` deployment, which trains, evaluates and publishes a tiny project."""
     import json
     import shutil
-
-    from tests.conftest import REPO
 
     root = write_tiny_project(tmp_path / "project")
     shutil.copy(REPO / "prefect.yaml", root / "prefect.yaml")
@@ -273,8 +271,6 @@ def test_a_worker_runs_the_deployment_from_prefect_yaml(tmp_path: Path) -> None:
 
 def test_validate_refuses_a_prefect_yaml_off_the_params_schedule(tmp_path: Path) -> None:
     import shutil
-
-    from tests.conftest import REPO
 
     root = write_tiny_project(tmp_path / "project", schedule={"cron": CRON, "timezone": TZ})
     shutil.copy(REPO / "prefect.yaml", root / "prefect.yaml")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_children import (
+from tests.processes import (
     alive,
     all_checkpointed,
     children,

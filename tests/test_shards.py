@@ -14,7 +14,7 @@ import pytest
 from ensgan.errors import BatchError
 from ensgan.io.batches import BATCH_JSON, MANIFEST, verify_batch
 from ensgan.io.shards import row_bytes
-from tests.test_storage import make_batch, manifest
+from tests.helpers import make_batch, manifest
 
 SHARD = "shard-00000.tar"
 MIB = 1 << 20

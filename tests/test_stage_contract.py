@@ -13,7 +13,7 @@ import yaml
 
 from ensgan.pipeline import STAGES
 from ensgan.provenance import closure, closure_files, imports, module_path, runs_code
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 

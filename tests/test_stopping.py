@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_children import (
+from tests.processes import (
     MEMBERS,
     alive,
     all_checkpointed,

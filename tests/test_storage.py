@@ -38,27 +38,13 @@ from ensgan.io.keys import safe_key, safe_local_path
 from ensgan.io.records import BatchRecord
 from ensgan.io.s3 import MIB, S3Store
 from ensgan.io.storage import LocalStore, Store, open_store
-
-DAY = dt.date(2026, 3, 14)
-EXTRA = {"data_sha256": "d" * 64, "params_sha256": "p" * 64, "method": "vote"}
-
-
-def make_batch(out: Path, run_id: str = "run-1", n: int = 7, channels: int = 3, seed: int = 0):
-    """A batch of n random 8x8 images in shards of 3 (so >= 2 shards), plus the images."""
-    images = np.random.default_rng(seed).integers(0, 256, (n, channels, 8, 8), dtype=np.uint8)
-    scores = np.linspace(0, 1, n, dtype=np.float32)  # numpy scalars, as the pipeline has them
-    rows = [{"member": f"g{i % 2}", "seed": seed * 100 + i, "score": scores[i]} for i in range(n)]
-    return write_batch(out, run_id, images, rows, shard_size=3, extra=EXTRA), images
+from tests.helpers import DAY, make_batch, manifest
 
 
 def read_png(batch_dir: Path, row: dict) -> np.ndarray:
     with tarfile.open(batch_dir / row["shard"]) as tar:
         data = tar.extractfile(row["file"]).read()
     return np.asarray(Image.open(io.BytesIO(data)))
-
-
-def manifest(batch_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (batch_dir / MANIFEST).read_text().splitlines()]
 
 
 E2E = pytest.mark.e2e  # starts a real S3 server

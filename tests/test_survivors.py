@@ -15,7 +15,7 @@ from ensgan.config import ConfigError, load_params, parse_params
 from ensgan.errors import CardError, TooFewMembersError, is_user_error
 from ensgan.layout import Layout
 from ensgan.pipeline.survivors import finished_again, left_out, record, settle, survivors
-from tests.conftest import tiny_params, write_tiny_project
+from tests.helpers import tiny_params, write_tiny_project
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

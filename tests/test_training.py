@@ -1,5 +1,6 @@
 """Training members: every architecture, exact resume, finished/continued/restarted members,
-divergence and bagging. Tiny nets on 8x8 digits, a dozen steps each, on the CPU."""
+divergence, bagging, and the loss and sampler train_member is given. Tiny nets on 8x8 digits,
+a dozen steps each, on the CPU."""
 
 from __future__ import annotations
 
@@ -14,16 +15,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from ensgan.config import DataConfig, MemberConfig, Params, TrainConfig, parse_params
 from ensgan.data.prepared import load_prepared, prepare
 from ensgan.errors import CardError, DivergedError
+from ensgan.gan import member as member_module
 from ensgan.gan.checkpoint import WEIGHT_FILES, checkpoint_state
 from ensgan.gan.loaded import load_member
+from ensgan.gan.losses import NonSaturating
 from ensgan.gan.losslog import LOG_FIELDS, read_log
-from ensgan.gan.member import fingerprint, train_member
-from ensgan.gan.samplers import bootstrap_indices
+from ensgan.gan.member import GRIDS, fingerprint, member_is_finished, train_member
+from ensgan.gan.samplers import WeightedSampler
+from ensgan.io.cards import MemberCard
 
 ARCH_WIDTH = {"dcgan": 4, "upsample": 4, "mlp": 8}
 STEPS = 12
@@ -378,18 +383,6 @@ def test_divergence_names_the_member(tmp_path: Path, data_dir: Path) -> None:
 # Bagging.
 
 
-def test_bootstrap_indices() -> None:
-    n = 200
-    a = bootstrap_indices(n, seed=1, bootstrap=True)
-    b = bootstrap_indices(n, seed=2, bootstrap=True)
-    assert a.shape == (n,) and a.min() >= 0 and a.max() < n
-    assert len(np.unique(a)) < n  # drawn with replacement: repeats
-    assert not np.array_equal(a, b)
-    np.testing.assert_array_equal(a, bootstrap_indices(n, seed=1, bootstrap=True))
-    for seed in (1, 2):
-        np.testing.assert_array_equal(bootstrap_indices(n, seed, bootstrap=False), np.arange(n))
-
-
 def test_no_bootstrap_member_sees_every_image(tmp_path: Path, data_dir: Path) -> None:
     params = make_params(bootstrap=False, train={"steps": 2})
     card = train(params, "mlp", data_dir, tmp_path / "mlp", progress=False)
@@ -448,3 +441,139 @@ def test_load_member_with_an_unreadable_weights_file_is_a_clear_error(
     path.write_bytes(path.read_bytes()[:100])  # truncated
     with pytest.raises(CardError, match=r"member dcgan: cannot load .*delete .* and train it"):
         load_member(out)
+
+
+# train_member takes the loss and the sampler it trains with; a grid per checkpoint.
+
+
+MLP_TRAIN = {"steps": 6, "batch_size": 8, "z_dim": 8, "checkpoint_every": 3, "log_every": 3}
+MLP_TRAIN |= {"device": "cpu"}
+
+
+def mlp_params(**train) -> Params:
+    """One small mlp member `m`, six steps: these tests need a member that trains, not a good
+    one."""
+    return parse_params(
+        {"data": {"image_size": 8}, "members": {"m": {"arch": "mlp", "width": 4, "seed": 2}},
+         "train": {**MLP_TRAIN, **train}}
+    )  # fmt: skip
+
+
+class RecordingLoss(NonSaturating):
+    """The default loss, counting how often each term is asked for."""
+
+    identity = "recording"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = {"d": 0, "g": 0}
+
+    def d_loss(self, real, fake):
+        self.calls["d"] += 1
+        assert len(real) == len(fake) == 1
+        return super().d_loss(real, fake)
+
+    def g_loss(self, fake):
+        self.calls["g"] += 1
+        return super().g_loss(fake)
+
+
+class RecordingSampler(WeightedSampler):
+    def __init__(self, weights: np.ndarray) -> None:
+        super().__init__(weights)
+        self.drawn: list[int] = []
+
+    def draw(self, gen, batch_size):
+        out = super().draw(gen, batch_size)
+        self.drawn += out.tolist()
+        return out
+
+
+def test_train_member_takes_a_loss_and_a_weighted_sampler(tmp_path: Path, data_dir: Path) -> None:
+    p = mlp_params()
+    n = load_prepared(data_dir).card.n_train
+    weights = np.zeros(n)
+    weights[:5] = 1.0  # boosting-style: only five images matter
+    sampler, loss = RecordingSampler(weights), RecordingLoss()
+    card = train_member(
+        "m", p.members["m"], p.train, data_dir, tmp_path / "m", sampler=sampler, loss=loss
+    )
+    assert loss.calls == {"d": 6, "g": 6}
+    assert set(sampler.drawn) <= set(range(5)) and len(sampler.drawn) == 6 * 8
+    assert card.n_unique_images == 5 and card.loss == "recording"
+
+    # Other weights make another member: it is trained afresh, not found finished.
+    weights[:5], weights[5:10] = 0.0, 1.0
+    other = RecordingSampler(weights)
+    seen: list[int] = []
+    again = train_member(
+        "m", p.members["m"], p.train, data_dir, tmp_path / "m",
+        sampler=other, loss=RecordingLoss(), callback=seen.append,
+    )  # fmt: skip
+    assert seen[0] == 1 and again.fingerprint != card.fingerprint
+    assert set(other.drawn) <= set(range(5, 10))
+
+
+def test_a_grid_per_checkpoint_from_fixed_latents(tmp_path: Path, data_dir: Path) -> None:
+    p = mlp_params()
+    out = tmp_path / "m"
+    seen: list[int] = []
+
+    def stop_at_4(step: int) -> None:
+        seen.append(step)
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_member("m", p.members["m"], p.train, data_dir, out, callback=stop_at_4)
+    assert sorted(f.name for f in (out / GRIDS).iterdir()) == ["step-0000003.png"]
+    train_member("m", p.members["m"], p.train, data_dir, out)  # resumes from step 3
+    assert sorted(f.name for f in (out / GRIDS).iterdir()) == [
+        "step-0000003.png",
+        "step-0000006.png",
+    ]
+    ref = tmp_path / "ref"
+    train_member("m", p.members["m"], p.train, data_dir, ref)
+    for name in ("step-0000003.png", "step-0000006.png"):
+        a, b = (np.asarray(Image.open(d / GRIDS / name)) for d in (out, ref))
+        assert a.shape == ((8 * 9 + 1) * 4,) * 2  # 8x8 tiles of 8x8 pixels, 1 px apart, x4
+        np.testing.assert_array_equal(a, b)  # same latents, same weights: same picture
+    first, last = (
+        np.asarray(Image.open(ref / GRIDS / n)) for n in ("step-0000003.png", "step-0000006.png")
+    )
+    assert not np.array_equal(first, last)  # the generator moved between checkpoints
+
+
+# One check for "finished", and an early return that builds nothing.
+
+
+def test_finished_member_returns_before_building_anything(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = mlp_params()
+    out = tmp_path / "m"
+    card = train_member("m", p.members["m"], p.train, data_dir, out)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished member built networks or loaded data")
+
+    monkeypatch.setattr(member_module, "member_nets", forbidden)
+    monkeypatch.setattr(member_module, "load_prepared", forbidden)
+    assert train_member("m", p.members["m"], p.train, data_dir, out) == card
+
+
+def test_member_is_finished_checks_card_and_checkpoint(tmp_path: Path, data_dir: Path) -> None:
+    p = mlp_params()
+    out = tmp_path / "m"
+    card = train_member("m", p.members["m"], p.train, data_dir, out)
+    fp, steps = card.fingerprint, card.steps
+    assert member_is_finished(out, fp, steps) == card
+    assert member_is_finished(out, fp, steps + 1) is None  # asked for more steps
+    assert member_is_finished(out, "other", steps) is None  # other params or code
+    assert member_is_finished(tmp_path / "nothing", fp, steps) is None
+    # A checkpoint that moved on past the card (a continuation was interrupted).
+    state = out / "checkpoint" / "state.json"
+    state.write_text(state.read_text().replace(f'"step": {steps}', f'"step": {steps + 3}'))
+    assert checkpoint_state(out)["step"] == steps + 3
+    assert member_is_finished(out, fp, steps) is None
+    assert isinstance(card, MemberCard)

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from ensgan.cli import app
 from ensgan.errors import DataError, is_user_error, user_message
-from tests.conftest import write_tiny_project
+from tests.helpers import write_tiny_project
 
 runner = CliRunner()
 
@@ -31,7 +31,7 @@ runner = CliRunner()
 def _published_store(tmp: Path) -> Path:
     from ensgan.io.batches import publish_batch
     from ensgan.io.storage import LocalStore
-    from tests.test_storage import make_batch
+    from tests.helpers import make_batch
 
     publish_batch(
         LocalStore(tmp / "store"), make_batch(tmp / "out", "run-1")[0], dt.date(2026, 3, 1)
@@ -100,7 +100,7 @@ def _params_fifo(tmp: Path) -> list[str]:
 
 
 def _image_bomb(tmp: Path) -> list[str]:
-    from tests.test_data import png_header_only, write_image
+    from tests.helpers import png_header_only, write_image
 
     for i in range(12):
         write_image(tmp / "imgs" / f"{i}.png", i)
@@ -110,7 +110,7 @@ def _image_bomb(tmp: Path) -> list[str]:
 
 
 def _npz_absurd_shape(tmp: Path) -> list[str]:
-    from tests.test_data import lying_npy
+    from tests.helpers import lying_npy
 
     with zipfile.ZipFile(tmp / "data.npz", "w") as zf:
         zf.writestr("images.npy", lying_npy((10**12, 8, 8)))

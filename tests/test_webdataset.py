@@ -16,7 +16,7 @@ import pytest
 from ensgan.errors import BatchError
 from ensgan.io.batches import BATCH_JSON, MANIFEST, publish_batch, pull_batch, verify_batch
 from ensgan.io.storage import LocalStore
-from tests.test_storage import make_batch, manifest
+from tests.helpers import make_batch, manifest
 
 
 @pytest.fixture

@@ -1,0 +1,50 @@
+"""Stage `evaluate`: metrics.json carries exactly the table's metrics, and a collapsed member
+is flagged in them and in the report."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ensgan.config import load_params
+from ensgan.ensemble.combinations import Ensemble
+from ensgan.eval.table import row_keys
+from ensgan.layout import Layout
+from ensgan.pipeline import evaluate
+
+
+def test_evaluate_returns_exactly_the_metrics_of_the_table(staged_project: dict) -> None:
+    """Each row of metrics.json carries the table's metrics for its kind of row, no others
+    (a row scored on fewer images adds the mixture's FD at its count; mh its restarts)."""
+    optional = {"mixture_fd_same_count", "restarted_chains"}
+    metrics = staged_project["evaluate"]
+    rows = [("real", metrics["real"])]
+    rows += [("members", r) for r in metrics["members"].values()]
+    rows += [("combinations", r) for r in metrics["ensemble"].values()]
+    for kind, row in rows:
+        assert row_keys(kind) - optional <= set(row) <= row_keys(kind), (kind, sorted(row))
+    assert "restarted_chains" in metrics["ensemble"]["mh"]
+
+
+def test_evaluate_flags_collapse_per_member(
+    staged_project: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = shutil.copytree(staged_project["root"], tmp_path / "p")
+    params, layout = load_params(root / "params.yaml"), Layout(root)
+    metrics = evaluate.run(params, layout)
+    assert {m["collapsed"] for m in metrics["members"].values()} == {False}
+    real_member_sample = Ensemble.member_sample
+
+    def a_draws_one_picture(self, name: str, seeds: np.ndarray) -> np.ndarray:
+        images = real_member_sample(self, name, seeds)
+        return np.repeat(images[:1], len(images), axis=0) if name == "a" else images
+
+    monkeypatch.setattr(Ensemble, "member_sample", a_draws_one_picture)
+    (layout.reports / "metrics.json").unlink()  # else the unchanged inputs skip the stage
+    metrics = evaluate.run(params, layout)
+    assert metrics["members"]["a"]["collapsed"] is True
+    assert metrics["members"]["b"]["collapsed"] is False
+    assert "collapsed" in (layout.reports / "index.html").read_text()
