@@ -49,6 +49,20 @@ def versioned(tmp_path_factory: pytest.TempPathFactory, prefect_server, seaweedf
     return {"repo": repo, "summary": summary, "bucket": bucket, "s3": seaweedfs}
 
 
+def test_dvc_status_is_clean_once_the_first_run_has_ended(versioned: dict) -> None:
+    """After the first run (no earlier outputs, no earlier dvc.lock), a `dvc status` of its
+    own finds every stage as dvc.lock recorded it: publish's receipt and history chart
+    included, so nothing the flow wrote landed after it recorded the stage."""
+    from ensgan.orchestration.versioning import status
+
+    repo = versioned["repo"]
+    assert status(repo) == {}  # `dvc status --json` in a process of its own
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    for out in lock["stages"]["publish"]["outs"]:  # hashed here, not read from DVC's state
+        digest = hashlib.md5((repo / out["path"]).read_bytes(), usedforsecurity=False).hexdigest()
+        assert digest == out["md5"], out["path"]
+
+
 def test_the_flow_records_every_stage_in_dvc_lock(versioned: dict) -> None:
     repo, summary = versioned["repo"], versioned["summary"]
     dvc = summary["dvc"]
