@@ -204,7 +204,8 @@ def test_pull_onto_a_file_leaves_it_as_it_was(tmp_path: Path) -> None:
     (tmp_path / "dest" / "run-1").write_text("mine")
     runner.invoke(app, ["batches", "pull", "run-1", str(tmp_path / "dest"), "--store", str(store)])
     assert (tmp_path / "dest" / "run-1").read_text() == "mine"
-    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["run-1"]
+    # nothing else but the pull's lock file, which stays by design (ensgan/io/batches.py)
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == [".run-1.pull.lock", "run-1"]
 
 
 def test_os_errors_on_a_named_path_are_user_errors_others_are_not(tmp_path: Path) -> None:
