@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -101,6 +105,25 @@ def _stamps(*dirs: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+@contextmanager
+def _child_processes() -> Iterator[set[str]]:
+    """The names of the multiprocessing children (a pool's workers) seen while the block ran."""
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.02):
+            seen.update(p.name for p in multiprocessing.active_children())
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        thread.join()
+
+
 def test_second_run_rewrites_and_publishes_nothing(flow_project: dict) -> None:
     """A rerun on unchanged inputs: every stage says it is up to date, no file under models/,
     reports/, outputs/ or the store is rewritten, and the store gets no new object."""
@@ -112,7 +135,9 @@ def test_second_run_rewrites_and_publishes_nothing(flow_project: dict) -> None:
     outputs = [root / d for d in ("data", "models", "reports", "outputs", "store")]
     before = _stamps(*outputs)
     assert any("generator_ema.safetensors" in p for p in before)
-    again = run(params_path="params.yaml", root=str(root))
+    with _child_processes() as children:
+        again = run(params_path="params.yaml", root=str(root))
+    assert not children, f"a rerun with nothing to train started worker processes: {children}"
     assert _stamps(*outputs) == before, "a rerun rewrote files"
     assert again["up_to_date"] == ["prepare", "train", "stack", "evaluate", "generate", "publish"]
     assert again["batch"]["run_id"] == flow_project["summary"]["batch"]["run_id"]

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from ensgan.config import DataConfig
 from ensgan.data.sources import load_source
@@ -76,6 +75,8 @@ def sha256_arrays(*arrays: np.ndarray | None) -> str:
 
 def split_holdout(n: int, labels: np.ndarray | None, fraction: float, seed: int) -> np.ndarray:
     """Boolean hold-out mask, stratified by label when every class has at least two images."""
+    from sklearn.model_selection import train_test_split  # scikit-learn loads only to split
+
     idx = np.arange(n)
     stratify = None
     if labels is not None:

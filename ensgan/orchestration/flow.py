@@ -12,8 +12,10 @@ import os
 import time
 from pathlib import Path
 
+import torch
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from ensgan import stopping
 from ensgan.config import Params, load_params
@@ -127,9 +129,15 @@ def _train_members(
     finished = {n: _finished(params, layout, n, data_sha) for n in names}
     fixed = {"params_path": params_path, "root": root, "data_sha": data_sha}
     futures, submitted = [], []
+    # Only finished members (their tasks end Cached, or read the card back at once): a thread
+    # of this process runs them, and a rerun with nothing to train starts no worker process.
+    idle = params.train.ensemble == "bagging" and all(finished.values())
+    if idle:  # the tasks' set_num_threads must not change this process's own setting
+        threads = torch.get_num_threads()
+    members_runner = ThreadPoolTaskRunner(max_workers=1) if idle else make_runner(params, root)
     # An interrupt (SIGTERM, a dead server) leaving the block stops the members at their next
     # step (spreading), so that the runner's exit waits for their checkpoints only.
-    with make_runner(params, root) as runner, stopping.spreading():
+    with members_runner as runner, stopping.spreading():
         if params.train.ensemble == "boosting":
             # AdaGAN: a chain, each member after the ones before it. The cache key cannot see
             # the data weights a round gets from the members before it, so these tasks always

@@ -1,9 +1,10 @@
 """The stages as Prefect tasks, with retries only for errors that may pass.
 
-A member's training is cached on (data hash, member and train params, training code, where it
-lives), and the cache is trusted only while `member_is_finished` says the output on disk still
-matches: a second run retrains nothing unchanged (its train tasks end `Cached`), and a deleted
-output is rebuilt rather than assumed.
+Each task imports its stage when it runs, so that a process (the flow's, a pool worker) loads
+only the libraries of the stages it runs. A member's training is cached on (data hash, member
+and train params, training code, where it lives), and the cache is trusted only while
+`member_is_finished` says the output on disk still matches: a second run retrains nothing
+unchanged (its train tasks end `Cached`), and a deleted output is rebuilt rather than assumed.
 """
 
 from __future__ import annotations
@@ -12,19 +13,16 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
 from ensgan.config import Params, load_params
 from ensgan.errors import is_user_error
-from ensgan.gan.member import fingerprint
 from ensgan.layout import Layout
-from ensgan.orchestration import remote, versioning
+from ensgan.orchestration import versioning
 from ensgan.orchestration.logs import quiet_user_tracebacks
 from ensgan.orchestration.results import PLAIN_JSON, guard_cached_record
-from ensgan.pipeline import evaluate, generate, prepare, publish, stack, train
 
 
 def setup(params_path: str, root: str) -> tuple[Params, Layout]:
@@ -44,11 +42,15 @@ quiet_user_tracebacks()  # here, so that worker processes (which import the task
 
 @task(name="prepare", retries=1, retry_delay_seconds=2, **RETRY)
 def prepare_task(params_path: str, root: str) -> dict:
+    from ensgan.pipeline import prepare
+
     return prepare.run(*setup(params_path, root))
 
 
 def member_cache_key(ctx: TaskRunContext, args: dict[str, Any]) -> str:
     """A member's training is the same work while data, member and train params are."""
+    from ensgan.gan.member import fingerprint
+
     params, layout = setup(args["params_path"], args["root"])
     name = args["name"]
     fp = fingerprint(args["data_sha"], params.members[name], params.train)
@@ -69,6 +71,10 @@ def member_cache_key(ctx: TaskRunContext, args: dict[str, Any]) -> str:
     **RETRY,
 )
 def train_task(name: str, params_path: str, root: str, data_sha: str, threads: int) -> dict:
+    import torch
+
+    from ensgan.pipeline import train
+
     torch.set_num_threads(threads)
     params, layout = setup(params_path, root)
     logger = get_run_logger()
@@ -94,32 +100,46 @@ def train_task(name: str, params_path: str, root: str, data_sha: str, threads: i
 )
 def ray_train_task(name: str, params: dict, storage: dict, data_sha: str, threads: int) -> dict:
     """A member on whichever Ray node has room: data from the store, the member back to it."""
+    from ensgan.orchestration import remote
+
     return remote.train_elsewhere(name, params, storage, data_sha, threads)
 
 
 @task(name="stack", retries=1, retry_delay_seconds=2, **RETRY)
 def stack_task(params_path: str, root: str) -> dict:
+    from ensgan.pipeline import stack
+
     return stack.run(*setup(params_path, root))
 
 
 @task(name="evaluate", retries=1, retry_delay_seconds=2, **RETRY)
 def evaluate_task(params_path: str, root: str) -> dict:
+    from ensgan.pipeline import evaluate
+
     return evaluate.run(*setup(params_path, root))
 
 
 @task(name="generate", retries=1, retry_delay_seconds=2, **RETRY)
 def generate_task(params_path: str, root: str) -> dict:
+    from ensgan.pipeline import generate
+
     return generate.run(*setup(params_path, root))
 
 
 @task(name="publish", retries=3, retry_delay_seconds=[2, 10, 30], **RETRY)
 def publish_task(params_path: str, root: str, run_id: str) -> dict:
+    from ensgan.pipeline import publish
+
     return publish.run(*setup(params_path, root), run_id)
 
 
 @task(name="dvc-commit", retries=2, retry_delay_seconds=[5, 30])  # DVC's repo lock may be held
 def dvc_commit_task(root: str, stages: tuple[str, ...]) -> dict:
-    """Record what the flow made in dvc.lock, as `dvc repro` would have (see versioning.py)."""
+    """Record what the flow made in dvc.lock, as `dvc repro` would have (see versioning.py).
+    When dvc.lock already describes the project (a rerun that changed nothing), there is
+    nothing to record, and `dvc commit` is not run."""
+    if not (before := versioning.status(Path(root))):
+        return before
     versioning.commit(Path(root), stages)
     return versioning.status(Path(root))
 

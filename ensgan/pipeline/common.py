@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
 from ensgan.config import CombineConfig, Params, StackConfig
-from ensgan.ensemble.combinations import Ensemble
-from ensgan.ensemble.stacking import load_stacker
 from ensgan.errors import ConfigError
-from ensgan.gan.device import resolve_device
-from ensgan.gan.loaded import load_member
 from ensgan.io.cards import DataCard, MemberCard, StackerCard, read_card
 from ensgan.layout import Layout
+
+if TYPE_CHECKING:  # torch, scikit-learn and skops load only where an ensemble is loaded
+    from ensgan.ensemble.combinations import Ensemble
 
 # Sections that change what the pipeline produces (not where it is stored or when it runs).
 PRODUCT_SECTIONS = ("data", "members", "train", "stack", "combine", "evaluate", "generate")
@@ -98,6 +98,11 @@ def check_stacker_is_current(params: Params, card, members: dict) -> None:
 
 def load_ensemble(params: Params, layout: Layout, *, with_stacker: bool = True) -> Ensemble:
     """The finished members (and the stacker, whose feature columns fix their order)."""
+    from ensgan.ensemble.combinations import Ensemble
+    from ensgan.ensemble.stacking import load_stacker
+    from ensgan.gan.device import resolve_device
+    from ensgan.gan.loaded import load_member
+
     device = resolve_device(params.train.device)
     names = list(params.members)
     stacker = None
