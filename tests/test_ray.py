@@ -83,6 +83,7 @@ def test_a_member_in_the_store_is_the_cache_across_machines(tmp_path: Path) -> N
     assert ckpt and all((tmp_path / "store" / k).stat().st_mtime_ns == keys[k] for k in ckpt)
     remote.fetch_member(store, driver, "a", first)  # and the driver picks it up, checked
     assert json.loads((driver.member("a") / "card.json").read_text())["steps"] == 30
-    (tmp_path / "store" / ckpt[0]).write_bytes(b"tampered")
+    weights = tmp_path / "store" / ckpt[0]
+    weights.write_bytes(bytes(weights.stat().st_size))  # same size, other bytes
     with pytest.raises(Exception, match="does not match its sha256"):
         remote.fetch_member(store, driver, "a", first)

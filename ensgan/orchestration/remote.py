@@ -18,20 +18,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, NonNegativeInt, model_validator
 
 from ensgan.config import Params, StorageConfig
-from ensgan.errors import BatchError
+from ensgan.errors import BatchError, StorageError
 from ensgan.gan.member import fingerprint
 from ensgan.io.files import atomic_dir
-from ensgan.io.keys import safe_local_path
+from ensgan.io.keys import safe_key, safe_local_path
+from ensgan.io.records import MIB, Hex64, Record, fetch_record, store_url
 from ensgan.io.storage import Store, open_store
 from ensgan.layout import Layout
 
 WORK = "work/"
 MANIFEST = "files.json"
+MAX_DEPTH = 16  # folders in a listed name
+log = logging.getLogger(__name__)
 
 
 def _sha256(path: Path) -> str:
@@ -42,46 +49,114 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _stored_manifest(store: Store, prefix: str) -> dict[str, str] | None:
-    if not store.exists(prefix + MANIFEST):
+def _relative_name(name: str) -> str:
+    """A file's name in a listing: a safe store key (ensgan/io/keys.py), and no deeper or
+    longer than a member's or the prepared data's own files could be."""
+    try:
+        safe_key(name)
+    except StorageError:
+        raise ValueError("not a safe relative path") from None
+    parts = name.split("/")
+    if len(parts) > MAX_DEPTH or len(name) > 1024 or any(len(p) > 255 for p in parts):
+        raise ValueError(f"deeper than {MAX_DEPTH} folders or longer than a path may be")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError("holds control characters")
+    return name
+
+
+class FileEntry(Record):
+    sha256: Hex64
+    bytes: NonNegativeInt
+
+
+class TreeManifest(Record):
+    """files.json: each file of an upload, its sha256 and its size. Format 1 (no `format`
+    key: names to sha256s, no sizes) is read as no upload, so it is made again."""
+
+    label: ClassVar[str] = MANIFEST
+    fix: ClassVar[str] = "delete that prefix from the store; the run then uploads it afresh"
+    error: ClassVar[type[Exception]] = BatchError
+    max_bytes: ClassVar[int] = MIB  # thousands of files; a member holds a dozen
+
+    format: Literal[2] | None = None
+    files: dict[Annotated[str, AfterValidator(_relative_name)], FileEntry] | None = None
+
+    @model_validator(mode="after")
+    def _files_are_not_folders(self) -> TreeManifest:
+        names = set(self.files or ())
+        for name in names:
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                if "/".join(parts[:i]) in names:
+                    raise ValueError(f"{name!r} lies under {'/'.join(parts[:i])!r}, a file")
+        return self
+
+
+def _stored_manifest(store: Store, prefix: str) -> dict[str, FileEntry] | None:
+    """The upload's listing, bounded and typed; None when there is none (or an older one)."""
+    manifest = fetch_record(store, TreeManifest, prefix + MANIFEST)
+    if manifest is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        store.get_file(prefix + MANIFEST, Path(tmp) / MANIFEST)
-        return json.loads((Path(tmp) / MANIFEST).read_text())
+    if manifest.format is None or manifest.files is None:
+        log.warning("%s is from an older ensgan (no sizes): uploaded again", prefix + MANIFEST)
+        return None
+    return manifest.files
+
+
+def _listing(local: Path) -> dict[str, FileEntry]:
+    return {
+        p.relative_to(local).as_posix(): FileEntry(sha256=_sha256(p), bytes=p.stat().st_size)
+        for p in sorted(Path(local).rglob("*"))
+        if p.is_file()
+    }
 
 
 def upload_tree(store: Store, local: Path, prefix: str) -> int:
     """Every file under `local` to `prefix`, then the manifest last; returns how many files
     were uploaded (none when the store already holds exactly these)."""
-    files = {
-        p.relative_to(local).as_posix(): _sha256(p)
-        for p in sorted(Path(local).rglob("*"))
-        if p.is_file()
-    }
-    if _stored_manifest(store, prefix) == files:
-        return 0  # a finished member found in the store and returned as it was
+    files = _listing(Path(local))
+    try:
+        if _stored_manifest(store, prefix) == files:
+            return 0  # a finished member found in the store and returned as it was
+    except BatchError:
+        pass  # a bad listing is replaced by this upload's
     for rel in files:
         store.put_file(Path(local) / rel, prefix + rel)
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / MANIFEST
-        manifest.write_text(json.dumps(files, indent=1, sort_keys=True))
+        listing = {k: v.model_dump() for k, v in files.items()}
+        manifest.write_text(json.dumps({"format": 2, "files": listing}, indent=1, sort_keys=True))
         store.put_file(manifest, prefix + MANIFEST)
     return len(files)
 
 
+def _download_file(store: Store, key: str, entry: FileEntry, target: Path) -> None:
+    """One listed file, refused unread when the store's object is not the size listed, and
+    refused after when its content is not the sha256 listed."""
+    where = store_url(store, key)
+    size = store.size(key)
+    if size != entry.bytes:
+        raise BatchError(
+            f"{where} is {size} bytes, not the {entry.bytes} its {MANIFEST} says: refused, "
+            f"not downloaded; {TreeManifest.fix}"
+        )
+    store.get_file(key, target)
+    if target.stat().st_size != entry.bytes or _sha256(target) != entry.sha256:
+        target.unlink()
+        raise BatchError(f"{where} does not match its sha256 in {MANIFEST}: {TreeManifest.fix}")
+
+
 def download_tree(store: Store, prefix: str, local: Path) -> bool:
     """The files `prefix`'s manifest lists into `local` (a new folder), each checked against
-    its sha256; False when the store holds no complete upload there."""
+    its size before and its sha256 after; False when the store holds no complete upload."""
     files = _stored_manifest(store, prefix)
     if files is None:
         return False
     local = Path(local)
     local.mkdir(parents=True, exist_ok=True)
-    for rel, sha in files.items():
+    for rel, entry in files.items():
         target = safe_local_path(local, rel)  # a listing cannot write outside `local`
-        store.get_file(prefix + rel, target)
-        if _sha256(target) != sha:
-            raise BatchError(f"{store.url}/{prefix}{rel} does not match its sha256 in {MANIFEST}")
+        _download_file(store, prefix + rel, entry, target)
     return True
 
 
@@ -105,7 +180,11 @@ def remote_store(params: Params, layout: Layout) -> StorageConfig:
 def stage_data(store: Store, layout: Layout, data_sha: str) -> str:
     """Put data/prepared in the store once per data hash (what member tasks download)."""
     prefix = data_prefix(data_sha)
-    if not store.exists(prefix + MANIFEST):
+    try:
+        staged = _stored_manifest(store, prefix) is not None
+    except BatchError:
+        staged = False  # a bad listing: replaced by this upload's
+    if not staged:
         upload_tree(store, layout.prepared, prefix)
     return prefix
 
