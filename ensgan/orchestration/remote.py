@@ -16,7 +16,6 @@ saved storage block, which Prefect refuses to create from a task.)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from pydantic import AfterValidator, NonNegativeInt, model_validator
 from ensgan.config import Params, StorageConfig
 from ensgan.errors import BatchError, StorageError
 from ensgan.gan.member import fingerprint
-from ensgan.io.files import atomic_dir
+from ensgan.io.files import atomic_dir, file_sha256
 from ensgan.io.keys import safe_key, safe_local_path
 from ensgan.io.records import MIB, Hex64, Record, fetch_record, store_url
 from ensgan.io.storage import Store, open_store
@@ -39,14 +38,6 @@ WORK = "work/"
 MANIFEST = "files.json"
 MAX_DEPTH = 16  # folders in a listed name
 log = logging.getLogger(__name__)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _relative_name(name: str) -> str:
@@ -105,7 +96,7 @@ def _stored_manifest(store: Store, prefix: str) -> dict[str, FileEntry] | None:
 
 def _listing(local: Path) -> dict[str, FileEntry]:
     return {
-        p.relative_to(local).as_posix(): FileEntry(sha256=_sha256(p), bytes=p.stat().st_size)
+        p.relative_to(local).as_posix(): FileEntry(sha256=file_sha256(p), bytes=p.stat().st_size)
         for p in sorted(Path(local).rglob("*"))
         if p.is_file()
     }
@@ -141,7 +132,7 @@ def _download_file(store: Store, key: str, entry: FileEntry, target: Path) -> No
             f"not downloaded; {TreeManifest.fix}"
         )
     store.get_file(key, target)
-    if target.stat().st_size != entry.bytes or _sha256(target) != entry.sha256:
+    if target.stat().st_size != entry.bytes or file_sha256(target) != entry.sha256:
         target.unlink()
         raise BatchError(f"{where} does not match its sha256 in {MANIFEST}: {TreeManifest.fix}")
 
