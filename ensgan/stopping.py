@@ -37,6 +37,14 @@ def request(why: str) -> None:
         _shared.set()
 
 
+def clear() -> None:
+    """Forget an earlier stop: for a process that runs one run's tasks after another's (a Ray
+    worker is reused across tasks)."""
+    _why.clear()
+    _flag.clear()
+    settled.clear()
+
+
 def requested() -> bool:
     """Whether this run was asked to stop (here, or in the parent of this member process)."""
     return _flag.is_set() or (_inherited is not None and _inherited.is_set())

@@ -8,6 +8,12 @@ with, a copy of the member already in the store), uploads the member folder
 Every upload ends with a `files.json` listing each file's sha256, written last: a folder
 without it is incomplete, and a download is checked against it.
 
+A stop reaches a member on another machine through the store too: the driver, asked to stop
+(SIGTERM, Ctrl-C, its server gone), writes `work/stops/TOKEN` for its run, and each of its
+tasks, polling for it, stops at its next step with a checkpoint and uploads it, so the next run
+resumes there. Every periodic checkpoint is uploaded as well: a driver killed outright (Ray
+then kills its tasks at once, with no time to save) loses only the steps since the last one.
+
 The member's copy in the store is also its cache across machines: a node that finds it
 finished at the configured steps returns its card without training. (Prefect's own task
 cache stays in its local result storage: a result storage shared by every node would need a
@@ -20,13 +26,15 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, NonNegativeInt, model_validator
 
+from ensgan import stopping
 from ensgan.config import Params, StorageConfig
-from ensgan.errors import BatchError, StorageError
+from ensgan.errors import BatchError, StopRequested, StorageError
 from ensgan.gan.member import fingerprint
 from ensgan.io.files import atomic_dir, file_sha256
 from ensgan.io.keys import safe_key, safe_local_path
@@ -37,6 +45,7 @@ from ensgan.layout import Layout
 WORK = "work/"
 MANIFEST = "files.json"
 MAX_DEPTH = 16  # folders in a listed name
+STOP_POLL_SECONDS = 2.0  # how often a member task looks for its run's stop
 log = logging.getLogger(__name__)
 
 
@@ -180,9 +189,34 @@ def stage_data(store: Store, layout: Layout, data_sha: str) -> str:
     return prefix
 
 
-def train_elsewhere(name: str, params: dict, storage: dict, data_sha: str, threads: int) -> dict:
-    """The member task's body on a node: store in, train in a temp folder, store out. Gets the
-    params as data (the params file is on the driver's disk, not here)."""
+def stop_key(token: str) -> str:
+    return f"{WORK}stops/{safe_key(token)}"
+
+
+def request_stop(store: Store, token: str) -> None:
+    """Ask every member task of the run `token` to stop at its next step (they poll for it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        marker = Path(tmp) / "stop"
+        marker.write_text("stop\n")
+        store.put_file(marker, stop_key(token))
+
+
+def _watch_for_stop(store: Store, key: str, done: threading.Event) -> None:
+    while not done.wait(STOP_POLL_SECONDS):
+        try:
+            if store.exists(key):
+                stopping.request("the flow that started this member stopped")
+                return
+        except Exception:  # a passing store fault: look again at the next poll
+            continue
+
+
+def train_elsewhere(
+    name: str, params: dict, storage: dict, data_sha: str, threads: int, stop_token: str = ""
+) -> dict:
+    """The member task's body on a node: store in, train in a temp folder, store out (each
+    checkpoint, and the one a stop saves, as well as the finished member). Gets the params as
+    data (the params file is on the driver's disk, not here)."""
     import torch
 
     from ensgan.config import parse_params
@@ -192,12 +226,28 @@ def train_elsewhere(name: str, params: dict, storage: dict, data_sha: str, threa
     p = parse_params(params)
     store = open_store(StorageConfig(**storage))
     prefix = member_prefix(name, fingerprint(data_sha, p.members[name], p.train))
+    stopping.clear()  # this process may have run a stopped run's task before
+    done = threading.Event()
+    if stop_token:
+        args = (store, stop_key(stop_token), done)
+        threading.Thread(target=_watch_for_stop, args=args, daemon=True).start()
     with tempfile.TemporaryDirectory(prefix="ensgan-member-") as tmp:
         layout = Layout(Path(tmp))
         if not download_tree(store, data_prefix(data_sha), layout.prepared):
             raise BatchError(f"no prepared data {data_sha[:12]} in {store.url}/{WORK}")
         download_tree(store, prefix, layout.member(name))  # resume or finished, if there
-        card = train_one(p, layout, name, progress=False)
+
+        def upload_checkpoint(step: int) -> None:  # the loop saved it just before
+            if step % p.train.checkpoint_every == 0 and step < p.train.steps:
+                upload_tree(store, layout.member(name), prefix)
+
+        try:
+            card = train_one(p, layout, name, progress=False, callback=upload_checkpoint)
+        except StopRequested:
+            upload_tree(store, layout.member(name), prefix)  # the step reached, resumable
+            raise
+        finally:
+            done.set()
         upload_tree(store, layout.member(name), prefix)
     return {**card, "trained_on": {"pid": os.getpid(), "node": _node_id()}}
 
