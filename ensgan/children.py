@@ -33,13 +33,14 @@ from ensgan.io.files import hold_writers_lock
 POLL_SECONDS = 0.5  # how often a member process looks for its parent
 GRACE_SECONDS = 60.0  # for the step in progress and its checkpoint, once asked to stop
 REPORT_SECONDS = 10.0  # then for reporting the stop to a parent still there
-STOPPED_STATUS = 128 + signal.SIGTERM  # the exit status of a stopped member process
+STOPPED_STATUS = 128 + signal.SIGTERM  # a member process ended before it began
 PR_SET_PDEATHSIG = 1
 
 
 def init_member_process(parent: int, root: str, stop: Any) -> None:
     """A pool's initializer, run in each member process before any task: take the writers
-    lock, follow the parent's stop, stop on SIGTERM, and end with the parent."""
+    lock, follow the parent's stop, stop on SIGTERM and SIGINT (a terminal's Ctrl-C reaches
+    the members too), and end with the parent."""
     try:
         hold_writers_lock(Path(root))
     except BusyError:
@@ -49,7 +50,8 @@ def init_member_process(parent: int, root: str, stop: Any) -> None:
     if os.getppid() != parent:  # gone before the lock was taken: a new run may not see it
         os._exit(STOPPED_STATUS)
     stopping.inherit(stop)
-    signal.signal(signal.SIGTERM, stopping.on_signal)
+    for signum in stopping.STOP_SIGNALS:
+        signal.signal(signum, stopping.on_signal)
     watch = threading.Thread(target=_watch_parent, args=(parent,), name="ensgan-parent-watch")
     watch.daemon = True
     watch.start()
@@ -65,7 +67,7 @@ def _watch_parent(parent: int) -> None:
         stopping.settled.wait(GRACE_SECONDS)
     if not orphaned:
         time.sleep(REPORT_SECONDS)
-    os._exit(STOPPED_STATUS)  # every write is safe to interrupt (ensgan/io/files.py)
+    os._exit(stopping.exit_status())  # every write is safe to interrupt (ensgan/io/files.py)
 
 
 def die_with_parent(parent: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -28,7 +29,6 @@ app = typer.Typer(no_args_is_help=True, help=__doc__.splitlines()[0], add_comple
 batches_app = typer.Typer(no_args_is_help=True, help="List and download published batches.")
 app.add_typer(batches_app, name="batches")
 
-STOPPED_STATUS = 128 + 15  # 128 + SIGTERM, what a shell reports for a process it ended
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to use")]
 
 
@@ -40,16 +40,20 @@ def _load(params: Path) -> tuple[Params, Layout]:
 
 def _run(fn, *args, **kwargs):
     """Call a stage; a user-caused error becomes one line on stderr and exit status 2, and
-    a stop (SIGTERM: ensgan/stopping.py) one line and status 143, as the signal gives."""
-    from ensgan.stopping import on_sigterm
+    a stop (SIGTERM or SIGINT: ensgan/stopping.py) one line and status 143 or 130, as the
+    signal gives."""
+    from ensgan import stopping
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        with on_sigterm():
+        with stopping.on_stop_signals():
             return fn(*args, **kwargs)
     except StopRequested as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(STOPPED_STATUS) from None
+        raise typer.Exit(stopping.exit_status()) from None
+    except KeyboardInterrupt:  # Ctrl-C before the handler was set, or from a library's own
+        typer.echo("error: interrupted (SIGINT)", err=True)
+        raise typer.Exit(128 + signal.SIGINT) from None
     except Exception as exc:
         if not is_user_error(exc):
             raise

@@ -1,4 +1,5 @@
-"""Stopping a run part-way, resumable: on SIGTERM, or when what it runs under is gone.
+"""Stopping a run part-way, resumable: on SIGTERM or SIGINT (Ctrl-C), or when what it runs
+under is gone.
 
 A stop is a flag. A training loop checks it before each step and, once set, saves a
 checkpoint and raises StopRequested, so the next run resumes from the step reached. Outside
@@ -34,6 +35,14 @@ def request(why: str) -> None:
     _flag.set()
     if _shared is not None:
         _shared.set()
+
+
+def clear() -> None:
+    """Forget an earlier stop: for a process that runs one run's tasks after another's (a Ray
+    worker is reused across tasks)."""
+    _why.clear()
+    _flag.clear()
+    settled.clear()
 
 
 def requested() -> bool:
@@ -73,8 +82,15 @@ def looping() -> bool:
     return _loops["all"] > 0
 
 
+def exit_status() -> int:
+    """The status a stopped process exits with, as a shell reports the signal that stopped
+    it: 130 for SIGINT, 143 for SIGTERM and for every other reason to stop."""
+    signum = signal.SIGINT if _why[:1] == ["SIGINT"] else signal.SIGTERM
+    return 128 + int(signum)
+
+
 def on_signal(signum: int, frame: object) -> None:
-    """The SIGTERM handler: set the flag; raise at once unless the main thread is in a
+    """The SIGTERM and SIGINT handler: set the flag; raise at once unless the main thread is in a
     training loop, which checkpoints and raises at its next step."""
     request(signal.Signals(signum).name)
     if _loops["main"] == 0:
@@ -102,18 +118,23 @@ def _count(n: int, main: bool) -> None:
         _loops["main"] += n * main
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 @contextmanager
-def on_sigterm() -> Iterator[None]:
-    """SIGTERM stops what runs inside (the CLI's commands) within a step, resumable. Only
-    the main thread can set a handler; elsewhere this does nothing."""
+def on_stop_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT stop what runs inside (the CLI's commands) within a step,
+    resumable: Ctrl-C loses no steps either. Only the main thread can set a handler;
+    elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.signal(signal.SIGTERM, on_signal)
+    before = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 @contextmanager

@@ -40,11 +40,11 @@ def env() -> dict[str, str]:
 
 
 def start(
-    root: Path, log: IO[str], *args: str, environ: dict[str, str] | None = None
+    root: Path, log: IO[str], *args: str, environ: dict[str, str] | None = None, **popen: Any
 ) -> subprocess.Popen:
     """`ensgan ARGS` in `root`, its output to `log` (a pipe could fill and block it)."""
     cmd, where = [ENSGAN, *args], environ or env()
-    return subprocess.Popen(cmd, cwd=root, env=where, stdout=log, stderr=log)
+    return subprocess.Popen(cmd, cwd=root, env=where, stdout=log, stderr=log, **popen)
 
 
 def ensgan(root: Path, *args: str) -> subprocess.CompletedProcess:

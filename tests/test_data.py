@@ -160,10 +160,8 @@ def test_flat_folder_has_no_labels(tmp_path: Path) -> None:
         write_image(tmp_path / f"img{i}.png", 10 * i)
         write_image(tmp_path / f"pic{i}.jpg", 100 + 10 * i)
     (tmp_path / "notes.txt").write_text("not an image")  # ignored
-    raw, labels = read_folder(tmp_path)
+    images, labels = read_folder(tmp_path, 8, 1)
     assert labels is None
-    assert len(raw) == 6
-    images = to_array(raw, 8, 1)
     assert images.shape == (6, 1, 8, 8) and images.dtype == np.uint8
 
 
@@ -172,10 +170,9 @@ def test_class_subfolders_give_labels(tmp_path: Path) -> None:
         write_image(tmp_path / "cat" / f"{i}.png", 50)
         write_image(tmp_path / "dog" / f"{i}.jpeg", 200)
         write_image(tmp_path / "eel" / f"{i}.PNG", 120)
-    raw, labels = read_folder(tmp_path)
+    images, labels = read_folder(tmp_path, 8, 1)
     assert labels is not None
     assert labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # sorted files, sorted class names
-    images = to_array(raw, 8, 1)
     means = images.reshape(9, -1).mean(axis=1)
     assert np.allclose(means[:3], 50, atol=1) and np.allclose(means[6:], 120, atol=1)
     assert np.allclose(means[3:6], 200, atol=3)  # JPEG: lossy
@@ -185,15 +182,14 @@ def test_images_mixed_into_root_and_subfolders_have_no_labels(tmp_path: Path) ->
     write_image(tmp_path / "a" / "0.png", 1)
     write_image(tmp_path / "b" / "0.png", 2)
     write_image(tmp_path / "loose.png", 3)
-    assert read_folder(tmp_path)[1] is None
+    assert read_folder(tmp_path, 8, 1)[1] is None
 
 
 def test_rgb_converted_to_grayscale_and_resized(tmp_path: Path) -> None:
     color = (200, 100, 50)
     write_image(tmp_path / "rgb.png", color, size=(20, 12))
     write_image(tmp_path / "rgb.jpg", color, size=(5, 9))
-    raw, _ = read_folder(tmp_path)
-    gray = to_array(raw, 8, 1)
+    gray, _ = read_folder(tmp_path, 8, 1)
     assert gray.shape == (2, 1, 8, 8)
     expected = np.asarray(Image.new("RGB", (1, 1), color).convert("L"))[0, 0]
     assert np.all(gray[1] == expected)  # the PNG (sorted after .jpg), lossless
@@ -206,13 +202,37 @@ def test_rgb_kept_with_three_channels(tmp_path: Path) -> None:
     write_image(tmp_path / "gray.png", 77, size=(4, 4))
     write_image(tmp_path / "rgba.png", (10, 20, 30, 255), mode="RGBA")
     write_image(tmp_path / "pal.png", 5, mode="P")
-    raw, _ = read_folder(tmp_path)
-    rgb = to_array(raw, 8, 3)
+    rgb, _ = read_folder(tmp_path, 8, 3)
     assert rgb.shape == (4, 3, 8, 8)
     by_name = dict(zip(["gray", "pal", "rgb", "rgba"], rgb, strict=True))
     assert [int(by_name["rgb"][c].mean()) for c in range(3)] == list(color)
     assert np.all(by_name["gray"] == 77)  # grayscale replicated to 3 channels
     assert [int(by_name["rgba"][c, 0, 0]) for c in range(3)] == [10, 20, 30]
+
+
+def test_a_folder_of_large_photos_is_resized_one_photo_at_a_time(tmp_path: Path) -> None:
+    """Each image is resized as soon as it is read, so reading the folder holds about one
+    photo at full size, never all of them; and the result is exactly what resizing the
+    decoded photos all together gives."""
+    import tracemalloc
+
+    width, height, n = 1200, 1000, 6
+    yy, xx = np.mgrid[0:height, 0:width]
+    for i in range(n):
+        photo = np.stack([(xx + 40 * i) % 256, (yy * 3) % 256, (xx ^ yy) % 256], axis=-1)
+        Image.fromarray(photo.astype(np.uint8)).save(tmp_path / f"{i}.png")
+    full = width * height * 3
+    tracemalloc.start()
+    try:
+        images, labels = read_folder(tmp_path, 16, 3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # One photo in flight costs about two copies of it (Pillow's bytes, joined from chunks);
+    # holding the folder's six until the resize would cost six or more.
+    assert peak < 3 * full, f"{peak / full:.1f} photos' worth of memory at peak: held whole"
+    decoded = [np.asarray(Image.open(tmp_path / f"{i}.png")) for i in range(n)]
+    assert np.array_equal(images, to_array(decoded, 16, 3)) and labels is None
 
 
 def test_folder_prepare_end_to_end(tmp_path: Path) -> None:
@@ -238,7 +258,7 @@ def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "broken.png"
     bad.write_bytes(np.random.default_rng(0).bytes(256))
     with pytest.raises(DataError) as info:
-        read_folder(tmp_path)
+        read_folder(tmp_path, 8, 1)
     assert str(bad) in str(info.value)
 
 
@@ -248,7 +268,7 @@ def test_truncated_image_names_the_file(tmp_path: Path) -> None:
     Image.new("RGB", (64, 64), (1, 2, 3)).save(bad)
     bad.write_bytes(bad.read_bytes()[:200])
     with pytest.raises(DataError) as info:
-        read_folder(tmp_path)
+        read_folder(tmp_path, 8, 1)
     assert str(bad) in str(info.value) and str(good) not in str(info.value)
 
 
@@ -256,12 +276,12 @@ def test_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "readme.txt").write_text("no images here")
     with pytest.raises(DataError, match="no PNG/JPEG"):
-        read_folder(tmp_path)
+        read_folder(tmp_path, 8, 1)
 
 
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
-        read_folder(tmp_path / "absent")
+        read_folder(tmp_path / "absent", 8, 1)
 
 
 def test_too_few_images(tmp_path: Path) -> None:
@@ -389,7 +409,7 @@ def test_a_decompression_bomb_is_refused_naming_the_file(
     write_image(tmp_path / "a" / "ok.png", 5)
     bomb = png_header_only(tmp_path / "a" / "bomb.png", width, height)
     with pytest.raises(DataError) as info:
-        read_folder(tmp_path)
+        read_folder(tmp_path, 8, 1)
     assert str(bomb) in str(info.value) and "\n" not in str(info.value)
     assert "pixels" in str(info.value)
 
@@ -399,14 +419,14 @@ def test_a_fifo_in_the_image_folder_is_refused_without_blocking(tmp_path: Path) 
     write_image(tmp_path / "ok.png", 5)
     os.mkfifo(tmp_path / "stream.png")
     with pytest.raises(DataError, match=r"stream.png is a FIFO \(named pipe\), not a regular"):
-        read_folder(tmp_path)
+        read_folder(tmp_path, 8, 1)
 
 
 def test_a_folder_named_like_an_image_is_refused_naming_it(tmp_path: Path) -> None:
     write_image(tmp_path / "ok.png", 5)
     (tmp_path / "album.png").mkdir()
     with pytest.raises(DataError, match="album.png is a directory, not a regular file"):
-        read_folder(tmp_path)
+        read_folder(tmp_path, 8, 1)
 
 
 @pytest.mark.timeout(60)

@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,76 @@ def test_a_member_in_the_store_is_the_cache_across_machines(tmp_path: Path) -> N
     assert ckpt and all((tmp_path / "store" / k).stat().st_mtime_ns == keys[k] for k in ckpt)
     remote.fetch_member(store, driver, "a", first)  # and the driver picks it up, checked
     assert json.loads((driver.member("a") / "card.json").read_text())["steps"] == 30
-    (tmp_path / "store" / ckpt[0]).write_bytes(b"tampered")
+    weights = tmp_path / "store" / ckpt[0]
+    weights.write_bytes(bytes(weights.stat().st_size))  # same size, other bytes
     with pytest.raises(Exception, match="does not match its sha256"):
         remote.fetch_member(store, driver, "a", first)
+
+
+@pytest.mark.timeout(300)
+def test_a_stop_reaches_a_member_elsewhere_through_the_store_and_it_resumes(
+    tmp_path: Path,
+) -> None:
+    """Without Ray: the task body trains far longer than the test waits, on its own thread as
+    on a node. Its checkpoints reach the store as they are made; the run's stop (written to the
+    store) makes it stop at its next step and upload that step; a later task resumes there."""
+    import threading
+
+    import yaml
+
+    from ensgan import stopping
+    from ensgan.config import StorageConfig
+    from ensgan.data.prepared import prepare
+    from ensgan.errors import StopRequested
+    from ensgan.io.storage import LocalStore
+    from ensgan.layout import Layout
+    from ensgan.orchestration import remote
+
+    train = {"steps": 100_000, "checkpoint_every": 5, "log_every": 5}
+    params = parse_params(yaml.safe_load(tiny_params(train=train)))
+    driver = Layout(tmp_path / "driver")
+    data = prepare(params.data, driver.prepared)
+    store = LocalStore(tmp_path / "store")
+    remote.stage_data(store, driver, data.sha256)
+    storage = StorageConfig(url=str(tmp_path / "store")).model_dump(mode="json")
+    dump = params.model_dump(mode="json")
+    outcome: list[BaseException] = []
+
+    def node() -> None:
+        try:
+            remote.train_elsewhere("a", dump, storage, data.sha256, 1, stop_token="run1")
+        except BaseException as exc:  # what the task ends with
+            outcome.append(exc)
+
+    def uploaded_step() -> int:
+        states = list((tmp_path / "store/work/members/a").glob("*/checkpoint/state.json"))
+        listed = [s for s in states if (s.parent.parent / "files.json").is_file()]
+        return json.loads(listed[0].read_text())["step"] if listed else 0
+
+    task = threading.Thread(target=node)
+    task.start()
+    try:
+        deadline = time.monotonic() + 200
+        while uploaded_step() < 5 and task.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert uploaded_step() >= 5, outcome  # a periodic checkpoint, in the store already
+        remote.request_stop(store, "run1")
+        task.join(timeout=120)  # not a measure: unstopped, it would train on
+        assert not task.is_alive(), "the member did not stop"
+    finally:
+        stopping.request("test over")  # never leave a training thread behind
+        task.join(timeout=120)
+        stopping.clear()
+    assert len(outcome) == 1 and isinstance(outcome[0], StopRequested), outcome
+    reached = uploaded_step()
+    # The step it stopped at (not only the last periodic checkpoint) is the one uploaded.
+    assert reached >= 5 and f"stopped at step {reached} of" in str(outcome[0])
+
+    steps = reached + 10  # train.steps is not part of a member's identity: it resumes
+    more = parse_params({**dump, "train": {**dump["train"], "steps": steps}})
+    card = remote.train_elsewhere("a", more.model_dump(mode="json"), storage, data.sha256, 1)
+    assert card["steps"] == steps
+    remote.fetch_member(store, driver, "a", card)
+    with open(driver.member("a") / "losses.csv") as f:
+        logged = [int(line.split(",")[0]) for line in f.read().splitlines()[1:]]
+    assert logged == list(range(5, steps + 1, 5)), logged  # nothing lost, nothing repeated

@@ -1,4 +1,5 @@
-"""SIGTERM stops a run at its members' next step, checkpointed, and the next run resumes.
+"""SIGTERM and SIGINT (Ctrl-C) stop a run at its members' next step, checkpointed, and the
+next run resumes.
 
 `ensgan train` runs as a real process on a tiny project set to train far longer than the test
 waits; SIGTERM must end it, and what it leaves must resume without a lost or repeated row.
@@ -7,6 +8,7 @@ waits; SIGTERM must end it, and what it leaves must resume without a lost or rep
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -24,6 +26,14 @@ from tests.processes import (
     start,
     wait_for,
 )
+
+
+def _logged(root: Path, name: str) -> bool:
+    try:
+        return bool(rows(root, name))
+    except (OSError, KeyError):
+        return False
+
 
 pytestmark = pytest.mark.e2e  # real training processes, started and stopped
 
@@ -62,3 +72,37 @@ def test_sigterm_stops_train_at_the_next_step_and_the_next_train_resumes(tmp_pat
         card = json.loads((root / f"models/members/{name}/card.json").read_text())
         assert card["steps"] == steps
         assert rows(root, name) == list(range(5, steps + 1, 5)), name
+
+
+def test_ctrl_c_stops_train_at_the_next_step_in_one_line_with_status_130(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C: SIGINT to the whole foreground process group, the run and each of
+    its member processes at once. Each member checkpoints the step it reached (no step lost
+    back to the last periodic checkpoint), and the run prints one line, no traceback."""
+    root = prepared(
+        tmp_path / "p", checkpoint_every=10_000
+    )  # no periodic checkpoint to fall back on
+    log_path = tmp_path / "run.log"
+    with open(log_path, "w") as log:
+        run = start(root, log, "train", process_group=0)
+        try:
+            wait_for(
+                "both members' first loss rows", lambda: all(_logged(root, n) for n in MEMBERS), 600
+            )
+            members = children(run.pid)
+            os.killpg(run.pid, signal.SIGINT)
+            status = run.wait(timeout=120)  # not a measure: unstopped, it would train on
+        finally:
+            run.kill()
+            run.wait()
+    out = log_path.read_text()
+    assert status == 128 + signal.SIGINT, out[-3000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert errors == ["error: stopped (SIGINT); the next run resumes from the checkpoints"], out[
+        -3000:
+    ]
+    wait_for("the member processes to exit", lambda: not any(map(alive, members)), 60)
+    reached = all_checkpointed(root)()
+    assert reached, out[-3000:]
+    for name, step in reached.items():
+        assert step >= 5 and rows(root, name) == list(range(5, step + 1, 5)), name

@@ -249,6 +249,44 @@ def test_interrupted_member_resumes_exactly(
                 assert torch.equal(t, ref_opt[key]["state"][p][name]), (key, p, name)
 
 
+def test_a_swapped_optimizer_state_is_refused_before_it_is_unpickled(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """optim.pt is a pickle (read with weights_only=True): it is only opened when its bytes
+    are the ones state.json recorded at the checkpoint. One written before the hash was
+    recorded is read with a warning (refusing it would throw the member's steps away)."""
+    params = make_params()
+    out = tmp_path / "mlp"
+    with pytest.raises(KeyboardInterrupt):
+        train(params, "mlp", data_dir, out, callback=stop_at(6, []), progress=False)
+    optim = out / "checkpoint" / "optim.pt"
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 4 and len(state["optim_sha256"]) == 64
+    saved = optim.read_bytes()
+    opt = torch.load(optim, weights_only=True)
+    for st in opt["opt_g"]["state"].values():
+        st["exp_avg"].fill_(1e6)  # a valid state, not the one saved
+    torch.save(opt, optim)
+    loads = []
+    real_load = torch.load
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+        with pytest.raises(CardError) as err:
+            train(params, "mlp", data_dir, out, progress=False)
+    assert loads == []  # refused unread
+    msg = str(err.value)
+    assert "\n" not in msg and str(optim) in msg and f"delete {optim.parent}" in msg
+
+    optim.write_bytes(saved)  # restored, and from before hashes: resumes at its step
+    seen: list[int] = []
+    del state["optim_sha256"]  # an older checkpoint: no hash recorded
+    (out / "checkpoint" / "state.json").write_text(json.dumps(state))
+    with caplog.at_level("WARNING", logger="ensgan.gan.checkpoint"):
+        train(params, "mlp", data_dir, out, callback=seen.append, progress=False)
+    assert seen == list(range(5, STEPS + 1))
+    assert "no sha256 in state.json (an older checkpoint)" in caplog.text
+
+
 def test_interrupt_before_first_checkpoint_starts_over(tmp_path: Path, data_dir: Path) -> None:
     params = make_params()
     out = tmp_path / "mlp"

@@ -327,7 +327,7 @@ def test_a_16_bit_png_is_refused_naming_the_file(tmp_path: Path) -> None:
             tmp_path / "imgs" / f"{i}.png"
         )
     with pytest.raises(DataError, match=r"0\.png.*16-bit"):
-        read_folder(tmp_path / "imgs")
+        read_folder(tmp_path / "imgs", 8, 1)
 
 
 def test_prepare_on_bad_data_is_one_line(tmp_path: Path, monkeypatch) -> None:

@@ -1,4 +1,4 @@
-"""Dataset readers: each returns raw images (HxW or HxWxC uint8) and labels, without pickle.
+"""Dataset readers: images (uint8, resized to the params' size) and labels, without pickle.
 
 scikit-learn's `digits` ships with the package, so the main job needs no download; a folder of
 PNG/JPEG images gets labels from sub-folder names when every image sits in one; a .npz holds
@@ -35,13 +35,17 @@ def read_digits() -> tuple[list[np.ndarray], np.ndarray]:
     return list(imgs), d.target.astype(np.int64)
 
 
-def read_folder(path: Path) -> tuple[list[np.ndarray], np.ndarray | None]:
+def read_folder(path: Path, size: int, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every PNG/JPEG under `path` as uint8 (N, C, size, size), each resized as soon as it is
+    read: a folder of large photos never holds more than one of them at full size."""
     if not path.is_dir():
         raise DataError(f"image folder not found: {path}")
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"no PNG/JPEG images under {path}")
-    images = [_read_image(f) for f in files]
+    images = np.empty((len(files), channels, size, size), dtype=np.uint8)
+    for i, f in enumerate(files):
+        images[i] = _fit(_read_image(f), size, channels)
     classes = sorted({f.parent.relative_to(path).as_posix() for f in files})
     labels = None
     if all(f.parent != path for f in files) and len(classes) > 1:
@@ -157,25 +161,29 @@ def _to_uint8(images: np.ndarray, path: Path) -> np.ndarray:
 
 def to_array(images: list[np.ndarray] | np.ndarray, size: int, channels: int) -> np.ndarray:
     """Resize every image to size x size with `channels` channels -> uint8 (N, C, H, W)."""
-    mode = "L" if channels == 1 else "RGB"
     out = np.empty((len(images), channels, size, size), dtype=np.uint8)
     for i, img in enumerate(images):
-        arr = np.asarray(img)
-        if arr.ndim == 3 and arr.shape[-1] == 1:
-            arr = arr[..., 0]
-        im = Image.fromarray(arr).convert(mode)
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.Resampling.BICUBIC)
-        a = np.asarray(im)
-        out[i] = a[None] if channels == 1 else a.transpose(2, 0, 1)
+        out[i] = _fit(img, size, channels)
     return out
 
 
+def _fit(img: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """One HxW or HxWxC image as uint8 (channels, size, size): converted, then resized."""
+    arr = np.asarray(img)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    im = Image.fromarray(arr).convert("L" if channels == 1 else "RGB")
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.Resampling.BICUBIC)
+    a = np.asarray(im)
+    return a[None] if channels == 1 else a.transpose(2, 0, 1)
+
+
 def load_source(cfg: DataConfig, root: Path = Path(".")) -> tuple[np.ndarray, np.ndarray | None]:
+    if cfg.source == "folder":
+        return read_folder(root / cfg.path, cfg.image_size, cfg.channels)
     if cfg.source == "digits":
         raw, labels = read_digits()
-    elif cfg.source == "folder":
-        raw, labels = read_folder(root / cfg.path)
     else:
         raw, labels = read_npz(root / cfg.path)
     return to_array(raw, cfg.image_size, cfg.channels), labels

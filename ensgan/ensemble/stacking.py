@@ -15,7 +15,6 @@ that no crafted values of allowed types (a tree's node indices out of bounds) re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ensgan.errors import StackerError
 from ensgan.io.cards import CARD, StackerCard, read_card, write_card
-from ensgan.io.files import atomic_dir
+from ensgan.io.files import atomic_dir, file_sha256
 from ensgan.registry import META_LEARNERS
 
 MODEL_FILE = "stacker.skops"
@@ -254,15 +253,10 @@ def save_stacker(
     with atomic_dir(out_dir) as tmp:
         sio.dump(est, tmp / MODEL_FILE)
         np.save(tmp / REAL_RATIOS_FILE, np.asarray(real_log_ratios, np.float64))
-        hashes = {name: _file_sha256(tmp / name) for name in STACKER_FILES}
+        hashes = {name: file_sha256(tmp / name) for name in STACKER_FILES}
         card = card.model_copy(update={"files_sha256": hashes})
         write_card(tmp, card)
     return card
-
-
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def check_stacker_files(stack_dir: Path, card: StackerCard) -> None:
@@ -276,7 +270,7 @@ def check_stacker_files(stack_dir: Path, card: StackerCard) -> None:
                 f"{stack_dir / CARD} records no sha256 of {name} (written by an older ensgan, "
                 "or not by ensgan): run `ensgan stack` again"
             )
-        if not path.is_file() or _file_sha256(path) != want:
+        if not path.is_file() or file_sha256(path) != want:
             raise StackerError(
                 f"{path} is not the file {stack_dir / CARD} records (missing, changed or "
                 "replaced since `ensgan stack` wrote it): refusing to load it; run `ensgan "

@@ -1,21 +1,26 @@
 """A member's resumable state: `checkpoint/` holds the generator, its EMA copy and the
-discriminator as safetensors, the optimizers' state (loaded back with `weights_only=True`) and
-`state.json` ({step, fingerprint}). The whole directory is swapped in at once."""
+discriminator as safetensors, the optimizers' state (`optim.pt`, a pickle: loaded back with
+`weights_only=True`, and only once its sha256 matches) and `state.json` ({step, fingerprint,
+optim_sha256}). The whole directory is swapped in at once."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model, save_file
 from torch import nn
 
-from ensgan.io.files import atomic_dir, recover_dir
+from ensgan.errors import CardError
+from ensgan.io.files import atomic_dir, file_sha256, recover_dir
 
 WEIGHT_FILES = ("generator", "generator_ema", "discriminator")
 CHECKPOINT = "checkpoint"
+OPTIM = "optim.pt"
+log = logging.getLogger(__name__)
 
 
 def save_checkpoint(
@@ -36,8 +41,28 @@ def save_checkpoint(
         state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
         if loss is not None:
             state["loss"] = loss.state_dict()
-        torch.save(state, new / "optim.pt")
-        (new / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
+        torch.save(state, new / OPTIM)
+        record = {
+            "step": step,
+            "fingerprint": fingerprint,
+            "optim_sha256": file_sha256(new / OPTIM),
+        }
+        (new / "state.json").write_text(json.dumps(record))
+
+
+def _checked_optim(ck: Path) -> Path:
+    """optim.pt when it is the file its checkpoint's state.json records; a pickle, however
+    restricted its reader, is only opened once its bytes are known."""
+    path = ck / OPTIM
+    expected = json.loads((ck / "state.json").read_text()).get("optim_sha256")
+    if expected is None:  # written before the hash was recorded
+        log.warning("%s has no sha256 in state.json (an older checkpoint): read unchecked", path)
+    elif file_sha256(path) != expected:
+        raise CardError(
+            f"{path} is not the file its checkpoint recorded (sha256 differs from state.json): "
+            f"delete {ck} to train the member from scratch, or restore it as it was saved"
+        )
+    return path
 
 
 def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -65,7 +90,7 @@ def load_checkpoint(
     ck = Path(out_dir) / CHECKPOINT
     for name, module in zip(WEIGHT_FILES, modules, strict=True):
         load_model(module, str(ck / f"{name}.safetensors"), device=str(device))
-    opt = torch.load(ck / "optim.pt", map_location=device, weights_only=True)
+    opt = torch.load(_checked_optim(ck), map_location=device, weights_only=True)
     optimizers[0].load_state_dict(opt["opt_g"])
     optimizers[1].load_state_dict(opt["opt_d"])
     if loss is not None:

@@ -117,7 +117,8 @@ def member_is_finished(out_dir: Path, fp: str, steps: int) -> MemberCard | None:
     card = read_card_if_any(MemberCard, out_dir)
     if card is None or state is None:
         return None
-    if (card.fingerprint, card.steps) != (fp, steps) or state != {"step": steps, "fingerprint": fp}:
+    at = (state["step"], state["fingerprint"])
+    if (card.fingerprint, card.steps) != (fp, steps) or at != (steps, fp):
         return None
     return card
 

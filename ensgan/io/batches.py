@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ensgan.errors import BatchError, StorageError
-from ensgan.io.files import atomic_dir, exclusive
+from ensgan.io.files import atomic_dir, exclusive, file_sha256
 from ensgan.io.keys import safe_local_path
 from ensgan.io.records import (
     RUN_ID_RE,
@@ -71,11 +71,6 @@ class BatchInfo:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def check_run_id(run_id: str) -> str:
@@ -131,7 +126,7 @@ def _write_shards(
         shards.append(
             {
                 "name": name,
-                "sha256": _file_sha256(path),
+                "sha256": file_sha256(path),
                 "bytes": path.stat().st_size,
                 "n_images": stop - start,
             }
@@ -204,7 +199,7 @@ def _check_shard_record(batch_dir: Path, shard: Shard) -> Path:
     size = path.stat().st_size
     if size != shard.bytes:
         raise BatchError(f"{path}: {size} bytes, {BATCH_JSON} says {shard.bytes}")
-    if _file_sha256(path) != shard.sha256:
+    if file_sha256(path) != shard.sha256:
         raise BatchError(f"{path}: sha256 does not match {BATCH_JSON}")
     return path
 
@@ -322,7 +317,7 @@ def list_batches(store: Store) -> list[BatchInfo]:
 def manifest_sha256(store: Store, prefix: str) -> str:
     """The sha256 of the manifest a published batch has in the store now."""
     with tempfile.TemporaryDirectory() as tmp:
-        return _file_sha256(_fetch(store, prefix + MANIFEST, Path(tmp)))
+        return file_sha256(_fetch(store, prefix + MANIFEST, Path(tmp)))
 
 
 def _check_pin(got: str, pinned: str | None, where: str) -> None:
@@ -362,7 +357,7 @@ def publish_batch(store: Store, batch_dir: Path, date: dt.date | None = None) ->
     n_images = verify_batch(batch_dir)
     meta = read_batch_json(batch_dir / BATCH_JSON)
     run_id = meta.run_id
-    digest = _file_sha256(batch_dir / MANIFEST)
+    digest = file_sha256(batch_dir / MANIFEST)
     for _, _, prefix in (p for p in _published(store) if p[1] == run_id):
         if _same_manifest(store, prefix, batch_dir / MANIFEST):
             return {"status": "already-published", "prefix": prefix, "manifest_sha256": digest}
@@ -429,13 +424,13 @@ def _repair(store: Store, prefix: str, target: Path, pinned: str | None) -> list
         remote_meta = _fetch(store, prefix + BATCH_JSON, Path(tmp))
         meta = read_batch_json(remote_meta, store_url(store, prefix + BATCH_JSON))
         remote_manifest = _fetch(store, prefix + MANIFEST, Path(tmp), _manifest_limit(meta))
-        _check_pin(_file_sha256(remote_manifest), pinned, store_url(store, prefix + MANIFEST))
+        _check_pin(file_sha256(remote_manifest), pinned, store_url(store, prefix + MANIFEST))
         shards = [(s.name, s.bytes, s.sha256) for s in meta.shards]  # plain names: checked
-        wanted = [(BATCH_JSON, remote_meta.stat().st_size, _file_sha256(remote_meta)), *shards]
-        wanted.append((MANIFEST, remote_manifest.stat().st_size, _file_sha256(remote_manifest)))
+        wanted = [(BATCH_JSON, remote_meta.stat().st_size, file_sha256(remote_meta)), *shards]
+        wanted.append((MANIFEST, remote_manifest.stat().st_size, file_sha256(remote_manifest)))
         for name, size, sha in wanted:  # the manifest last: the marker
             local = safe_local_path(target, name)
-            if local.is_file() and _file_sha256(local) == sha:
+            if local.is_file() and file_sha256(local) == sha:
                 continue
             # exactly its listed size, through a temp file: never half a file
             _download(store, prefix + name, local, size, exact=True)
@@ -481,7 +476,7 @@ def _pull(store: Store, run_id: str, prefix: str, dest: Path, pinned: str | None
     repair = f"`ensgan batches pull {run_id} {dest} --repair` downloads what is damaged again"
     if target.is_dir() and any(target.iterdir()):
         if (target / MANIFEST).is_file() and _same_manifest(store, prefix, target / MANIFEST):
-            _check_pin(_file_sha256(target / MANIFEST), pinned, str(target / MANIFEST))
+            _check_pin(file_sha256(target / MANIFEST), pinned, str(target / MANIFEST))
             try:
                 verify_batch(target)
             except BatchError as exc:
@@ -507,7 +502,7 @@ def _pull(store: Store, run_id: str, prefix: str, dest: Path, pinned: str | None
             _download(store, prefix + MANIFEST, work / MANIFEST, limit)  # the marker, last
             try:
                 where = store_url(store, prefix + MANIFEST)
-                _check_pin(_file_sha256(work / MANIFEST), pinned, where)
+                _check_pin(file_sha256(work / MANIFEST), pinned, where)
             except BatchError as exc:
                 raise _ReplacedError(f"{exc}; nothing was kept in {target}") from None
             verify_batch(work)

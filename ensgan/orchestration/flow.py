@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 
 import torch
@@ -18,13 +19,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ensgan import stopping
+from ensgan.children import GRACE_SECONDS
 from ensgan.config import Params, load_params
 from ensgan.errors import CardError, StopRequested
 from ensgan.eval.report import metrics_table
 from ensgan.gan.member import fingerprint, member_is_finished
 from ensgan.io.files import project_lock, recover_outputs
 from ensgan.layout import Layout
-from ensgan.orchestration.remote import fetch_member, remote_store, stage_data
+from ensgan.orchestration.remote import fetch_member, remote_store, request_stop, stage_data
 from ensgan.orchestration.runners import make_runner, shared_api, worker_count
 from ensgan.orchestration.schedule import plan
 from ensgan.orchestration.tasks import (
@@ -182,7 +184,9 @@ def _train_on_ray(
     params: Params, layout: Layout, data_sha: str
 ) -> tuple[list[dict], dict[str, str]]:
     """Each member a Ray task with its own CPU (and GPU) request, on any node: the data goes
-    through the store and so do the members (remote.py); then they are fetched here."""
+    through the store and so do the members (remote.py); then they are fetched here. A stop
+    of this run (SIGTERM, Ctrl-C, its server gone) reaches the tasks through the store, and
+    waits for their checkpoints before Ray is left (which would end them unsaved)."""
     from prefect_ray.context import remote_options
 
     from ensgan.io.storage import open_store
@@ -195,6 +199,7 @@ def _train_on_ray(
         "storage": remote_store(params, layout).model_dump(mode="json"),
         "data_sha": data_sha,
         "threads": max(1, int(params.train.ray_cpus)),
+        "stop_token": uuid.uuid4().hex,
     }
     with (
         make_runner(params, str(layout.root.resolve())) as runner,
@@ -202,7 +207,17 @@ def _train_on_ray(
     ):
         futures = runner.map(ray_train_task, {**{k: unmapped(v) for k, v in fixed.items()},
                                               "name": names})  # fmt: skip
-        cards, failures = _outcomes(names, list(futures))
+        try:
+            cards, failures = _outcomes(names, list(futures))
+        except BaseException:  # a stop, or a fault: the members stop, checkpointed
+            try:
+                request_stop(store, fixed["stop_token"])
+            except Exception as exc:  # the store is gone too: Ray ends the tasks unsaved
+                get_run_logger().warning("could not ask the members to stop: %s", exc)
+            deadline = time.monotonic() + GRACE_SECONDS
+            for future in futures:
+                future.wait(timeout=max(0.0, deadline - time.monotonic()))
+            raise
     fetched = []
     for card in cards:
         try:

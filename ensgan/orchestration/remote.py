@@ -8,6 +8,12 @@ with, a copy of the member already in the store), uploads the member folder
 Every upload ends with a `files.json` listing each file's sha256, written last: a folder
 without it is incomplete, and a download is checked against it.
 
+A stop reaches a member on another machine through the store too: the driver, asked to stop
+(SIGTERM, Ctrl-C, its server gone), writes `work/stops/TOKEN` for its run, and each of its
+tasks, polling for it, stops at its next step with a checkpoint and uploads it, so the next run
+resumes there. Every periodic checkpoint is uploaded as well: a driver killed outright (Ray
+then kills its tasks at once, with no time to save) loses only the steps since the last one.
+
 The member's copy in the store is also its cache across machines: a node that finds it
 finished at the configured steps returns its card without training. (Prefect's own task
 cache stays in its local result storage: a result storage shared by every node would need a
@@ -16,72 +22,141 @@ saved storage block, which Prefect refuses to create from a task.)
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 
+from pydantic import AfterValidator, NonNegativeInt, model_validator
+
+from ensgan import stopping
 from ensgan.config import Params, StorageConfig
-from ensgan.errors import BatchError
+from ensgan.errors import BatchError, StopRequested, StorageError
 from ensgan.gan.member import fingerprint
-from ensgan.io.files import atomic_dir
-from ensgan.io.keys import safe_local_path
+from ensgan.io.files import atomic_dir, file_sha256
+from ensgan.io.keys import safe_key, safe_local_path
+from ensgan.io.records import MIB, Hex64, Record, fetch_record, store_url
 from ensgan.io.storage import Store, open_store
 from ensgan.layout import Layout
 
 WORK = "work/"
 MANIFEST = "files.json"
+MAX_DEPTH = 16  # folders in a listed name
+STOP_POLL_SECONDS = 2.0  # how often a member task looks for its run's stop
+log = logging.getLogger(__name__)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _relative_name(name: str) -> str:
+    """A file's name in a listing: a safe store key (ensgan/io/keys.py), and no deeper or
+    longer than a member's or the prepared data's own files could be."""
+    try:
+        safe_key(name)
+    except StorageError:
+        raise ValueError("not a safe relative path") from None
+    parts = name.split("/")
+    if len(parts) > MAX_DEPTH or len(name) > 1024 or any(len(p) > 255 for p in parts):
+        raise ValueError(f"deeper than {MAX_DEPTH} folders or longer than a path may be")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError("holds control characters")
+    return name
 
 
-def _stored_manifest(store: Store, prefix: str) -> dict[str, str] | None:
-    if not store.exists(prefix + MANIFEST):
+class FileEntry(Record):
+    sha256: Hex64
+    bytes: NonNegativeInt
+
+
+class TreeManifest(Record):
+    """files.json: each file of an upload, its sha256 and its size. Format 1 (no `format`
+    key: names to sha256s, no sizes) is read as no upload, so it is made again."""
+
+    label: ClassVar[str] = MANIFEST
+    fix: ClassVar[str] = "delete that prefix from the store; the run then uploads it afresh"
+    error: ClassVar[type[Exception]] = BatchError
+    max_bytes: ClassVar[int] = MIB  # thousands of files; a member holds a dozen
+
+    format: Literal[2] | None = None
+    files: dict[Annotated[str, AfterValidator(_relative_name)], FileEntry] | None = None
+
+    @model_validator(mode="after")
+    def _files_are_not_folders(self) -> TreeManifest:
+        names = set(self.files or ())
+        for name in names:
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                if "/".join(parts[:i]) in names:
+                    raise ValueError(f"{name!r} lies under {'/'.join(parts[:i])!r}, a file")
+        return self
+
+
+def _stored_manifest(store: Store, prefix: str) -> dict[str, FileEntry] | None:
+    """The upload's listing, bounded and typed; None when there is none (or an older one)."""
+    manifest = fetch_record(store, TreeManifest, prefix + MANIFEST)
+    if manifest is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        store.get_file(prefix + MANIFEST, Path(tmp) / MANIFEST)
-        return json.loads((Path(tmp) / MANIFEST).read_text())
+    if manifest.format is None or manifest.files is None:
+        log.warning("%s is from an older ensgan (no sizes): uploaded again", prefix + MANIFEST)
+        return None
+    return manifest.files
+
+
+def _listing(local: Path) -> dict[str, FileEntry]:
+    return {
+        p.relative_to(local).as_posix(): FileEntry(sha256=file_sha256(p), bytes=p.stat().st_size)
+        for p in sorted(Path(local).rglob("*"))
+        if p.is_file()
+    }
 
 
 def upload_tree(store: Store, local: Path, prefix: str) -> int:
     """Every file under `local` to `prefix`, then the manifest last; returns how many files
     were uploaded (none when the store already holds exactly these)."""
-    files = {
-        p.relative_to(local).as_posix(): _sha256(p)
-        for p in sorted(Path(local).rglob("*"))
-        if p.is_file()
-    }
-    if _stored_manifest(store, prefix) == files:
-        return 0  # a finished member found in the store and returned as it was
+    files = _listing(Path(local))
+    try:
+        if _stored_manifest(store, prefix) == files:
+            return 0  # a finished member found in the store and returned as it was
+    except BatchError:
+        pass  # a bad listing is replaced by this upload's
     for rel in files:
         store.put_file(Path(local) / rel, prefix + rel)
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / MANIFEST
-        manifest.write_text(json.dumps(files, indent=1, sort_keys=True))
+        listing = {k: v.model_dump() for k, v in files.items()}
+        manifest.write_text(json.dumps({"format": 2, "files": listing}, indent=1, sort_keys=True))
         store.put_file(manifest, prefix + MANIFEST)
     return len(files)
 
 
+def _download_file(store: Store, key: str, entry: FileEntry, target: Path) -> None:
+    """One listed file, refused unread when the store's object is not the size listed, and
+    refused after when its content is not the sha256 listed."""
+    where = store_url(store, key)
+    size = store.size(key)
+    if size != entry.bytes:
+        raise BatchError(
+            f"{where} is {size} bytes, not the {entry.bytes} its {MANIFEST} says: refused, "
+            f"not downloaded; {TreeManifest.fix}"
+        )
+    store.get_file(key, target)
+    if target.stat().st_size != entry.bytes or file_sha256(target) != entry.sha256:
+        target.unlink()
+        raise BatchError(f"{where} does not match its sha256 in {MANIFEST}: {TreeManifest.fix}")
+
+
 def download_tree(store: Store, prefix: str, local: Path) -> bool:
     """The files `prefix`'s manifest lists into `local` (a new folder), each checked against
-    its sha256; False when the store holds no complete upload there."""
+    its size before and its sha256 after; False when the store holds no complete upload."""
     files = _stored_manifest(store, prefix)
     if files is None:
         return False
     local = Path(local)
     local.mkdir(parents=True, exist_ok=True)
-    for rel, sha in files.items():
+    for rel, entry in files.items():
         target = safe_local_path(local, rel)  # a listing cannot write outside `local`
-        store.get_file(prefix + rel, target)
-        if _sha256(target) != sha:
-            raise BatchError(f"{store.url}/{prefix}{rel} does not match its sha256 in {MANIFEST}")
+        _download_file(store, prefix + rel, entry, target)
     return True
 
 
@@ -105,14 +180,43 @@ def remote_store(params: Params, layout: Layout) -> StorageConfig:
 def stage_data(store: Store, layout: Layout, data_sha: str) -> str:
     """Put data/prepared in the store once per data hash (what member tasks download)."""
     prefix = data_prefix(data_sha)
-    if not store.exists(prefix + MANIFEST):
+    try:
+        staged = _stored_manifest(store, prefix) is not None
+    except BatchError:
+        staged = False  # a bad listing: replaced by this upload's
+    if not staged:
         upload_tree(store, layout.prepared, prefix)
     return prefix
 
 
-def train_elsewhere(name: str, params: dict, storage: dict, data_sha: str, threads: int) -> dict:
-    """The member task's body on a node: store in, train in a temp folder, store out. Gets the
-    params as data (the params file is on the driver's disk, not here)."""
+def stop_key(token: str) -> str:
+    return f"{WORK}stops/{safe_key(token)}"
+
+
+def request_stop(store: Store, token: str) -> None:
+    """Ask every member task of the run `token` to stop at its next step (they poll for it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        marker = Path(tmp) / "stop"
+        marker.write_text("stop\n")
+        store.put_file(marker, stop_key(token))
+
+
+def _watch_for_stop(store: Store, key: str, done: threading.Event) -> None:
+    while not done.wait(STOP_POLL_SECONDS):
+        try:
+            if store.exists(key):
+                stopping.request("the flow that started this member stopped")
+                return
+        except Exception:  # a passing store fault: look again at the next poll
+            continue
+
+
+def train_elsewhere(
+    name: str, params: dict, storage: dict, data_sha: str, threads: int, stop_token: str = ""
+) -> dict:
+    """The member task's body on a node: store in, train in a temp folder, store out (each
+    checkpoint, and the one a stop saves, as well as the finished member). Gets the params as
+    data (the params file is on the driver's disk, not here)."""
     import torch
 
     from ensgan.config import parse_params
@@ -122,12 +226,28 @@ def train_elsewhere(name: str, params: dict, storage: dict, data_sha: str, threa
     p = parse_params(params)
     store = open_store(StorageConfig(**storage))
     prefix = member_prefix(name, fingerprint(data_sha, p.members[name], p.train))
+    stopping.clear()  # this process may have run a stopped run's task before
+    done = threading.Event()
+    if stop_token:
+        args = (store, stop_key(stop_token), done)
+        threading.Thread(target=_watch_for_stop, args=args, daemon=True).start()
     with tempfile.TemporaryDirectory(prefix="ensgan-member-") as tmp:
         layout = Layout(Path(tmp))
         if not download_tree(store, data_prefix(data_sha), layout.prepared):
             raise BatchError(f"no prepared data {data_sha[:12]} in {store.url}/{WORK}")
         download_tree(store, prefix, layout.member(name))  # resume or finished, if there
-        card = train_one(p, layout, name, progress=False)
+
+        def upload_checkpoint(step: int) -> None:  # the loop saved it just before
+            if step % p.train.checkpoint_every == 0 and step < p.train.steps:
+                upload_tree(store, layout.member(name), prefix)
+
+        try:
+            card = train_one(p, layout, name, progress=False, callback=upload_checkpoint)
+        except StopRequested:
+            upload_tree(store, layout.member(name), prefix)  # the step reached, resumable
+            raise
+        finally:
+            done.set()
         upload_tree(store, layout.member(name), prefix)
     return {**card, "trained_on": {"pid": os.getpid(), "node": _node_id()}}
 

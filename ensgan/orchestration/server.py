@@ -38,7 +38,11 @@ class TemporaryServer(SubprocessASGIServer):
         env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT__SERVER_FINAL": "1"}  # fmt: skip
         settings = get_current_settings().to_environment_variables(exclude_unset=True)
-        return subprocess.Popen(launcher(uvicorn), env={**os.environ, **env, **settings})
+        # A session of its own: a terminal's Ctrl-C reaches the run, which stops and records
+        # the stop through the server, not the server first (it still dies with the run).
+        return subprocess.Popen(
+            launcher(uvicorn), env={**os.environ, **env, **settings}, start_new_session=True
+        )
 
 
 def start_server(done: threading.Event) -> TemporaryServer:

@@ -98,11 +98,14 @@ def train_task(name: str, params_path: str, root: str, data_sha: str, threads: i
     task_run_name="train-{name}",
     **RETRY,
 )
-def ray_train_task(name: str, params: dict, storage: dict, data_sha: str, threads: int) -> dict:
-    """A member on whichever Ray node has room: data from the store, the member back to it."""
+def ray_train_task(
+    name: str, params: dict, storage: dict, data_sha: str, threads: int, stop_token: str
+) -> dict:
+    """A member on whichever Ray node has room: data from the store, the member back to it;
+    it stops, checkpointed, when its run writes `stop_token`'s stop (remote.py)."""
     from ensgan.orchestration import remote
 
-    return remote.train_elsewhere(name, params, storage, data_sha, threads)
+    return remote.train_elsewhere(name, params, storage, data_sha, threads, stop_token)
 
 
 @task(name="stack", retries=1, retry_delay_seconds=2, **RETRY)
