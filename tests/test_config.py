@@ -111,6 +111,7 @@ def test_params_yaml_comments_list_exactly_the_registered_names(key: str, regist
         ),
         (with_({"storage": {"endpoint_url": "minio:9000"}}), "storage.endpoint_url"),
         (with_({"schedule": {"timezone": "Mars/Base"}}), "schedule.timezone"),
+        (with_({"evaluate": {"feature_space": "imagenet"}}), "evaluate.feature_space"),
     ],
 )
 def test_invalid_params_name_the_key(raw: dict, key: str) -> None:

@@ -29,6 +29,17 @@ def test_evaluate_returns_exactly_the_metrics_of_the_table(staged_project: dict)
     assert "restarted_chains" in metrics["ensemble"]["mh"]
 
 
+def test_metrics_say_which_feature_space_each_figure_is_in(staged_project: dict) -> None:
+    """The default space is the domain net; classes are always the domain classifier's, and
+    the report says which space its figures are in (inception: tests/test_inception.py)."""
+    space = staged_project["evaluate"]["feature_space"]
+    assert space["name"] == "domain" and space["figures"]["fd"] == "domain"
+    assert space["figures"]["recall"] == "domain"
+    assert space["figures"]["classes_covered"] == "domain classifier"
+    report = (staged_project["root"] / "reports" / "index.html").read_text()
+    assert "feature space" in report and "is not an FID" in report
+
+
 def test_evaluate_flags_collapse_per_member(
     staged_project: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -59,6 +59,36 @@ def test_fd_handles_singular_covariances() -> None:
     assert math.isfinite(fd) and fd < 1e-3
 
 
+def _fd_by_sqrtm(a: np.ndarray, b: np.ndarray) -> float:
+    """The textbook formula (pytorch-fid's): scipy's square root of the D x D product."""
+    import scipy.linalg
+
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    diff = a.mean(0) - b.mean(0)
+    root = scipy.linalg.sqrtm(s_a @ s_b).real
+    return float(diff @ diff + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(root))
+
+
+def test_fd_matches_the_sqrtm_formula() -> None:
+    a, b = _gauss(2000, 8, seed=0), 1.5 * _gauss(700, 8, seed=1) + 0.3
+    assert m.frechet_distance(a, b) == pytest.approx(_fd_by_sqrtm(a, b), rel=1e-9)
+
+
+def test_fd_with_fewer_images_than_features_is_exact() -> None:
+    """N < D (a few dozen images in Inception's 2,048 features): singular covariances, whose
+    product's root's trace is that of the symmetric (S_a^(1/2) S_b S_a^(1/2))^(1/2)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(12, 40)), 2.0 * rng.normal(size=(9, 40)) + 0.1
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(s_a)
+    half = (v * np.sqrt(np.clip(w, 0, None))) @ v.T  # sqrtm is inexact on a singular S_a
+    eig = np.clip(np.linalg.eigvalsh(half @ s_b @ half), 0, None)
+    diff = a.mean(0) - b.mean(0)
+    exact = diff @ diff + np.trace(s_a) + np.trace(s_b) - 2 * np.sqrt(eig).sum()
+    assert m.frechet_distance(a, b) == pytest.approx(exact, rel=1e-6)
+    assert m.frechet_distance(a, a) < 1e-9 * np.trace(s_a)
+
+
 def test_fd_rejects_mismatched_shapes() -> None:
     with pytest.raises(ValueError):
         m.frechet_distance(np.zeros((10, 3)), np.zeros((10, 4)))

@@ -1,60 +1,51 @@
-"""Measures for generated images: a domain-specific Fréchet distance, precision, recall,
-density and coverage (ensgan/eval/prdc.py), class coverage and KL.
+"""Measures for generated images: the Fréchet distance, precision, recall, density and
+coverage (ensgan/eval/prdc.py), class coverage and KL.
 
-The Fréchet distance is computed on the project's own feature net (ensgan/eval/features.py):
-its numbers are comparable only between runs that share that net (same data, steps and seed);
-they are NOT comparable to published FIDs.
+The feature figures are computed in the evaluation feature space (`evaluate.feature_space`):
+the project's own feature net (ensgan/eval/features.py), whose numbers are comparable only
+between runs that share that net (same data, steps and seed), or the FID Inception-v3
+(ensgan/eval/inception.py), whose FD is the FID. Classes always come from the feature net.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
-import scipy.linalg
 
 from ensgan.eval.features import FeatureNet, features_and_classes
 from ensgan.eval.prdc import equal_count_sets, prdc_mean
 
 
-def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6) -> float:
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two (N, D) feature sets (as pytorch-fid).
 
-    ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 sqrt(S_a S_b)); when the product is singular enough
-    for sqrtm to fail, eps*I is added to both covariances first.
+    ||mu_a - mu_b||^2 + Tr(S_a) + Tr(S_b) - 2 Tr(sqrt(S_a S_b)). The last trace is the sum of
+    the singular values of F_a F_bᵀ for any factors S = FᵀF (the eigenvalues of S_a S_b are
+    those of F_a S_b F_aᵀ), so no square root of a D x D product is taken: the factor is the
+    centred features / sqrt(N - 1) when N <= D (exact though S is singular, as it is for fewer
+    images than Inception's 2,048 features), S's symmetric square root otherwise.
     """
     a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"feature sets must be (N, D) with equal D, got {a.shape}, {b.shape}")
     if len(a) < 2 or len(b) < 2:
         raise ValueError("each feature set needs at least 2 rows to fit a covariance")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    covmean = _sqrtm(s_a @ s_b)
-    if covmean is None:
-        offset = np.eye(len(s_a)) * eps
-        covmean = _sqrtm((s_a + offset) @ (s_b + offset))
-        if covmean is None:
-            raise ValueError("matrix square root failed even after adding eps*I")
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"imaginary component {np.abs(covmean.imag).max():.3g} in sqrtm")
-        covmean = covmean.real
-    diff = mu_a - mu_b
-    fd = diff @ diff + np.trace(s_a) + np.trace(s_b) - 2.0 * np.trace(covmean)
+    f_a, f_b = _cov_factor(a), _cov_factor(b)
+    tr_sqrt = np.linalg.svd(f_a @ f_b.T, compute_uv=False).sum()
+    diff = a.mean(0) - b.mean(0)
+    fd = diff @ diff + (f_a**2).sum() + (f_b**2).sum() - 2.0 * tr_sqrt
     return max(float(fd), 0.0)  # tiny negatives are rounding noise
 
 
-def _sqrtm(m: np.ndarray) -> np.ndarray | None:
-    """scipy's sqrtm, or None when the result is not finite or not a square root of `m`."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # singular-matrix warnings are handled by the caller
-        root = scipy.linalg.sqrtm(m)
-    if not np.isfinite(root).all():
-        return None
-    scale = max(np.linalg.norm(m), 1e-300)
-    return root if np.linalg.norm(root @ root - m) / scale < 1e-3 else None
+def _cov_factor(x: np.ndarray) -> np.ndarray:
+    """F with FᵀF = the sample covariance of x's rows, with min(N, D) rows."""
+    n, d = x.shape
+    centred = (x - x.mean(0)) / np.sqrt(n - 1)
+    if n <= d:
+        return centred
+    w, v = np.linalg.eigh(centred.T @ centred)
+    return (v * np.sqrt(np.clip(w, 0.0, None))).T
 
 
 def class_histogram(pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -103,11 +94,14 @@ def evaluate_images(
     real_labels: np.ndarray,
     n_classes: int,
     min_fraction: float = 0.01,
+    feats: np.ndarray | None = None,
 ) -> dict[str, float | int]:
     """All measures for one set of generated images, as plain JSON-ready numbers.
     Precision, recall, density and coverage use equal real and generated counts: the mean
-    over disjoint sets of the generated images, each as large as the real subset."""
-    feats, pred = features_and_classes(net, images, 512)
+    over disjoint sets of the generated images, each as large as the real subset. `feats`:
+    the images' features in another space than `net`'s (as `real_feats`); classes are `net`'s."""
+    net_feats, pred = features_and_classes(net, images, 512)
+    feats = net_feats if feats is None else feats
     real_n, fake_sets, labels_n = equal_count_sets(real_feats, feats, real_labels)
     return {
         "fd": frechet_distance(feats, real_feats),

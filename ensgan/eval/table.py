@@ -29,9 +29,9 @@ class Metric:
 
 _ENTRIES = (
     Metric(
-        "fd", False, "Fréchet distance on the project's own feature net; lower is better. "
-        "Comparable only between runs sharing that net and image count, not with "
-        "Inception-based FID.", plotted=True, charted=True, gated=True,
+        "fd", False, "Fréchet distance in the evaluation feature space (see `feature space` "
+        "above); lower is better. Comparable only at equal image counts, and in the domain "
+        "space only between runs sharing its net.", plotted=True, charted=True, gated=True,
     ),
     Metric(
         "precision", True, "share of generated images inside some real image's k-NN ball "
@@ -113,3 +113,30 @@ def row_keys(kind: str) -> set[str]:
     """The keys a metrics.json row of this kind carries: real, members or combinations."""
     wanted = {"real": {"all"}, "members": {"all", "members"}}.get(kind, {"all", "combinations"})
     return {m.name for m in _ENTRIES if m.rows in wanted}
+
+
+# The space each figure is measured in (metrics.json's `feature_space`): the feature figures in
+# `evaluate.feature_space`; the class figures by the domain classifier, which Inception's pool
+# features cannot replace (they know no classes of this data); counts and flags in none.
+IN_FEATURE_SPACE = (
+    "fd", "precision", "recall", "density", "coverage", "coverage_per_class",
+    "mixture_fd_same_count", "ratio_mean_shift_uniform", "ratio_mean_shift_reweighted",
+)  # fmt: skip
+BY_CLASSIFIER = ("classes_covered", "class_kl")
+SPACES = {
+    "domain": "the project's feature net (reports/feature_net.safetensors): its figures compare "
+    "only between runs sharing that net, at equal image counts; its FD is not an FID",
+    "inception": "the FID Inception-v3's 2,048 pool features (ensgan/eval/inception.py): FD is "
+    "the FID, comparable with published FIDs only at the published protocol (the same image "
+    "count and reference set)",
+}
+
+
+def feature_space(space: str) -> dict:
+    """metrics.json's record of the feature space: its name, what its figures compare with,
+    and the space of each figure."""
+    if space not in SPACES:
+        raise ValueError(f"unknown feature space {space!r}: one of {', '.join(SPACES)}")
+    figures = dict.fromkeys(IN_FEATURE_SPACE, space)
+    figures |= dict.fromkeys(BY_CLASSIFIER, "domain classifier")
+    return {"name": space, "comparable": SPACES[space], "figures": figures}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +28,11 @@ from ensgan.eval.features import (
     save_feature_net,
     train_feature_net,
 )
+from ensgan.eval.inception import InceptionFeatures
 from ensgan.eval.metrics import evaluate_images, frechet_distance
 from ensgan.eval.prdc import NEAREST_K
 from ensgan.eval.report import write_html
-from ensgan.eval.table import PLOTTED
+from ensgan.eval.table import PLOTTED, feature_space
 from ensgan.io.files import atomic_dir, atomic_write, staged_outputs, write_json
 from ensgan.io.images import save_grid
 from ensgan.layout import Layout
@@ -82,21 +84,30 @@ BASELINE = "mixture"  # the plain mixture, which every selection's diversity is 
 
 @dataclass
 class Judge:
-    """What every row is measured against: the feature net and the evaluate split."""
+    """What every row is measured against: the feature space and the evaluate split. The
+    domain net gives the classes always, and the features unless `inception` is set."""
 
     net: FeatureNet
     real_images: np.ndarray  # the evaluate split
-    real_feats: np.ndarray
+    real_feats: np.ndarray  # in the evaluation feature space
     real_labels: np.ndarray
     n_classes: int
+    inception: InceptionFeatures | None = None  # evaluate.feature_space: inception
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """Features in the evaluation feature space."""
+        return embed(self.net, images) if self.inception is None else self.inception.embed(images)
 
     def measure(self, images: np.ndarray, scores: np.ndarray | None) -> dict:
-        m = evaluate_images(self.net, images, self.real_feats, self.real_labels, self.n_classes)
+        feats = None if self.inception is None else self.inception.embed(images)
+        m = evaluate_images(
+            self.net, images, self.real_feats, self.real_labels, self.n_classes, feats=feats
+        )
         m["stacker_score"] = None if scores is None else round(float(np.mean(scores)), 6)
         return m | {"n_images": len(images)}  # FD falls with the count: compare equal counts
 
     def fd(self, images: np.ndarray) -> float:
-        return frechet_distance(embed(self.net, images), self.real_feats)
+        return frechet_distance(self.features(images), self.real_feats)
 
 
 Tiles = dict[str, tuple[str, np.ndarray]]  # grid caption -> (file stem, images)
@@ -119,6 +130,7 @@ def _evaluate(params: Params, layout: Layout, out: Path, stamp: str) -> dict:
     metrics["params_sha256"] = params_sha256(params)
     metrics["models_sha256"] = models_sha256(params, layout)  # what publish matches a batch by
     metrics["inputs_sha256"] = stamp  # a rerun on the same inputs rewrites nothing
+    metrics["feature_space"] = feature_space(ec.feature_space)  # which figure is in which
     metrics["left_out"] = left_out(layout)  # members that failed training, and why
     _write_report(params, layout, out, metrics, tiles)
     return metrics
@@ -126,7 +138,10 @@ def _evaluate(params: Params, layout: Layout, out: Path, stamp: str) -> dict:
 
 def fit_judge(data: Prepared, ec: EvaluateConfig) -> Judge:
     """The feature space: a small classifier trained on the real training split (a domain
-    FID), on the data's labels or, without usable ones, on k-means clusters of the images."""
+    FID), on the data's labels or, without usable ones, on k-means clusters of the images;
+    with `feature_space: inception` the FID Inception-v3's features, the classifier's classes
+    (loaded first: a missing or altered network fails before anything is trained)."""
+    inception = InceptionFeatures() if ec.feature_space == "inception" else None
     if data.labels is not None and len(np.unique(data.labels)) >= 2:
         labels, n_classes = data.labels, data.n_classes
     else:
@@ -143,7 +158,9 @@ def fit_judge(data: Prepared, ec: EvaluateConfig) -> Judge:
         steps=ec.classifier_steps, seed=ec.seed,
     )  # fmt: skip
     real = data.images[eval_mask]
-    return Judge(net, real, embed(net, real), labels[eval_mask], n_classes)
+    judge = Judge(net, real, np.empty(0), labels[eval_mask], n_classes, inception)
+    judge.real_feats = judge.features(real)
+    return judge
 
 
 def score_real(ens: Ensemble, data: Prepared, ec: EvaluateConfig, judge: Judge) -> dict:
@@ -215,7 +232,7 @@ def stacker_details(ens: Ensemble, judge: Judge, ec: EvaluateConfig) -> dict:
         "real_acceptance_by_class": real_acceptance_by_class(
             ens, judge.real_images, judge.real_labels, judge.n_classes
         ),
-        **ratio_check(ens, judge.net, judge.real_feats, ec.n_samples, ec.seed),
+        **ratio_check(ens, judge.features, judge.real_feats, ec.n_samples, ec.seed),
     }
 
 
@@ -228,7 +245,10 @@ def _write_report(params: Params, layout: Layout, out: Path, metrics: dict, tile
     write_json(out / "metrics.json", metrics)
     charts = _write_plots(params, layout, metrics, out / "plots")
     st = metrics["stacker"]
+    space = metrics["feature_space"]
     extra = {
+        "feature space": f"{space['name']}: {space['comparable']}; classes (classes_covered, "
+        "class_kl) from the domain classifier",
         "data sha256": metrics["data_sha256"],
         "params sha256": metrics["params_sha256"],
         "stacker": f"{st['model']}, CV ROC AUC {st['cv_roc_auc']:.3f}, "
@@ -254,7 +274,11 @@ def _write_report(params: Params, layout: Layout, out: Path, metrics: dict, tile
 
 
 def ratio_check(
-    ens: Ensemble, net: FeatureNet, real_feats: np.ndarray, n: int, seed: int
+    ens: Ensemble,
+    features: Callable[[np.ndarray], np.ndarray],
+    real_feats: np.ndarray,
+    n: int,
+    seed: int,
 ) -> dict[str, float]:
     """Is r̂ a density ratio? Reweighting mixture samples by r̂ should move their mean feature
     onto the real mean. `ratio_mean_shift_*` are ||mean − real mean||² in the evaluation
@@ -262,7 +286,7 @@ def ratio_check(
     means r̂ pushes samples away from the data, and DRS and MH will too. `ratio_ess_fraction`
     is the Kish ESS of the weights over n."""
     s = ens.sample("mixture", n, seed=seed + 17)
-    feats = embed(net, s.images)
+    feats = features(s.images)
     lr = ens.log_ratio(s.images)
     w = np.exp(lr - lr.max())
     w /= w.sum()
