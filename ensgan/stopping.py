@@ -43,6 +43,8 @@ def clear() -> None:
     _why.clear()
     _flag.clear()
     settled.clear()
+    if _shared is not None:  # else the next run's member processes inherit this stop
+        _shared.clear()
 
 
 def requested() -> bool:

@@ -18,6 +18,7 @@ _os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -218,3 +219,15 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# =============================================================================================
+# A stop requested in one test (a signal, a StopRequested through `spreading`) is this worker
+# process's flag: forget it after the test, or the next test's members stop at their first step.
+# =============================================================================================
+@pytest.fixture(autouse=True)
+def _no_stop_left_over() -> Iterator[None]:
+    yield
+    stopping = sys.modules.get("ensgan.stopping")
+    if stopping is not None:
+        stopping.clear()

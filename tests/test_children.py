@@ -81,3 +81,15 @@ def test_kill_9_of_train_leaves_no_writer_and_the_next_train_loses_no_row(tmp_pa
         card = json.loads((root / f"models/members/{name}/card.json").read_text())
         assert card["steps"] == steps
         assert rows(root, name) == list(range(5, steps + 1, 5)), name
+
+
+def test_a_cleared_stop_reaches_no_later_member_process() -> None:
+    """A process that runs one run after another (a test worker, a Ray worker) clears the first
+    run's stop: the event its later member processes inherit must be clear too."""
+    from ensgan import stopping
+
+    event = stopping.shared_event()
+    stopping.request("first run over")
+    assert event.is_set() and stopping.requested()
+    stopping.clear()
+    assert not stopping.requested() and not stopping.shared_event().is_set()
