@@ -100,6 +100,7 @@ def test_metrics_and_plots_show(dvc_repo: Path, tmp_path: Path) -> None:
     sh(dvc_repo, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "g_loss" in html and "reports/plots/fd.csv" in html
+    assert "kid_std" in html  # dvc.yaml's KID plot, with its standard deviation
 
 
 def test_changing_the_published_method_reruns_only_generate_and_publish(dvc_repo: Path) -> None:
