@@ -186,8 +186,12 @@ class EvaluateConfig(_Strict):
     classifier_steps: Annotated[int, Field(gt=0, le=1_000_000)] = (
         600  # training steps of the feature net
     )
+    # KID (ensgan/eval/kid.py): subsets of this many images of each side (capped at the
+    # smaller count), averaged over `kid_subsets` of them (the authors' defaults)
+    kid_subset_size: Annotated[int, Field(ge=2, le=100_000)] = 1000
+    kid_subsets: Annotated[int, Field(ge=1, le=10_000)] = 100
     grid_size: Annotated[int, Field(ge=1, le=32)] = 8  # sample grids are grid_size^2 images
-    # The space FD, PRDC and the stacker's ratio check are computed in: domain = the project's
+    # The space FD, KID, PRDC and the stacker's ratio check are computed in: domain = the project's
     # feature net; inception = the FID Inception-v3 (the `fid` extra; for a GPU: see
     # ensgan/eval/inception.py). Classes always come from the feature net.
     feature_space: Literal["domain", "inception"] = "domain"
@@ -220,10 +224,15 @@ Tolerance = Annotated[float, Field(ge=0.0)] | None  # None: that figure is not c
 class GateConfig(_Strict):
     """How much worse than the champion a night's batch may be and still become `latest`.
 
-    FD is compared relatively (its scale depends on the dataset and feature net), the others
-    as absolute differences; a figure set to null is not compared."""
+    FD is compared relatively (its scale depends on the dataset and feature net), KID in
+    units of its own noise (√2 × the champion's kid_std: the sd of the difference of two
+    one-subset estimates that noisy; the means compared are less noisy), the others as
+    absolute differences; a figure set to null is not compared. Figures in the evaluation
+    feature space are compared only with a champion's measured in the same space."""
 
     fd: Tolerance = 0.10  # FD may rise by this fraction (docs/results.md: its measured noise)
+    kid: Tolerance = 1.0  # KID may rise by this many of those sds (a placeholder until the
+    # count benchmark, benchmarks/eval_count.py, measures its noise)
     recall: Tolerance = 0.02  # may fall by this much
     coverage: Tolerance = 0.02  # may fall by this much
     class_kl: Tolerance = 0.05  # may rise by this much

@@ -34,10 +34,25 @@ def test_metrics_say_which_feature_space_each_figure_is_in(staged_project: dict)
     the report says which space its figures are in (inception: tests/test_inception.py)."""
     space = staged_project["evaluate"]["feature_space"]
     assert space["name"] == "domain" and space["figures"]["fd"] == "domain"
-    assert space["figures"]["recall"] == "domain"
+    assert space["figures"]["recall"] == space["figures"]["kid"] == "domain"
     assert space["figures"]["classes_covered"] == "domain classifier"
     report = (staged_project["root"] / "reports" / "index.html").read_text()
     assert "feature space" in report and "is not an FID" in report
+
+
+def test_every_row_has_a_kid_and_its_standard_deviation(staged_project: dict) -> None:
+    """KID for the real row, every member and combination, in metrics.json and the DVC plot
+    table; held-in real images against the hold-out are far closer than any tiny member."""
+    import pandas as pd
+
+    metrics = staged_project["evaluate"]
+    rows = {"real": metrics["real"], **metrics["members"], **metrics["ensemble"]}
+    assert all(type(r["kid"]) is float and r["kid_std"] > 0 for r in rows.values())
+    assert all(metrics["real"]["kid"] < m["kid"] for m in metrics["members"].values())
+    plot = pd.read_csv(staged_project["root"] / "reports" / "plots" / "fd.csv")
+    assert {"kid", "kid_std"} <= set(plot.columns) and plot["kid"].notna().all()
+    mixture = metrics["ensemble"]["mixture"]["kid"]
+    assert plot.set_index("model").loc["mixture", "kid"] == pytest.approx(mixture, rel=1e-5)
 
 
 def test_evaluate_flags_collapse_per_member(

@@ -195,6 +195,8 @@ def test_evaluate_images_returns_plain_numbers(
     out = m.evaluate_images(net, images[1000:1400], real_feats, labels[:1000], 10)
     assert set(out) == {
         "fd",
+        "kid",
+        "kid_std",
         "classes_covered",
         "class_kl",
         *("precision", "recall", "density", "coverage", "coverage_per_class"),
@@ -205,7 +207,8 @@ def test_evaluate_images_returns_plain_numbers(
     assert out["classes_covered"] >= 8
     noise = np.random.default_rng(0).integers(0, 256, (400, 1, 8, 8), dtype=np.uint8)
     worse = m.evaluate_images(net, noise, real_feats, labels[:1000], 10)
-    assert worse["fd"] > out["fd"]
+    assert worse["fd"] > out["fd"] and worse["kid"] > out["kid"] + 3 * out["kid_std"]
+    assert type(out["kid"]) is float and out["kid_std"] > 0
     assert worse["precision"] < out["precision"] and worse["coverage"] < out["coverage"]
 
 
@@ -344,10 +347,13 @@ def test_the_plots_and_charts_read_the_table() -> None:
     assert list(frame.columns) == ["model", "kind", *PLOTTED]
     assert FIGURES == CHARTED and set(CHARTED) <= set(PLOTTED)
     plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    shown = set()
     for plot in plots:
         for spec in plot.values():
             for columns in spec["y"].values():
                 assert set(columns) <= set(PLOTTED)
+                shown |= set(columns)
+    assert {"kid", "kid_std"} <= shown  # KID with its noise, beside PRDC
 
 
 def test_a_new_metric_is_one_entry() -> None:

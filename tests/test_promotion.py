@@ -30,7 +30,8 @@ from ensgan.io.storage import LocalStore, Store
 from ensgan.pipeline.publish import verdict_line
 from tests.helpers import S3Server, make_batch
 
-GOOD = {"fd": 100.0, "recall": 0.95, "coverage": 0.80, "class_kl": 0.02}
+GOOD = {"fd": 100.0, "kid": 0.01, "kid_std": 0.002, "recall": 0.95, "coverage": 0.80,
+        "class_kl": 0.02}  # fmt: skip
 runner = CliRunner()
 
 
@@ -43,6 +44,11 @@ runner = CliRunner()
         ({"recall": 0.92}, "recall 0.92 < 0.95 - 0.02"),
         ({"coverage": 0.77}, "coverage 0.77 < 0.8 - 0.02"),
         ({"class_kl": 0.08}, "class_kl 0.08 > 0.02 + 0.05"),
+        ({"kid": 0.0128}, None),  # within 1 sd: √2 × the champion's 0.002
+        ({"kid": 0.0129}, "kid 0.0129 > 0.01 + 1 × 0.00283 (sd)"),
+        ({"kid": 0.0125, "kid_std": 0.0001}, None),  # the night's own sd does not matter
+        ({"kid": 0.0129, "kid_std": 0.05}, "kid 0.0129 > 0.01 + 1 × 0.00283 (sd)"),
+        ({"kid": -0.001}, None),  # unbiased: below 0 is possible, and better
         ({"fd": 50.0, "recall": 1.0}, None),  # better is always fine
     ],
 )
@@ -84,7 +90,10 @@ def test_a_figure_that_cannot_be_compared_holds_the_night_back() -> None:
     ("candidate", "champion", "why"),
     [
         ({**GOOD, "recall": float("nan")}, GOOD, "recall not compared: nan on this batch"),
-        ({"fd": 90.0}, GOOD, "recall not compared: not measured on this batch"),
+        ({"fd": 90.0}, GOOD, "kid not compared: not measured on this batch"),
+        ({**GOOD, "kid": None}, GOOD, "kid not compared: not measured on this batch"),
+        (GOOD, {**GOOD, "kid_std": None}, "kid not compared: the champion has no kid_std"),
+        (GOOD, {**GOOD, "kid": float("inf")}, "kid not compared: the champion's is inf"),
         ({**GOOD, "class_kl": 0.0}, {**GOOD, "class_kl": None}, "class_kl not compared: the "),
     ],
 )
@@ -92,6 +101,61 @@ def test_a_missing_or_nan_figure_is_not_a_pass(candidate: dict, champion: dict, 
     """NaN passes every comparison and a missing figure none: neither may promote a night."""
     reasons = judge(candidate, champion, GateConfig())
     assert reasons and reasons[0].startswith(why)
+
+
+def test_kid_is_compared_across_image_counts_in_its_own_sds() -> None:
+    """KID is unbiased, so a night on another count is still judged by it (FD is not), and
+    its tolerance scales with gate.kid."""
+    champion = {**GOOD, "n_images": 60000}
+    worse_kid = {**GOOD, "kid": 0.02, "n_images": 5000}
+    reasons = judge(worse_kid, champion, GateConfig())
+    assert reasons[0].startswith("fd not compared") and reasons[1].startswith("kid 0.02 > ")
+    assert judge({**worse_kid, "n_images": 60000}, champion, GateConfig(kid=4.0)) == []
+    assert judge({**worse_kid, "n_images": 60000}, champion, GateConfig(kid=None)) == []
+
+
+def test_figures_of_another_feature_space_are_never_compared() -> None:
+    """FD, KID, recall and coverage in Inception features mean other things than in the
+    domain net's: each is marked uncomparable, however much better it looks; the class KL is
+    the domain classifier's in either space, so it is still judged."""
+    domain = {**GOOD, "feature_space": "domain"}
+    inception = {**GOOD, "fd": 1.0, "kid": -0.5, "class_kl": 0.5, "feature_space": "inception"}
+    why = "measured in inception features, the champion's in domain"
+    reasons = judge(inception, domain, GateConfig())
+    assert reasons == [
+        *(f"{n} not compared: {why}" for n in ("fd", "kid", "recall", "coverage")),
+        "class_kl 0.5 > 0.02 + 0.05",
+    ]
+    assert not_compared(inception, domain, GateConfig(recall=None))[1] == f"kid: {why}"
+    # a champion recorded before the space was kept was measured in the default one
+    older = judge(inception, GOOD, GateConfig())
+    predates = " (its record names none: it predates evaluate.feature_space)"
+    assert older[0] == f"fd not compared: {why}{predates}"
+    assert judge({**GOOD, "feature_space": "domain"}, GOOD, GateConfig()) == []
+    assert judge(GOOD, domain, GateConfig()) == []  # and so was a night without one
+    assert judge({**inception, "class_kl": 0.02}, {**inception, "fd": 0.9}, GateConfig()) == [
+        "fd 1 > 0.9 + 10%"
+    ]  # the same space compares as before
+
+
+def test_the_feature_space_travels_from_metrics_to_the_champion(tmp_path: Path) -> None:
+    """publish keeps each row's feature space in the gate's records, so the next night in
+    another space is a candidate that says why, and promoting it by hand re-baselines."""
+    from ensgan.io.promotion import figures
+
+    row = {**GOOD, "n_images": 100, "collapsed": False}
+    assert figures(row, "inception") == {**GOOD, "n_images": 100.0, "feature_space": "inception"}
+    assert figures(row) == {**GOOD, "n_images": 100.0}
+    store = LocalStore(tmp_path / "store")
+    _publish(store, tmp_path, "night-1", figures(row, "domain"), seed=1)
+    assert latest(store).metrics["feature_space"] == "domain"
+    second = _publish(store, tmp_path, "night-2", figures(row, "inception"), 2)
+    assert second["decision"] == "candidate" and second["latest"] == "night-1"
+    why = "measured in inception features, the champion's in domain"
+    assert second["not_compared"][0] == f"fd: {why}"
+    promote(store, "night-2")
+    third = _publish(store, tmp_path, "night-3", figures(row, "inception"), 3)
+    assert third["decision"] == "promoted" and third["not_compared"] == []
 
 
 def test_an_uncomparable_night_is_a_candidate_until_promoted_by_hand(tmp_path: Path) -> None:

@@ -119,3 +119,22 @@ def test_metrics_frame_is_the_table_as_a_dataframe() -> None:
     assert {"fd", "classes_covered", "class_kl", "accept_rate"} <= set(frame.columns)
     assert frame.loc[frame["model"] == "real", "fd"].item() == METRICS["real"]["fd"]
     assert "coverage_per_class" not in frame.columns  # a list: a table of its own
+
+
+def test_the_metrics_chart_draws_kid_with_its_standard_deviation() -> None:
+    """One panel per charted figure, KID's with error bars of its kid_std (none without)."""
+    import pandas as pd
+
+    from ensgan.eval.charts import FIGURES, metrics_chart
+
+    rows = [("a", "member", 0.02, 0.004), ("mixture", "ensemble", 0.01, 0.003),
+            ("real", "real", 0.0, 0.002)]  # fmt: skip
+    table = pd.DataFrame(
+        [{"model": m, "kind": k, **dict.fromkeys(FIGURES, 0.5), "kid": v, "kid_std": sd}
+         for m, k, v, sd in rows]
+    )  # fmt: skip
+    svg = metrics_chart(table)
+    assert "kid (lower is better)" in svg and "fd (lower is better)" in svg
+    assert "recall (lower" not in svg
+    without = metrics_chart(table.drop(columns="kid_std"))
+    assert svg.count("<path") > without.count("<path")  # the error bars

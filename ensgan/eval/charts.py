@@ -19,10 +19,10 @@ matplotlib.use("Agg")  # no display, no GUI toolkit
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import pandas as pd  # noqa: E402
 
-from ensgan.eval.table import CHARTED  # noqa: E402
+from ensgan.eval.table import CHARTED, METRICS  # noqa: E402
 
 _STYLE = {"svg.fonttype": "none", "svg.hashsalt": "ensgan", "font.size": 9}
-FIGURES = CHARTED  # ensgan/eval/table.py: fidelity+diversity (FD), diversity
+FIGURES = CHARTED  # ensgan/eval/table.py: fidelity+diversity (FD, KID), diversity
 
 
 def _svg(fig: plt.Figure) -> str:
@@ -53,15 +53,19 @@ def loss_chart(losses: Mapping[str, pd.DataFrame]) -> str:
 
 
 def metrics_chart(table: pd.DataFrame) -> str:
-    """FD, recall and coverage of every model (members, combinations, real), one panel each.
+    """FD, KID (with its standard deviation), recall and coverage of every model (members,
+    combinations, real), one panel each.
 
     `table` has a `model` column and one column per figure (reports/plots/fd.csv)."""
     with plt.rc_context(_STYLE):
         fig, axes = plt.subplots(1, len(FIGURES), figsize=(9, 0.25 * len(table) + 1.2))
         colors = table["kind"].map({"member": "C0", "ensemble": "C1", "real": "C2"}).fillna("C7")
         for ax, figure in zip(axes, FIGURES, strict=True):
-            ax.barh(table["model"], table[figure].astype(float), color=list(colors))
-            ax.set_title(figure + (" (lower is better)" if figure == "fd" else ""))
+            spread = table.get(f"{figure}_std")  # kid: its standard deviation over subsets
+            err = None if spread is None else spread.astype(float)
+            ax.barh(table["model"], table[figure].astype(float), xerr=err, color=list(colors))
+            lower = METRICS[figure].lower_is_better
+            ax.set_title(figure + (" (lower is better)" if lower else ""))
             ax.invert_yaxis()
             ax.grid(axis="x", alpha=0.3)
         for ax in axes[1:]:
@@ -70,7 +74,7 @@ def metrics_chart(table: pd.DataFrame) -> str:
 
 
 def history_chart(history: pd.DataFrame, verdict: str | None = None) -> str:
-    """FD, recall and coverage per night, a line for the published combination and one per
+    """FD, KID, recall and coverage per night, a line for the published combination and one per
     member (`promotion.history`'s frame); the nights held back by the gate are marked, and
     `verdict` (the last night's: promoted, or why not) is the chart's title."""
     with plt.rc_context(_STYLE):

@@ -1,5 +1,6 @@
-"""Measures for generated images: the Fréchet distance, precision, recall, density and
-coverage (ensgan/eval/prdc.py), class coverage and KL.
+"""Measures for generated images: the Fréchet distance, the kernel inception distance
+(ensgan/eval/kid.py), precision, recall, density and coverage (ensgan/eval/prdc.py), class
+coverage and KL.
 
 The feature figures are computed in the evaluation feature space (`evaluate.feature_space`):
 the project's own feature net (ensgan/eval/features.py), whose numbers are comparable only
@@ -14,6 +15,7 @@ import math
 import numpy as np
 
 from ensgan.eval.features import FeatureNet, features_and_classes
+from ensgan.eval.kid import SUBSET_SIZE, SUBSETS, kernel_distance
 from ensgan.eval.prdc import equal_count_sets, prdc_mean
 
 
@@ -95,16 +97,26 @@ def evaluate_images(
     n_classes: int,
     min_fraction: float = 0.01,
     feats: np.ndarray | None = None,
+    *,
+    kid_subset_size: int = SUBSET_SIZE,
+    kid_subsets: int = SUBSETS,
+    seed: int = 0,
 ) -> dict[str, float | int]:
     """All measures for one set of generated images, as plain JSON-ready numbers.
     Precision, recall, density and coverage use equal real and generated counts: the mean
     over disjoint sets of the generated images, each as large as the real subset. `feats`:
-    the images' features in another space than `net`'s (as `real_feats`); classes are `net`'s."""
+    the images' features in another space than `net`'s (as `real_feats`); classes are `net`'s.
+    KID's subsets are drawn with `seed`."""
     net_feats, pred = features_and_classes(net, images, 512)
     feats = net_feats if feats is None else feats
     real_n, fake_sets, labels_n = equal_count_sets(real_feats, feats, real_labels)
+    kid, kid_std = kernel_distance(
+        real_feats, feats, subset_size=kid_subset_size, subsets=kid_subsets, seed=seed
+    )
     return {
         "fd": frechet_distance(feats, real_feats),
+        "kid": kid,
+        "kid_std": kid_std,
         **prdc_mean(real_n, fake_sets, real_labels=labels_n, n_classes=n_classes),
         "classes_covered": class_coverage(pred, n_classes, min_fraction),
         "class_kl": class_kl(pred, real_labels, n_classes),

@@ -34,6 +34,19 @@ _ENTRIES = (
         "space only between runs sharing its net.", plotted=True, charted=True, gated=True,
     ),
     Metric(
+        "kid", False, "kernel inception distance (Bińkowski et al. 2018) in the evaluation "
+        "feature space: the unbiased MMD² under the cubic kernel (xᵀy/d + 1)³, the mean over "
+        "evaluate.kid_subsets random subsets of up to evaluate.kid_subset_size images of each "
+        "side; lower is better. Unbiased: about 0 (slightly negative is possible) for matching "
+        "distributions, and comparable across image counts.", plotted=True, charted=True,
+        gated=True,
+    ),
+    Metric(
+        "kid_std", None, "the standard deviation of KID's estimate over its subsets (the noise "
+        "of one subset's figure, as the authors report it): the unit gate.kid counts in.",
+        plotted=True,
+    ),
+    Metric(
         "precision", True, "share of generated images inside some real image's k-NN ball "
         "(k=5; Kynkäänniemi et al. 2019): fidelity; higher is better.", plotted=True,
     ),
@@ -119,13 +132,15 @@ def row_keys(kind: str) -> set[str]:
 # `evaluate.feature_space`; the class figures by the domain classifier, which Inception's pool
 # features cannot replace (they know no classes of this data); counts and flags in none.
 IN_FEATURE_SPACE = (
-    "fd", "precision", "recall", "density", "coverage", "coverage_per_class",
+    "fd", "kid", "kid_std", "precision", "recall", "density", "coverage", "coverage_per_class",
     "mixture_fd_same_count", "ratio_mean_shift_uniform", "ratio_mean_shift_reweighted",
 )  # fmt: skip
 BY_CLASSIFIER = ("classes_covered", "class_kl")
+DEFAULT_SPACE = "domain"  # evaluate.feature_space's default: the space of every older record
 SPACES = {
     "domain": "the project's feature net (reports/feature_net.safetensors): its figures compare "
-    "only between runs sharing that net, at equal image counts; its FD is not an FID",
+    "only between runs sharing that net, at equal image counts (KID at any); its FD is not an "
+    "FID",
     "inception": "the FID Inception-v3's 2,048 pool features (ensgan/eval/inception.py): FD is "
     "the FID, comparable with published FIDs only at the published protocol (the same image "
     "count and reference set)",

@@ -31,9 +31,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ensgan.errors import BatchError, RecordError
-from ensgan.eval.table import GATED, METRICS, PLOTTED
+from ensgan.eval.table import DEFAULT_SPACE, GATED, IN_FEATURE_SPACE, METRICS, PLOTTED
 from ensgan.io.batches import _check_pin, _find_one, _published, check_run_id, manifest_sha256
-from ensgan.io.records import Champion, HistoryRow, Verdict, fetch_record, store_url
+from ensgan.io.records import (
+    SPACE_KEY,
+    Champion,
+    HistoryRow,
+    Verdict,
+    fetch_record,
+    store_url,
+)
 from ensgan.io.storage import Store
 from ensgan.terminal import printable
 
@@ -72,11 +79,15 @@ def _set_aside(store: Store, key: str) -> str:
     return aside
 
 
-def figures(row: dict | None) -> dict[str, float] | None:
-    """The compared and charted figures of a metrics row (members' or a combination's)."""
+def figures(row: dict | None, space: str | None = None) -> dict[str, float | str] | None:
+    """The compared and charted figures of a metrics row (members' or a combination's), and
+    the feature space they were measured in (metrics.json's feature_space name), if known."""
     if not row:
         return None
-    return {k: float(row[k]) for k in FIGURES if isinstance(row.get(k), int | float)}
+    out: dict[str, float | str] = {
+        k: float(row[k]) for k in FIGURES if isinstance(row.get(k), int | float)
+    }
+    return out if space is None else out | {SPACE_KEY: space}
 
 
 def judge(candidate: dict | None, champion: dict | None, tol: GateConfig) -> list[str]:
@@ -94,6 +105,10 @@ def judge(candidate: dict | None, champion: dict | None, tol: GateConfig) -> lis
             continue
         if name == "fd":
             bound, how = old * (1 + limit), f"{old:.4g} + {limit:.0%}"
+        elif name == "kid":  # in sds of the difference of two estimates as noisy as the
+            # champion's: a noisy night's own kid_std does not widen its own tolerance
+            spread = math.sqrt(2) * float(champion["kid_std"])
+            bound, how = old + limit * spread, f"{old:.4g} + {limit:g} × {spread:.3g} (sd)"
         else:
             bound = old + limit if lower_is_better else old - limit
             how = f"{old:.4g} {'+' if lower_is_better else '-'} {limit:g}"
@@ -107,25 +122,43 @@ def _finite(value: float | None) -> bool:
 
 
 def _uncomparable(candidate: dict, champion: dict, tol: GateConfig) -> dict[str, str]:
-    """Figure -> why the gate cannot compare it: one side lacks it or it is not finite (NaN
-    passes every comparison), or FD was measured on different image counts (its estimate
+    """Figure -> why the gate cannot compare it: it was measured in another feature space
+    than the champion's (`_space`; figures by the domain classifier still compare), one side
+    lacks it or it is not finite (NaN passes every comparison), the champion has no kid_std
+    to scale KID's tolerance by, or FD was measured on different image counts (its estimate
     falls as the count grows: docs/results.md), so a changed `evaluate.n_samples` would
-    promote or hold back a night by the count alone. A champion recorded before counts were
-    kept is compared as before."""
+    promote or hold back a night by the count alone (KID is unbiased: it is compared across
+    counts). A champion recorded before counts were kept is compared as before."""
     out = {}
-    for name in _LOWER_IS_BETTER:
+    gated = [n for n in _LOWER_IS_BETTER if getattr(tol, n) is not None]
+    new_space, old_space = _space(candidate), _space(champion)
+    if new_space != old_space:
+        why = f"measured in {new_space} features, the champion's in {old_space}"
+        if SPACE_KEY not in champion:
+            why += " (its record names none: it predates evaluate.feature_space)"
+        out |= {n: why for n in gated if n in IN_FEATURE_SPACE}
+    for name in (n for n in gated if n not in out):
         new, old = candidate.get(name), champion.get(name)
-        if getattr(tol, name) is None or (new is None and old is None):
-            continue  # not gated, or neither measured it (class_kl without labels)
+        if new is None and old is None:
+            continue  # neither measured it (class_kl without labels)
         if not _finite(new):
             out[name] = "not measured on this batch" if new is None else f"{new} on this batch"
         elif not _finite(old):
             out[name] = "the champion has none" if old is None else f"the champion's is {old}"
+        elif name == "kid" and not _finite(champion.get("kid_std")):
+            out[name] = "the champion has no kid_std to measure its tolerance in"
     n_new, n_old = candidate.get("n_images"), champion.get("n_images")
     counted = n_new is not None and n_old is not None and n_new != n_old
     if counted and "fd" not in out and candidate.get("fd") is not None and tol.fd is not None:
         out["fd"] = f"measured on {n_new:.0f} images, the champion's on {n_old:.0f}"
     return out
+
+
+def _space(figs: dict) -> str:
+    """The feature space a gate row's figures were measured in; a row from before the choice
+    existed was measured in the default one."""
+    space = figs.get(SPACE_KEY, DEFAULT_SPACE)
+    return space if isinstance(space, str) else repr(space)
 
 
 def not_compared(candidate: dict | None, champion: dict | None, tol: GateConfig) -> list[str]:

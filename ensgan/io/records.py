@@ -56,7 +56,20 @@ Prefix = Annotated[str, AfterValidator(_matching(PREFIX_RE, "a batch's key prefi
 Hex64 = Annotated[str, AfterValidator(_matching(HEX64_RE, "a sha256 (64 hex digits)"))]
 GitCommit = Annotated[str, AfterValidator(_matching(GIT_COMMIT_RE, "a git commit (hex)"))]
 DvcHash = Annotated[str, AfterValidator(_matching(DVC_HASH_RE, "a DVC hash (an md5)"))]
-Figures = dict[str, float]  # a metrics row as the gate keeps it (figures and n_images)
+SPACE_KEY = "feature_space"  # the one text a gate row holds: its figures' feature space
+
+
+def _figures(value: dict[str, float | str]) -> dict[str, float | str]:
+    """Numbers, but for the feature space's name: a name where a figure should be, or a
+    number where the space should be, is not read as one."""
+    for key, v in value.items():
+        if isinstance(v, str) != (key == SPACE_KEY):
+            raise ValueError(f"{key[:40]!r} must be {'a name' if key == SPACE_KEY else 'a number'}")
+    return value
+
+
+# A metrics row as the gate keeps it (figures, n_images and the feature space they were in).
+Figures = Annotated[dict[str, float | str], AfterValidator(_figures)]
 Decision = Literal["promoted", "candidate"]
 
 

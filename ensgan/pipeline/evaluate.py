@@ -29,6 +29,8 @@ from ensgan.eval.features import (
     train_feature_net,
 )
 from ensgan.eval.inception import InceptionFeatures
+from ensgan.eval.kid import SUBSET_SIZE as KID_SUBSET_SIZE
+from ensgan.eval.kid import SUBSETS as KID_SUBSETS
 from ensgan.eval.metrics import evaluate_images, frechet_distance
 from ensgan.eval.prdc import NEAREST_K
 from ensgan.eval.report import write_html
@@ -93,6 +95,9 @@ class Judge:
     real_labels: np.ndarray
     n_classes: int
     inception: InceptionFeatures | None = None  # evaluate.feature_space: inception
+    kid_subset_size: int = KID_SUBSET_SIZE
+    kid_subsets: int = KID_SUBSETS
+    seed: int = 0  # KID's subsets: the same draws for every row
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """Features in the evaluation feature space."""
@@ -101,8 +106,9 @@ class Judge:
     def measure(self, images: np.ndarray, scores: np.ndarray | None) -> dict:
         feats = None if self.inception is None else self.inception.embed(images)
         m = evaluate_images(
-            self.net, images, self.real_feats, self.real_labels, self.n_classes, feats=feats
-        )
+            self.net, images, self.real_feats, self.real_labels, self.n_classes, feats=feats,
+            kid_subset_size=self.kid_subset_size, kid_subsets=self.kid_subsets, seed=self.seed,
+        )  # fmt: skip
         m["stacker_score"] = None if scores is None else round(float(np.mean(scores)), 6)
         return m | {"n_images": len(images)}  # FD falls with the count: compare equal counts
 
@@ -158,7 +164,10 @@ def fit_judge(data: Prepared, ec: EvaluateConfig) -> Judge:
         steps=ec.classifier_steps, seed=ec.seed,
     )  # fmt: skip
     real = data.images[eval_mask]
-    judge = Judge(net, real, np.empty(0), labels[eval_mask], n_classes, inception)
+    judge = Judge(
+        net, real, np.empty(0), labels[eval_mask], n_classes, inception,
+        kid_subset_size=ec.kid_subset_size, kid_subsets=ec.kid_subsets, seed=ec.seed,
+    )  # fmt: skip
     judge.real_feats = judge.features(real)
     return judge
 
@@ -364,7 +373,7 @@ def _write_plots(params: Params, layout: Layout, metrics: dict, plots: Path) -> 
             shutil.copyfile(layout.member(name) / "losses.csv", out / f"{name}.csv")
             losses[name] = pd.read_csv(out / f"{name}.csv")
     table = models_frame(metrics)
-    atomic_write(plots / "fd.csv", lambda tmp: table.to_csv(tmp, index=False, float_format="%.6f"))
+    atomic_write(plots / "fd.csv", lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
     return {
         "loss curves": loss_chart(losses),
         "members and combinations": metrics_chart(models_frame(metrics, real=True)),

@@ -26,7 +26,8 @@ HISTORY_CHART = "history.svg"  # under reports/: the report's <img> names it
 
 def batch_metrics(layout: Layout, run_id: str) -> tuple[dict | None, dict[str, dict]]:
     """The evaluation of the batch's combination and of each member, from reports/metrics.json
-    when it evaluated the very models the batch came from (else None: nothing to judge by)."""
+    when it evaluated the very models the batch came from (else None: nothing to judge by),
+    each with the feature space its figures were measured in."""
     path = layout.reports / "metrics.json"
     if not path.is_file():
         return None, {}
@@ -35,8 +36,10 @@ def batch_metrics(layout: Layout, run_id: str) -> tuple[dict | None, dict[str, d
     if any(metrics.get(k) != meta.get(k) for k in ("data_sha256", "models_sha256")):
         log.warning("reports/metrics.json evaluates other models than batch %s", run_id)
         return None, {}
-    members = {n: figures(row) or {} for n, row in (metrics.get("members") or {}).items()}
-    return figures((metrics.get("ensemble") or {}).get(meta.get("method"))), members
+    space = (metrics.get("feature_space") or {}).get("name")  # None: from before the choice
+    rows = (metrics.get("members") or {}).items()
+    members = {n: figures(row, space) or {} for n, row in rows}
+    return figures((metrics.get("ensemble") or {}).get(meta.get("method")), space), members
 
 
 def run(params: Params, layout: Layout, run_id: str | None = None) -> dict:
