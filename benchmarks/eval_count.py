@@ -35,6 +35,7 @@ import math
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import permutations, product
 from pathlib import Path
 from time import perf_counter
@@ -67,10 +68,20 @@ MEMBER = "member "  # a member's row label: "member NAME" (a member may be named
 
 @dataclass
 class Project:
+    """A trained project; the ensemble and the judge are loaded when a row is first scored
+    (printing the tables of rows already scored needs neither)."""
+
+    root: Path
     params: Params
-    ens: Ensemble
-    judge: Judge
     rows: dict[str, tuple[str, str]]  # label -> (kind, member name or method)
+
+    @cached_property
+    def ens(self) -> Ensemble:
+        return load_ensemble(self.params, Layout(self.root))
+
+    @cached_property
+    def judge(self) -> Judge:
+        return fit_judge(load_prepared(Layout(self.root).prepared), self.params.evaluate)
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -111,19 +122,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 def load_project(root: Path, methods: Sequence[str] | None) -> Project:
-    """The ensemble and the judge exactly as `evaluate` loads them (nothing is written)."""
-    layout = Layout(root)
-    params = survivors(load_params(root / "params.yaml"), layout)
-    ens = load_ensemble(params, layout)
-    judge = fit_judge(load_prepared(layout.prepared), params.evaluate)
-    rows = {f"{MEMBER}{m}": ("member", m) for m in ens.members}
+    """The project's params and rows; its ensemble and judge load exactly as `evaluate` loads
+    them (nothing is written)."""
+    params = survivors(load_params(root / "params.yaml"), Layout(root))
+    rows = {f"{MEMBER}{m}": ("member", m) for m in params.members}
     rows |= {m: ("combination", m) for m in METHODS}
     if methods:
         wanted = {*methods, params.generate.method}
         if wanted - set(METHODS):
             raise SystemExit(f"no such method: {', '.join(sorted(wanted - set(METHODS)))}")
         rows = {k: v for k, v in rows.items() if v[0] == "member" or v[1] in wanted}
-    return Project(params, ens, judge, rows)
+    return Project(root, params, rows)
 
 
 def score_one(project: Project, kind: str, name: str, n: int, seed: int) -> dict:
@@ -316,8 +325,8 @@ def print_report(out: dict, project: Project, runs: pd.DataFrame) -> None:
     p, say = project.params, print
     seeds = runs.groupby("count").seed.nunique().to_dict()
     say(
-        f"{len(project.ens.members)} members of {p.train.steps} steps; reference: the evaluate "
-        f"split ({len(project.judge.real_images)} images); seeds per count {seeds}; mh scores "
+        f"{len(p.members)} members of {p.train.steps} steps; reference: the evaluate split "
+        f"({p.data.splits.evaluate:.0%} of the data); seeds per count {seeds}; mh scores "
         f"min(n_mh = {p.evaluate.n_mh}, count); published: {out['published']}"
     )
     for k, table in out["tables"].items():
