@@ -19,7 +19,7 @@ import zlib
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import TYPE_CHECKING
 
 import boto3
@@ -303,3 +303,19 @@ def lying_npy(shape: tuple[int, ...], payload: int = 64) -> bytes:
 
 
 DAY = dt.date(2026, 3, 14)  # the publish date of the test batches
+
+
+# =============================================================================================
+# Benchmarks: a script of benchmarks/ imported as a module, for its smoke test.
+# =============================================================================================
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/NAME.py as a module (registered, so its dataclasses resolve)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -185,14 +185,37 @@ def score_real(ens: Ensemble, data: Prepared, ec: EvaluateConfig, judge: Judge) 
 
 def score_members(ens: Ensemble, ec: EvaluateConfig, judge: Judge, tiles: Tiles) -> dict:
     """Each member on the same latents, flagged when its images have collapsed."""
-    seeds = np.random.default_rng(ec.seed).integers(0, 2**31 - 1, size=ec.n_samples)
     rows = {}
     for name in ens.members:
-        images = ens.member_sample(name, seeds)
-        rows[name] = judge.measure(images, ens.score(images))
-        rows[name]["collapsed"] = collapse(images) is not None
+        rows[name], images = score_member(ens, name, judge, ec.n_samples, ec.seed)
         tiles[name] = (name, images[: ec.grid_size**2])
     return rows
+
+
+def score_member(
+    ens: Ensemble, name: str, judge: Judge, n: int, seed: int
+) -> tuple[dict, np.ndarray]:
+    """One member's row on `n` images from `seed`'s latents (every member gets the same
+    ones), and the images; benchmarks/eval_count.py scores it at other counts and seeds."""
+    images = ens.member_sample(name, np.random.default_rng(seed).integers(0, 2**31 - 1, size=n))
+    row = judge.measure(images, ens.score(images))
+    row["collapsed"] = collapse(images) is not None
+    return row, images
+
+
+def sample_count(ec: EvaluateConfig, method: str) -> int:
+    """Images a combination scores: evaluate.n_samples, or its own count (mh) up to it."""
+    return min(getattr(ec, SAMPLE_COUNTS.get(method, "n_samples")), ec.n_samples)
+
+
+def score_combination(
+    ens: Ensemble, method: str, judge: Judge, n: int, seed: int
+) -> tuple[dict, np.ndarray]:
+    """One combination's row on `n` of its images drawn with `seed`, and the images (a
+    StackerError when it cannot draw them)."""
+    s = ens.sample(method, n, seed=seed)
+    row = judge.measure(s.images, s.scores) | {k: round(v, 6) for k, v in s.stats.items()}
+    return row, s.images
 
 
 def score_combinations(ens: Ensemble, ec: EvaluateConfig, judge: Judge, tiles: Tiles) -> dict:
@@ -202,20 +225,18 @@ def score_combinations(ens: Ensemble, ec: EvaluateConfig, judge: Judge, tiles: T
     rows: dict[str, dict] = {}
     baseline: np.ndarray | None = None
     for method in METHODS:
-        n = min(getattr(ec, SAMPLE_COUNTS.get(method, "n_samples")), ec.n_samples)
         try:
-            s = ens.sample(method, n, seed=ec.seed)
+            rows[method], images = score_combination(
+                ens, method, judge, sample_count(ec, method), ec.seed
+            )
         except StackerError as exc:  # e.g. DRS cannot fill a member's share: report it
             rows[method] = {"error": str(exc)}
             continue
-        rows[method] = judge.measure(s.images, s.scores) | {
-            k: round(v, 6) for k, v in s.stats.items()
-        }
-        baseline = s.images if method == BASELINE else baseline
+        baseline = images if method == BASELINE else baseline
         stem = f"ensemble-{method}"
         if stem in tiles:  # a member named like a combination's grid file
             tiles[stem] = (f"member-{stem}", tiles[stem][1])
-        tiles[f"ensemble: {method}"] = (stem, s.images[: ec.grid_size**2])
+        tiles[f"ensemble: {method}"] = (stem, images[: ec.grid_size**2])
     base = rows[BASELINE]
     for row in (r for r in rows.values() if "error" not in r):
         row["narrows"] = any(row[k] < base[k] - NARROWING for k in ("recall", "coverage"))
