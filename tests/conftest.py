@@ -9,6 +9,10 @@ import tempfile as _tempfile
 # from the user's, and keep its server from phoning home (there is no network here).
 _os.environ["PREFECT_HOME"] = _tempfile.mkdtemp(prefix="ensgan-prefect-home-")
 _os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# `make test` runs two workers on two cores: one torch (OpenMP) thread in each, and in every
+# process a test starts (they inherit this), rather than each assuming the machine is its own.
+# A member process still gets its share (`torch.set_num_threads` in ensgan overrides this).
+_os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # =============================================================================================
 # S3 backends on loopback: a real SeaweedFS and a moto_server, started once per session.
@@ -218,3 +222,4 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
