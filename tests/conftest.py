@@ -240,8 +240,8 @@ STAGED_PROJECT_FILES = (
     "tests/test_report_offline.py",
 )
 SLOWEST_FIRST = (
-    "tests/test_flow.py",
     "tests/test_dvc.py",
+    "tests/test_flow.py",
     "tests/test_serve.py",
     "tests/test_dvc_versioned_flow.py",
     "tests/test_crash_safety.py",
