@@ -263,6 +263,7 @@ def work_unit(nodeid: str) -> str:
     return "staged_project" if path in STAGED_PROJECT_FILES else path
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: unknown under `-p no:xdist`
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """`--dist loadfile`, in the units of `work_unit` and in the order the workers collected."""
     if config.getvalue("dist") != "loadfile":
