@@ -32,8 +32,8 @@ setup: $(VENV)/.base
 run: $(VENV)/.base  ## the nightly flow, once, on the embedded defaults
 	$(BIN)/ensgan run
 
-test: $(VENV)/.dev  ## two test files at a time (a file's tests share its fixtures, in order)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+test: $(VENV)/.dev  ## two workers, a file (or tests/conftest.py's unit) at a time, slowest first
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=30
 
 test-fast: $(VENV)/.dev  ## the inner loop: no test that starts a real service or is slow
 	$(BIN)/python -m pytest -m "not e2e and not slow"

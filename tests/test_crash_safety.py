@@ -10,6 +10,7 @@ stage. A few of the states are checked against a real SIGKILL at the same write.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import REPO, write_tiny_project
+from tests.helpers import REPO, run_stages, write_tiny_project
 
 pytestmark = pytest.mark.e2e  # a child process per kill: slower than the inner loop
 
@@ -79,11 +80,11 @@ def _one_run(now: dict, old: dict, new: dict, what: str) -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny project (every stage run once), members trained in this process."""
+    """A finished tiny project (every stage run once), in this process: only the runs that are
+    killed or snapshotted need a child process (each child pays the imports again)."""
     root = write_tiny_project(tmp_path_factory.mktemp("crash") / "p", **TINY_SERIAL)
-    for stage in ("prepare", "train", "stack", "evaluate", "generate", "publish"):
-        res = _run(root, "run", stage)
-        assert res.returncode == 0, f"{stage}: {res.stderr[-2000:]}"
+    with contextlib.chdir(root):  # relative paths in what it writes, as `ensgan STAGE` has
+        run_stages(Path("."))
     return root
 
 
