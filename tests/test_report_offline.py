@@ -69,6 +69,7 @@ def test_external_refs_finds_what_a_browser_would_fetch() -> None:
 
 
 def test_history_chart_titles_the_gates_verdict() -> None:
+    # nights from before KID: the store's history has no kid column, and the chart still draws
     frame = pd.DataFrame({"at": pd.to_datetime(["2026-01-01", "2026-01-02"], utc=True),
                           "run_id": ["r1", "r2"], "decision": ["promoted", "candidate"],
                           "model": "ensemble", "fd": [10.0, 30.0], "recall": 0.9,

@@ -77,6 +77,8 @@ def history_chart(history: pd.DataFrame, verdict: str | None = None) -> str:
     """FD, KID, recall and coverage per night, a line for the published combination and one per
     member (`promotion.history`'s frame); the nights held back by the gate are marked, and
     `verdict` (the last night's: promoted, or why not) is the chart's title."""
+    missing = [f for f in FIGURES if f not in history.columns]  # nights from before a figure
+    history = history.assign(**dict.fromkeys(missing, float("nan")))
     with plt.rc_context(_STYLE):
         if history.dropna(subset=list(FIGURES), how="all").empty:
             fig, ax = plt.subplots(figsize=(9, 0.6))
