@@ -59,6 +59,12 @@ def _run(fn, *args, **kwargs):
             raise
         typer.echo(f"error: {printable(user_message(exc))}", err=True)  # may quote a store
         raise typer.Exit(2) from None
+    except BaseException as exc:  # in a flow, Prefect's SIGTERM handler raises its own
+        if (name := stopping.carried_signal(exc)) is None:
+            raise
+        stopping.request(name)
+        typer.echo(f"error: {stopping.stopped('stopped')}", err=True)
+        raise typer.Exit(stopping.exit_status()) from None
 
 
 def _echo(obj: dict) -> None:

@@ -140,6 +140,46 @@ def on_stop_signals() -> Iterator[None]:
 
 
 @contextmanager
+def handlers_kept() -> Iterator[None]:
+    """This process's SIGTERM and SIGINT handlers, as they were, once what runs inside has
+    returned: ray.init (a Ray driver's start) sets a SIGTERM handler of its own, sys.exit
+    with the signal's number, under which a SIGTERM later in the run would end it as an exit,
+    not as a stop (no stop's line, not the stop's status). Only the main thread has handlers;
+    elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            if handler is not None:  # None: set from outside Python, cannot be set back
+                signal.signal(s, handler)
+
+
+def _set_flag(signum: int, frame: object) -> None:
+    request(signal.Signals(signum).name)
+
+
+@contextmanager
+def flag_only() -> Iterator[None]:
+    """Around a wait of the main thread that looks at `requested()` itself between short
+    slices: SIGTERM and SIGINT then only set the flag, whoever had set a handler before.
+    For a wait inside Ray (ray.wait), which runs signal handlers in its own loop: what one
+    raises there is dropped (ours) or comes out as a SystemError (Prefect's
+    TerminationSignal), either way not as the stop it was. Elsewhere than the main thread
+    this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with handlers_kept():
+        for s in STOP_SIGNALS:
+            signal.signal(s, _set_flag)
+        yield
+
+
+@contextmanager
 def spreading() -> Iterator[None]:
     """An interrupt leaving this block (StopRequested, KeyboardInterrupt, Prefect's
     TerminationSignal: a BaseException that is no Exception) stops every other training loop
@@ -153,9 +193,15 @@ def spreading() -> Iterator[None]:
         raise
 
 
-def _signal_name(exc: BaseException) -> str:
-    """What an interrupt stands for: Prefect's TerminationSignal carries its signal."""
+def carried_signal(exc: BaseException) -> str | None:
+    """The name of the signal an interrupt carries (Prefect's TerminationSignal, which its
+    flow engine's own SIGTERM handler raises), or None."""
     signum = getattr(exc, "signal", None)
-    if isinstance(signum, int):
-        return signal.Signals(signum).name
+    return signal.Signals(signum).name if isinstance(signum, int) else None
+
+
+def _signal_name(exc: BaseException) -> str:
+    """What an interrupt stands for."""
+    if carried := carried_signal(exc):
+        return carried
     return "SIGINT" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -40,8 +42,12 @@ def _ray(*args: str, cwd: Path) -> None:
         raise SystemExit(f"ray {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
 
 
-def main(project: Path, out: Path) -> None:
-    from ensgan.orchestration.flow import run
+@contextmanager
+def local_cluster() -> Iterator[str]:
+    """A Prefect API, then a head with no CPUs and a worker node with two, each started from a
+    working directory of its own; yields the cluster's address, also set as RAY_ADDRESS (what
+    a driver started from here finds it by). For tests/ray_stop.py too: one start-up, one
+    place that knows how. Ends with the API; the Ray processes end with the PID namespace."""
     from ensgan.orchestration.runners import shared_api
 
     work = Path(tempfile.mkdtemp(prefix="ensgan-ray-"))
@@ -50,17 +56,24 @@ def main(project: Path, out: Path) -> None:
     worker_dir.mkdir()
     port = _free_port()
     common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-    t0 = time.monotonic()
     with shared_api():  # PREFECT_API_URL is set before Ray's processes start
         _ray("start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false",
              f"--temp-dir={work / 'ray'}", *common, cwd=head_dir)  # fmt: skip
         _ray("start", f"--address=127.0.0.1:{port}", "--num-cpus=2", *common, cwd=worker_dir)
-        t_cluster = time.monotonic() - t0
         os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+        yield os.environ["RAY_ADDRESS"]
+
+
+def main(project: Path, out: Path) -> None:
+    from ensgan.orchestration.flow import run
+
+    t0 = time.monotonic()
+    with local_cluster() as address:
+        t_cluster = time.monotonic() - t0
         summary = run(params_path="params.yaml", root=str(project))
         import ray
 
-        ray.init(address=os.environ["RAY_ADDRESS"])  # the runner disconnected when it ended
+        ray.init(address=address)  # the runner disconnected when it ended
         nodes = [
             {"id": n["NodeID"], "cpus": n["Resources"].get("CPU", 0)}
             for n in ray.nodes()

@@ -20,20 +20,25 @@ from tests.helpers import REPO, tiny_params, write_tiny_project
 pytestmark = pytest.mark.e2e
 
 
+def in_namespaces(command: str, out: Path, timeout: float) -> dict:
+    """`command` (from the repository root) in a network and PID namespace of its own, as
+    tests/ray_cluster.py describes; the JSON it wrote to `out`."""
+    assert shutil.which("unshare"), "unshare (util-linux) is needed for a private network"
+    res = subprocess.run(
+        ["unshare", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
+         "sh", "-c", f"ip link set lo up && exec {command}"],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+    )  # fmt: skip
+    assert res.returncode == 0 and out.is_file(), (res.stdout + res.stderr)[-6000:]
+    return json.loads(out.read_text())
+
+
 @pytest.mark.timeout(420)
 def test_the_flow_trains_members_on_a_ray_cluster(tmp_path: Path) -> None:
     root = write_tiny_project(tmp_path / "project", train={"runner": "ray"})
     out = tmp_path / "out.json"
-    script = f"ip link set lo up && exec {sys.executable} {REPO / 'tests' / 'ray_cluster.py'} "
-    script += f"{root} {out}"
-    assert shutil.which("unshare"), "unshare (util-linux) is needed for a private network"
-    res = subprocess.run(
-        ["unshare", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
-         "sh", "-c", script],
-        capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
-    assert res.returncode == 0 and out.is_file(), (res.stdout + res.stderr)[-6000:]
-    result = json.loads(out.read_text())
+    script = f"{sys.executable} {REPO / 'tests' / 'ray_cluster.py'} {root} {out}"
+    result = in_namespaces(script, out, timeout=400)
     summary = result["summary"]
     workers = {n["id"] for n in result["nodes"] if n["cpus"] > 0}
     head = {n["id"] for n in result["nodes"] if n["cpus"] == 0}
@@ -54,6 +59,50 @@ def test_ray_runner_refuses_boosting() -> None:
 
     with pytest.raises(ConfigError, match="train.runner: ray trains bagged members"):
         parse_params(yaml.safe_load(text))
+
+
+def test_a_stop_signal_waiting_inside_ray_sets_the_flag_and_the_handlers_come_back() -> None:
+    """The driver's wait on its member tasks (flow._wait_on_ray) and its start of Ray: inside
+    Ray's wait a handler's exception is lost, so there a signal only sets the flag; and a
+    handler ray.init sets (sys.exit with the signal's number) does not outlive the start."""
+    import os
+    import signal
+
+    from ensgan import stopping
+
+    with stopping.on_stop_signals():
+        with stopping.handlers_kept():  # as ray.init does to the driver
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        assert signal.getsignal(signal.SIGTERM) is stopping.on_signal
+        with stopping.flag_only():
+            os.kill(os.getpid(), signal.SIGTERM)  # raised here, it would fail this test
+            time.sleep(0.1)
+            assert stopping.requested() and stopping.reason() == "SIGTERM"
+        assert signal.getsignal(signal.SIGTERM) is stopping.on_signal
+        assert signal.getsignal(signal.SIGINT) is stopping.on_signal
+
+
+def test_prefects_termination_signal_ends_a_command_as_a_stop(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """In a flow Prefect's SIGTERM handler raises its TerminationSignal, not our stop: the
+    command still ends with the stop's one line and status 143."""
+    import signal
+
+    import typer
+    from prefect.exceptions import TerminationSignal
+
+    from ensgan.cli import _run
+
+    def flow() -> None:
+        raise TerminationSignal(signal=signal.SIGTERM)
+
+    with pytest.raises(typer.Exit) as ended:
+        _run(flow)
+    assert ended.value.exit_code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: stopped (SIGTERM); the next run resumes from the checkpoints"
+    )
 
 
 def test_a_member_in_the_store_is_the_cache_across_machines(tmp_path: Path) -> None:
@@ -159,3 +208,50 @@ def test_a_stop_reaches_a_member_elsewhere_through_the_store_and_it_resumes(
     # Every fifth step and the last one (`loop.train` logs the final step whatever its number).
     expected = sorted({*range(5, steps + 1, 5), steps})
     assert logged == expected, logged  # nothing lost, nothing repeated
+
+
+@pytest.mark.timeout(1500)
+def test_no_member_task_outlives_its_driver_on_a_ray_cluster(tmp_path: Path) -> None:
+    """tests/ray_stop.py on a real cluster: three drivers in turn, each trained until every
+    member has uploaded a checkpoint past what the one before left. SIGTERM, then SIGINT: the
+    driver exits with the signal's status and one line, each member task stops at its next
+    step, uploads that very step (its last loss row: log_every 1) and ends, and the next
+    driver resumes there. kill -9: no member task is left running and the store's member
+    files stop changing, within a bound that is no measure (the figures are printed)."""
+    train = {"runner": "ray", "steps": 100_000, "checkpoint_every": 10, "log_every": 1}
+    root = write_tiny_project(tmp_path / "project", train=train)
+    out = tmp_path / "out.json"
+    result = in_namespaces(f"{sys.executable} -m tests.ray_stop {root} {out}", out, 1440)
+    phases = {p["signal"]: p for p in result["phases"]}
+    assert list(phases) == ["SIGTERM", "SIGINT", "SIGKILL"], result["phases"][-1]
+    before = {n: 0 for n in ("a", "b")}
+    for name, status in (("SIGTERM", 143), ("SIGINT", 130)):
+        seen = phases[name]
+        why = json.dumps({k: v for k, v in seen.items() if k != "log_tail"}) + seen["log_tail"]
+        assert seen["status"] == status, why
+        assert seen["errors"] == [
+            f"error: stopped ({name}); the next run resumes from the checkpoints"
+        ], why
+        assert seen["tasks_at_signal"] and seen["tasks_gone_seconds"] is not None, why
+        assert seen["store_last_changed_seconds"] is not None and seen["tasks_left"] == [], why
+        assert seen["intact"] == {"a": True, "b": True}, why
+        # The step each task stopped at is the step in the store, not a periodic checkpoint's.
+        assert seen["stopped_at"] == seen["uploaded"] == seen["last_rows"], why
+        assert all(seen["uploaded"][n] > before[n] for n in before), why
+        before = seen["uploaded"]
+    for name in ("SIGINT", "SIGKILL"):  # the rows the last driver left are kept: resumed
+        assert phases[name]["resumed"] == {"a": True, "b": True}, phases[name]
+    killed = phases["SIGKILL"]
+    assert killed["status"] == -9 and killed["tasks_at_signal"], killed
+    assert killed["tasks_gone_seconds"] is not None and killed["tasks_left"] == [], killed
+    assert killed["store_last_changed_seconds"] is not None, killed
+    assert all(killed["uploaded"][n] > before[n] for n in before), killed
+    print(
+        f"cluster up in {result['cluster_seconds']:.1f} s; "
+        + "; ".join(
+            f"{p['signal']}: driver exited in {p['exit_seconds']:.1f} s, tasks gone in "
+            f"{p['tasks_gone_seconds']:.1f} s, store last changed at "
+            f"{p['store_last_changed_seconds']:.1f} s, uploads whole: {p['intact']}"
+            for p in result["phases"]
+        )
+    )

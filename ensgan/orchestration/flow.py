@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -45,6 +46,8 @@ from ensgan.orchestration.versioning import INPUT_STAGES, dvc_project
 from ensgan.pipeline.common import params_sha256
 from ensgan.pipeline.survivors import settle
 from ensgan.pipeline.train import failure
+
+RAY_WAIT_SECONDS = 1.0  # how often the driver, waiting on its member tasks, looks for a stop
 
 
 @flow(name="nightly", log_prints=True)
@@ -201,13 +204,15 @@ def _train_on_ray(
         "threads": max(1, int(params.train.ray_cpus)),
         "stop_token": uuid.uuid4().hex,
     }
-    with (
-        make_runner(params, str(layout.root.resolve())) as runner,
-        remote_options(num_cpus=params.train.ray_cpus, num_gpus=params.train.ray_gpus),
-    ):
+    with ExitStack() as stack:
+        with stopping.handlers_kept():  # the runner starts Ray, which sets its own SIGTERM's
+            runner = stack.enter_context(make_runner(params, str(layout.root.resolve())))
+        cpus, gpus = params.train.ray_cpus, params.train.ray_gpus
+        stack.enter_context(remote_options(num_cpus=cpus, num_gpus=gpus))
         futures = runner.map(ray_train_task, {**{k: unmapped(v) for k, v in fixed.items()},
                                               "name": names})  # fmt: skip
         try:
+            _wait_on_ray(futures)
             cards, failures = _outcomes(names, list(futures))
         except BaseException:  # a stop, or a fault: the members stop, checkpointed
             try:
@@ -226,6 +231,20 @@ def _train_on_ray(
         except Exception as exc:  # recorded; settle() stops the run if too few remain
             failures[card["name"]] = failure(exc)
     return fetched, failures
+
+
+def _wait_on_ray(futures: list) -> None:
+    """Until every member task has ended; StopRequested once this run is asked to stop.
+    Inside Ray's wait a stop signal's handler cannot raise (stopping.flag_only), so the wait
+    is cut into slices and the flag looked at between them."""
+    import ray
+
+    pending = [f.wrapped_future for f in futures]
+    with stopping.flag_only():
+        while pending:
+            if stopping.requested():
+                raise stopping.stopped("stopped")
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=RAY_WAIT_SECONDS)
 
 
 def _finished(params: Params, layout: Layout, name: str, data_sha: str) -> bool:
