@@ -20,8 +20,10 @@ of evaluate.seed (the judge's own seeds stay). The largest count is the referenc
   champion (a night that changed nothing but its sampling seed), and the published
   combination against the best member of the reference, at every pair of seeds; each
   against the reference's verdict on the same kind of pair;
-- the smallest count whose rankings and verdicts all agree, and each gated figure's noise
-  there (sd over seeds), from which the gate's tolerances are set.
+- the smallest count whose rankings and verdicts agree with the reference's at least as often
+  as the reference's own seeds do (each count's verdicts under the tolerances its own noise
+  sets), and each gated figure's noise there (sd over seeds), from which the gate's
+  tolerances are set.
 
 --runs PATH appends every scored row to a JSON-lines file and skips those already in it, so a
 run that was stopped resumes, and `--runs PATH` with the same options prints the tables again.
@@ -254,7 +256,13 @@ def _clean(row: dict) -> dict:
 
 
 def summarise(runs: pd.DataFrame, params: Params, reference: int) -> dict:
-    """Tables, agreement with the reference count per count, the chosen count and its noise."""
+    """Tables, agreement with the reference count per count, the chosen count and its noise.
+
+    "At the same confidence": the reference's own seeds disagree with their majority at
+    times (a near tie), so a count agrees when its rankings agree with the reference's
+    majority at least as often as the reference's seeds do, and its verdicts with the
+    reference's at least as often as the reference's own; each count's verdicts use the
+    tolerances its own noise sets (those the gate would get were evaluate run at it)."""
     published = params.generate.method
     ref = runs[runs["count"] == reference]
     ref_members = ref[ref.kind == "member"].groupby("row").fd.mean()
@@ -262,23 +270,33 @@ def summarise(runs: pd.DataFrame, params: Params, reference: int) -> dict:
     ranks = rankings(runs, published)
     figs = [k for k in DISTANCES if k in ranks.columns]
     ref_rank = {k: ranks[ranks["count"] == reference][k].map(_side).mode().iloc[0] for k in figs}
-    ref_verdicts = verdicts(runs, reference, published, best, params.gate)
+    ref_tol = tolerances(noise(runs, reference), params.gate)
+    ref_verdicts = verdicts(runs, reference, published, best, ref_tol)
     expected = ref_verdicts.groupby("pair").held.agg(lambda h: h.mean() > 0.5)
-    agreement = []
+    rows = []
     for n in sorted(runs["count"].unique()):
         at = ranks[ranks["count"] == n]
         ranked = [all(_side(r[k]) == ref_rank[k] for k in figs) for _, r in at.iterrows()]
-        v = verdicts(runs, n, published, best, params.gate)
+        tol = tolerances(noise(runs, n), params.gate)
+        v = verdicts(runs, n, published, best, tol)
         agree = v.pair.map(expected) == v.held
         held_by = v[v.held].held_by.str.split(",").explode().value_counts().to_dict()
-        agreement.append({
+        rows.append({
             "count": n,
             "ranking agrees (seeds)": f"{sum(ranked)}/{len(ranked)}",
             "verdicts agree (pairs)": f"{int(agree.sum())}/{len(v)}",
             "pairs held back, by figure": ", ".join(f"{k} {c}" for k, c in held_by.items()) or "-",
-            "agrees": all(ranked) and bool(agree.all()),
+            "gate there": ", ".join(f"{k} {getattr(tol, k):.3g}" for k in GATED
+                                    if getattr(tol, k) is not None),
+            "_ranked": sum(ranked) / max(len(ranked), 1),
+            "_verdicts": float(agree.mean()) if len(v) else 1.0,
         })  # fmt: skip
-    agreement = pd.DataFrame(agreement)
+    agreement = pd.DataFrame(rows)
+    at_ref = agreement[agreement["count"] == reference].iloc[0]
+    agreement["agrees"] = (agreement._ranked >= at_ref._ranked) & (
+        agreement._verdicts >= at_ref._verdicts
+    )
+    agreement = agreement.drop(columns=["_ranked", "_verdicts"])
     chosen = reference  # the smallest count from which every count below the reference agrees
     for n, agrees in zip(agreement["count"][::-1], agreement.agrees[::-1], strict=True):
         if n < reference and not agrees:
@@ -297,13 +315,20 @@ def summarise(runs: pd.DataFrame, params: Params, reference: int) -> dict:
     }
 
 
+def tolerances(measured: pd.DataFrame, gate: GateConfig) -> GateConfig:
+    """The gate with each measured figure's tolerance set from its noise (the others as
+    params has them)."""
+    found = {r.figure: float(r.tolerance) for r in measured.itertuples()}
+    return gate.model_copy(update={k: v for k, v in found.items() if getattr(gate, k) is not None})
+
+
 def noise(runs: pd.DataFrame, n: int) -> pd.DataFrame:
     """Each gated figure's noise at count n: the sd over seeds per row (FD as a fraction of
     its mean, as its tolerance is), its median and largest over rows, and the tolerance that
     holds back a night that changed nothing but its seed about 2% of the time (two sds of
     the difference of two nights: 2·√2·the largest sd; KID's in the gate's unit, √2 × the
-    champion's kid_std)."""
-    at = runs[runs["count"] == n]
+    champion's kid_std). Only rows scored on n images count (mh's is on its own n_mh)."""
+    at = runs[(runs["count"] == n) & (runs.n_images == n)]  # mh's row is at its own count
     out = []
     for k in (g for g in GATED if g in at.columns and at[g].notna().any()):
         g = at.groupby("row")[k]

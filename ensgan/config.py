@@ -230,12 +230,13 @@ class GateConfig(_Strict):
     absolute differences; a figure set to null is not compared. Figures in the evaluation
     feature space are compared only with a champion's measured in the same space."""
 
-    fd: Tolerance = 0.10  # FD may rise by this fraction (docs/results.md: its measured noise)
-    kid: Tolerance = 1.0  # KID may rise by this many of those sds (a placeholder until the
-    # count benchmark, benchmarks/eval_count.py, measures its noise)
-    recall: Tolerance = 0.02  # may fall by this much
-    coverage: Tolerance = 0.02  # may fall by this much
-    class_kl: Tolerance = 0.05  # may rise by this much
+    # Set from each figure's measured noise at evaluate.n_samples (benchmarks/eval_count.py;
+    # docs/results.md): a night that changed only its seed is held back about 2% of the time.
+    fd: Tolerance = 0.13  # FD may rise by this fraction
+    kid: Tolerance = 0.44  # KID may rise by this many of those sds
+    recall: Tolerance = 0.007  # may fall by this much
+    coverage: Tolerance = 0.007  # may fall by this much
+    class_kl: Tolerance = 0.016  # may rise by this much
 
 
 class StorageConfig(_Strict):

@@ -32,6 +32,8 @@ from tests.helpers import S3Server, make_batch
 
 GOOD = {"fd": 100.0, "kid": 0.01, "kid_std": 0.002, "recall": 0.95, "coverage": 0.80,
         "class_kl": 0.02}  # fmt: skip
+# Explicit tolerances, so these cases test the comparison and not the shipped defaults.
+GATE = GateConfig(fd=0.10, kid=1.0, recall=0.02, coverage=0.02, class_kl=0.05)
 runner = CliRunner()
 
 
@@ -53,16 +55,16 @@ runner = CliRunner()
     ],
 )
 def test_judge_compares_each_figure_within_its_tolerance(change: dict, reason: str | None) -> None:
-    reasons = judge({**GOOD, **change}, GOOD, GateConfig())
+    reasons = judge({**GOOD, **change}, GOOD, GATE)
     assert reasons == ([] if reason is None else [reason])
 
 
 def test_judge_skips_unset_tolerances_and_needs_a_champion() -> None:
     worse = {**GOOD, "fd": 500.0, "recall": 0.5}
     assert judge(worse, GOOD, GateConfig(fd=None, recall=None)) == []
-    assert judge(worse, None, GateConfig()) == []  # nothing to compare with: the first batch
-    assert "no evaluation" in judge(None, GOOD, GateConfig())[0]
-    assert len(judge(worse, GOOD, GateConfig())) == 2
+    assert judge(worse, None, GATE) == []  # nothing to compare with: the first batch
+    assert "no evaluation" in judge(None, GOOD, GATE)[0]
+    assert len(judge(worse, GOOD, GATE)) == 2
 
 
 def test_a_figure_that_cannot_be_compared_holds_the_night_back() -> None:
@@ -71,18 +73,16 @@ def test_a_figure_that_cannot_be_compared_holds_the_night_back() -> None:
     champion = {**GOOD, "n_images": 2000}
     much_better_fd = {**GOOD, "fd": 5.0, "n_images": 60000}
     why = "fd not compared: measured on 60000 images, the champion's on 2000"
-    assert judge(much_better_fd, champion, GateConfig()) == [why]
-    assert not_compared(much_better_fd, champion, GateConfig()) == [
-        why.replace(" not compared", "")
-    ]
+    assert judge(much_better_fd, champion, GATE) == [why]
+    assert not_compared(much_better_fd, champion, GATE) == [why.replace(" not compared", "")]
     # the other figures are still judged, and equal counts compare FD as before
-    assert judge({**much_better_fd, "recall": 0.5}, champion, GateConfig()) == [
+    assert judge({**much_better_fd, "recall": 0.5}, champion, GATE) == [
         why, "recall 0.5 < 0.95 - 0.02"
     ]  # fmt: skip
-    assert judge({**much_better_fd, "fd": 500.0, "n_images": 2000}, champion, GateConfig()) == [
+    assert judge({**much_better_fd, "fd": 500.0, "n_images": 2000}, champion, GATE) == [
         "fd 500 > 100 + 10%"
     ]
-    assert judge(much_better_fd, GOOD, GateConfig()) == []  # a champion from before counts
+    assert judge(much_better_fd, GOOD, GATE) == []  # a champion from before counts
     assert judge(much_better_fd, champion, GateConfig(fd=None)) == []  # FD not gated at all
 
 
@@ -99,7 +99,7 @@ def test_a_figure_that_cannot_be_compared_holds_the_night_back() -> None:
 )
 def test_a_missing_or_nan_figure_is_not_a_pass(candidate: dict, champion: dict, why: str) -> None:
     """NaN passes every comparison and a missing figure none: neither may promote a night."""
-    reasons = judge(candidate, champion, GateConfig())
+    reasons = judge(candidate, champion, GATE)
     assert reasons and reasons[0].startswith(why)
 
 
@@ -108,7 +108,7 @@ def test_kid_is_compared_across_image_counts_in_its_own_sds() -> None:
     its tolerance scales with gate.kid."""
     champion = {**GOOD, "n_images": 60000}
     worse_kid = {**GOOD, "kid": 0.02, "n_images": 5000}
-    reasons = judge(worse_kid, champion, GateConfig())
+    reasons = judge(worse_kid, champion, GATE)
     assert reasons[0].startswith("fd not compared") and reasons[1].startswith("kid 0.02 > ")
     assert judge({**worse_kid, "n_images": 60000}, champion, GateConfig(kid=4.0)) == []
     assert judge({**worse_kid, "n_images": 60000}, champion, GateConfig(kid=None)) == []
@@ -121,19 +121,19 @@ def test_figures_of_another_feature_space_are_never_compared() -> None:
     domain = {**GOOD, "feature_space": "domain"}
     inception = {**GOOD, "fd": 1.0, "kid": -0.5, "class_kl": 0.5, "feature_space": "inception"}
     why = "measured in inception features, the champion's in domain"
-    reasons = judge(inception, domain, GateConfig())
+    reasons = judge(inception, domain, GATE)
     assert reasons == [
         *(f"{n} not compared: {why}" for n in ("fd", "kid", "recall", "coverage")),
         "class_kl 0.5 > 0.02 + 0.05",
     ]
     assert not_compared(inception, domain, GateConfig(recall=None))[1] == f"kid: {why}"
     # a champion recorded before the space was kept was measured in the default one
-    older = judge(inception, GOOD, GateConfig())
+    older = judge(inception, GOOD, GATE)
     predates = " (its record names none: it predates evaluate.feature_space)"
     assert older[0] == f"fd not compared: {why}{predates}"
-    assert judge({**GOOD, "feature_space": "domain"}, GOOD, GateConfig()) == []
-    assert judge(GOOD, domain, GateConfig()) == []  # and so was a night without one
-    assert judge({**inception, "class_kl": 0.02}, {**inception, "fd": 0.9}, GateConfig()) == [
+    assert judge({**GOOD, "feature_space": "domain"}, GOOD, GATE) == []
+    assert judge(GOOD, domain, GATE) == []  # and so was a night without one
+    assert judge({**inception, "class_kl": 0.02}, {**inception, "fd": 0.9}, GATE) == [
         "fd 1 > 0.9 + 10%"
     ]  # the same space compares as before
 
@@ -191,7 +191,7 @@ def _publish(store: LocalStore, tmp: Path, run_id: str, metrics: dict | None, se
         make_batch(tmp / "out", run_id, seed=seed)
     prefix = publish_batch(store, batch_dir)["prefix"]
     members = {"a": {"fd": 120.0}, "b": {"fd": 130.0}}
-    return gate(store, run_id, prefix, metrics, members, GateConfig())
+    return gate(store, run_id, prefix, metrics, members, GATE)
 
 
 def test_a_worse_batch_stays_a_candidate_until_promoted_by_hand(tmp_path: Path) -> None:
