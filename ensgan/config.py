@@ -231,7 +231,7 @@ class GateConfig(_Strict):
     feature space are compared only with a champion's measured in the same space."""
 
     # Set from each figure's measured noise at evaluate.n_samples (benchmarks/eval_count.py;
-    # docs/results.md): a night that changed only its seed is held back about 2% of the time.
+    # docs/results.md): two sds of the difference of two nights that changed only their seed.
     fd: Tolerance = 0.13  # FD may rise by this fraction
     kid: Tolerance = 0.44  # KID may rise by this many of those sds
     recall: Tolerance = 0.007  # may fall by this much
