@@ -319,3 +319,10 @@ def load_benchmark(name: str) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def stored_text(upload: Path, rel: str) -> str:
+    """One file of an upload in a local store, as its files.json lists it (each content is
+    kept under its sha256: ensgan/orchestration/remote.py)."""
+    listing = json.loads((upload / "files.json").read_text())
+    return (upload / "sha256" / listing["files"][rel]["sha256"]).read_text()

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.helpers import stored_text
 from tests.processes import MEMBERS, alive, start
 from tests.ray_cluster import local_cluster
 
@@ -63,7 +64,7 @@ def uploaded_steps(project: Path) -> dict[str, int]:
     steps = {}
     for name, folder in member_folders(project).items():
         try:
-            steps[name] = json.loads((folder / "checkpoint/state.json").read_text())["step"]
+            steps[name] = json.loads(stored_text(folder, "checkpoint/state.json"))["step"]
         except (OSError, ValueError, KeyError):  # swapped in between two reads
             continue
     return steps
@@ -71,7 +72,7 @@ def uploaded_steps(project: Path) -> dict[str, int]:
 
 def losses(project: Path) -> dict[str, str]:
     """Each member's loss log in the store, as text."""
-    return {n: (f / "losses.csv").read_text() for n, f in member_folders(project).items()}
+    return {n: stored_text(f, "losses.csv") for n, f in member_folders(project).items()}
 
 
 def last_rows(project: Path) -> dict[str, int]:

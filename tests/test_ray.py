@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ensgan.config import ConfigError, parse_params
-from tests.helpers import REPO, tiny_params, write_tiny_project
+from tests.helpers import REPO, stored_text, tiny_params, write_tiny_project
 
 pytestmark = pytest.mark.e2e
 
@@ -129,7 +129,14 @@ def test_a_member_in_the_store_is_the_cache_across_machines(tmp_path: Path) -> N
     assert {k: v for k, v in first.items() if k != "trained_on"} == {
         k: v for k, v in second.items() if k != "trained_on"
     }
-    ckpt = [k for k in keys if k.endswith("generator_ema.safetensors")]
+    (listing,) = (tmp_path / "store/work/members/a").glob("*/files.json")
+    files = json.loads(listing.read_text())["files"]
+    upload = listing.parent.relative_to(tmp_path / "store").as_posix()
+    ckpt = [
+        f"{upload}/{remote.OBJECTS}{e['sha256']}"
+        for name, e in files.items()
+        if name.endswith("generator_ema.safetensors")
+    ]
     assert ckpt and all((tmp_path / "store" / k).stat().st_mtime_ns == keys[k] for k in ckpt)
     remote.fetch_member(store, driver, "a", first)  # and the driver picks it up, checked
     assert json.loads((driver.member("a") / "card.json").read_text())["steps"] == 30
@@ -175,9 +182,9 @@ def test_a_stop_reaches_a_member_elsewhere_through_the_store_and_it_resumes(
             outcome.append(exc)
 
     def uploaded_step() -> int:
-        states = list((tmp_path / "store/work/members/a").glob("*/checkpoint/state.json"))
-        listed = [s for s in states if (s.parent.parent / "files.json").is_file()]
-        return json.loads(listed[0].read_text())["step"] if listed else 0
+        listed = list((tmp_path / "store/work/members/a").glob("*/files.json"))
+        state = stored_text(listed[0].parent, "checkpoint/state.json") if listed else "{}"
+        return json.loads(state).get("step", 0)
 
     task = threading.Thread(target=node)
     task.start()

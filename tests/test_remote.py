@@ -56,9 +56,81 @@ def test_an_upload_round_trips_and_is_not_uploaded_twice(tmp_path: Path) -> None
     assert remote.upload_tree(store, src, PREFIX) == 2
     assert remote.upload_tree(store, src, PREFIX) == 0
     listing = json.loads((tmp_path / "store" / PREFIX / remote.MANIFEST).read_text())
-    assert listing["format"] == 2 and listing["files"]["checkpoint/w.bin"]["bytes"] == 3000
+    assert listing["format"] == 3 and listing["files"]["checkpoint/w.bin"]["bytes"] == 3000
     assert remote.download_tree(store, PREFIX, tmp_path / "out")
     assert (tmp_path / "out" / "checkpoint" / "w.bin").read_bytes() == b"\x00" * 3000
+
+
+class Cut(BaseException):
+    """The writer dying (kill -9) between two of its puts: nothing after it runs."""
+
+
+class DyingStore(CountingStore):
+    """A local store whose writer dies after `puts` more puts."""
+
+    puts: int | None = None
+
+    def put_file(self, local: Path, key: str) -> None:
+        if self.puts is not None:
+            if self.puts == 0:
+                raise Cut
+            self.puts -= 1
+        super().put_file(local, key)
+
+
+def _member(folder: Path, step: int) -> Path:
+    (folder / "checkpoint").mkdir(parents=True, exist_ok=True)
+    (folder / "card.json").write_text(json.dumps({"step": step}))
+    (folder / "checkpoint" / "g.bin").write_bytes(bytes([step]) * 2000)
+    (folder / "losses.csv").write_text("step\n" + "".join(f"{i}\n" for i in range(step)))
+    return folder
+
+
+def _objects(tmp_path: Path) -> set[str]:
+    root = tmp_path / "store" / PREFIX
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("puts", [0, 1, 2, 3])  # cut before, between and after the contents
+def test_an_upload_cut_off_at_any_put_leaves_the_earlier_upload_whole(
+    tmp_path: Path, puts: int
+) -> None:
+    store = DyingStore(tmp_path / "store")
+    remote.upload_tree(store, _member(tmp_path / "v1", 1), PREFIX)
+    store.puts = puts  # the next checkpoint's upload dies after this many puts
+    with pytest.raises(Cut):
+        remote.upload_tree(store, _member(tmp_path / "v2", 2), PREFIX)
+    assert remote.download_tree(store, PREFIX, tmp_path / "got")  # the earlier one, whole
+    for rel in ("card.json", "checkpoint/g.bin", "losses.csv"):
+        assert (tmp_path / "got" / rel).read_bytes() == (tmp_path / "v1" / rel).read_bytes()
+    store.puts = None
+    remote.upload_tree(store, tmp_path / "v2", PREFIX)  # the next run's upload completes
+    assert remote.download_tree(store, PREFIX, tmp_path / "got2")
+    assert json.loads((tmp_path / "got2" / "card.json").read_text()) == {"step": 2}
+    listing = remote.TreeManifest.model_validate_json(
+        (tmp_path / "store" / PREFIX / remote.MANIFEST).read_text()
+    )
+    named = {remote.OBJECTS + e.sha256 for e in (listing.files or {}).values()}
+    assert _objects(tmp_path) == named | {remote.MANIFEST}  # the cut-off objects removed
+
+
+def test_an_older_ensgans_upload_is_read_and_replaced_by_the_next(tmp_path: Path) -> None:
+    data = b"weights"
+    store = _hostile(tmp_path, {"g.bin": data}, {"format": 2, "files": {"g.bin": _entry(data)}})
+    assert remote.download_tree(store, PREFIX, tmp_path / "got")
+    assert (tmp_path / "got" / "g.bin").read_bytes() == data
+    assert remote.upload_tree(store, tmp_path / "got", PREFIX) == 1
+    assert _objects(tmp_path) == {remote.OBJECTS + _entry(data)["sha256"], remote.MANIFEST}
+
+
+def test_content_under_its_sha256_that_is_not_it_is_refused(tmp_path: Path) -> None:
+    good = b"good"
+    sha = _entry(good)["sha256"]
+    listing = {"format": 3, "files": {"a.bin": _entry(good)}}
+    store = _hostile(tmp_path, {remote.OBJECTS + sha: b"evil"}, listing)
+    with pytest.raises(BatchError, match=r"does not match its sha256 in files.json"):
+        remote.download_tree(store, PREFIX, tmp_path / "out")
+    assert not (tmp_path / "out" / "a.bin").exists()
 
 
 def test_a_listing_from_an_older_ensgan_is_no_upload(tmp_path: Path) -> None:
@@ -83,7 +155,7 @@ def test_a_huge_listing_is_refused_from_the_stores_listing_unread(tmp_path: Path
         '{"format": 2, "files": {"card.json": {"sha256": "ab", "bytes": 1}}}',  # not a sha256
         '{"format": 2, "files": {"card.json": {"sha256": "%s", "bytes": "1"}}}' % ("0" * 64),
         '{"format": 2, "files": {"card.json": {"sha256": "%s", "bytes": -1}}}' % ("0" * 64),
-        '{"format": 3, "files": {}}',
+        '{"format": 4, "files": {}}',
         "not json",
     ],
 )

@@ -106,3 +106,75 @@ def test_ctrl_c_stops_train_at_the_next_step_in_one_line_with_status_130(tmp_pat
     assert reached, out[-3000:]
     for name, step in reached.items():
         assert step >= 5 and rows(root, name) == list(range(5, step + 1, 5)), name
+
+
+def test_sigterm_outside_a_training_loop_stops_at_once_and_the_earlier_report_stands(
+    tmp_path: Path,
+) -> None:
+    """A stop in a stage with no training loop to wait for (evaluate) raises where it lands:
+    one line, status 143, the half-written staging copy removed, and the report of the
+    evaluation before left exactly as it was (its files' bytes and mtimes)."""
+    import yaml
+
+    root = prepared(tmp_path / "p")
+    set_steps(root, 10)
+    for stage in ("train", "stack", "evaluate"):
+        res = ensgan(root, stage)
+        assert res.returncode == 0, res.stderr[-3000:]
+    reports = root / "reports"
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in reports.rglob("*") if p.is_file()}
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["evaluate"]["n_samples"] = 400_000  # far longer than the test waits
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    staging = root / ".ensgan-evaluate.partial"
+    log_path = tmp_path / "evaluate.log"
+    with open(log_path, "w") as log:
+        proc = start(root, log, "evaluate")
+        try:
+            wait_for("evaluate's staging copy", staging.exists, 300)
+            proc.send_signal(signal.SIGTERM)
+            status = proc.wait(timeout=60)  # not a measure: unstopped, it would evaluate on
+        finally:
+            proc.kill()
+            proc.wait()
+    out = log_path.read_text()
+    assert status == 128 + signal.SIGTERM, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert errors == ["error: stopped (SIGTERM); the next run resumes from the checkpoints"], out
+    assert not staging.exists()
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in reports.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_sigterm_stops_ensgan_run_at_the_next_step_and_nothing_it_started_outlives_it(
+    tmp_path: Path,
+) -> None:
+    """`ensgan run`: the Prefect flow, its temporary server and its local member processes.
+    Inside the flow Prefect's engine has a SIGTERM handler of its own (it raises Prefect's
+    TerminationSignal, not our stop); the run still ends as a stop: one line, status 143,
+    every member checkpointed at the step it reached, and no process it started left."""
+    root = prepared(tmp_path / "p")
+    log_path = tmp_path / "run.log"
+    with open(log_path, "w") as log:
+        run = start(root, log, "run")
+        try:
+            wait_for("both members' first checkpoints", all_checkpointed(root), 900)
+            started = children(run.pid)  # the members and the temporary server
+            run.send_signal(signal.SIGTERM)
+            status = run.wait(timeout=180)  # not a measure: unstopped, it would train on
+        finally:
+            run.kill()
+            run.wait()
+    out = log_path.read_text()
+    assert status == 128 + signal.SIGTERM, out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert errors == ["error: stopped (SIGTERM); the next run resumes from the checkpoints"], out[
+        -3000:
+    ]
+    wait_for("what the run started to exit", lambda: not any(map(alive, started)), 60)
+    reached = all_checkpointed(root)()
+    assert reached, out[-3000:]
+    for name, step in reached.items():
+        assert not (root / f"models/members/{name}/card.json").exists()
+        assert rows(root, name) == list(range(5, step + 1, 5)), name  # flushed to the stop

@@ -199,6 +199,16 @@ def test_publish_list_pull_roundtrip(store: Store, tmp_path: Path) -> None:
     assert pull_batch(store, "run-1", tmp_path / "pulled") == pulled  # same content: a no-op
 
 
+def test_delete_removes_one_object_and_is_quiet_when_none(store: Store, tmp_path: Path) -> None:
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"x")
+    store.put_file(src, "work/a/f.bin")
+    store.put_file(src, "work/a/g.bin")
+    store.delete("work/a/f.bin")
+    store.delete("work/a/f.bin")  # gone already: nothing to do
+    assert store.list_keys("work/") == ["work/a/g.bin"]
+
+
 def test_republish_is_idempotent_and_immutable(store: Store, tmp_path: Path) -> None:
     batch, _ = make_batch(tmp_path / "a")
     first = publish_batch(store, batch, DAY)

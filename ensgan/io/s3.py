@@ -154,6 +154,10 @@ class S3Store:
     def exists(self, key: str) -> bool:
         return self._head(key) is not None
 
+    def delete(self, key: str) -> None:
+        with self._errors(f"delete of {self.url}/{safe_key(key)}"):
+            self._client.delete_object(Bucket=self.bucket, Key=self._base + key)
+
     def size(self, key: str) -> int:
         head = self._head(key)
         if head is None:

@@ -33,6 +33,11 @@ class Store(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def delete(self, key: str) -> None:
+        """Remove the object (nothing when there is none): only ever ensgan's own work/ files,
+        an upload's objects that its newer listing no longer names."""
+        ...
+
     def size(self, key: str) -> int:
         """The object's size in bytes, from its listing or head (StorageError if none): a
         download can then refuse an object larger than it should be before fetching it."""
@@ -83,6 +88,9 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
     def size(self, key: str) -> int:
         src = self._path(key)

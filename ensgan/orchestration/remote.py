@@ -5,8 +5,12 @@ not exist. So the driver puts the prepared data in the store (`work/data/SHA/`),
 downloads it into a temp folder of its own, trains there (resuming from, or returning at once
 with, a copy of the member already in the store), uploads the member folder
 (`work/members/NAME/FINGERPRINT/`), and the driver downloads it into models/members/NAME.
-Every upload ends with a `files.json` listing each file's sha256, written last: a folder
-without it is incomplete, and a download is checked against it.
+Every upload stores each file's content under its sha256 (`PREFIX/sha256/HEX`), then writes
+`files.json`, the listing of names, sha256s and sizes, in one put: the switch from the upload
+before to this one. A writer killed at any instant (a checkpoint's upload cut off by kill -9)
+leaves the earlier listing and every object it names, so the next run resumes from the earlier
+checkpoint; objects no listing names any more are removed after the switch. A download is
+checked against the listing.
 
 A stop reaches a member on another machine through the store too: the driver, asked to stop
 (SIGTERM, Ctrl-C, its server gone), writes `work/stops/TOKEN` for its run, and each of its
@@ -44,6 +48,7 @@ from ensgan.layout import Layout
 
 WORK = "work/"
 MANIFEST = "files.json"
+OBJECTS = "sha256/"  # format 3: each file's content at PREFIX + OBJECTS + its sha256
 MAX_DEPTH = 16  # folders in a listed name
 STOP_POLL_SECONDS = 2.0  # how often a member task looks for its run's stop
 log = logging.getLogger(__name__)
@@ -70,15 +75,17 @@ class FileEntry(Record):
 
 
 class TreeManifest(Record):
-    """files.json: each file of an upload, its sha256 and its size. Format 1 (no `format`
-    key: names to sha256s, no sizes) is read as no upload, so it is made again."""
+    """files.json: each file of an upload, its sha256 and its size. Format 3 keeps contents
+    under their sha256s; format 2 (an older ensgan's, read still) under the files' names;
+    format 1 (no `format` key: names to sha256s, no sizes) is read as no upload, so it is
+    made again."""
 
     label: ClassVar[str] = MANIFEST
     fix: ClassVar[str] = "delete that prefix from the store; the run then uploads it afresh"
     error: ClassVar[type[Exception]] = BatchError
     max_bytes: ClassVar[int] = MIB  # thousands of files; a member holds a dozen
 
-    format: Literal[2] | None = None
+    format: Literal[2, 3] | None = None
     files: dict[Annotated[str, AfterValidator(_relative_name)], FileEntry] | None = None
 
     @model_validator(mode="after")
@@ -91,8 +98,13 @@ class TreeManifest(Record):
                     raise ValueError(f"{name!r} lies under {'/'.join(parts[:i])!r}, a file")
         return self
 
+    def key(self, prefix: str, name: str) -> str:
+        """Where the listed file's content is."""
+        assert self.files is not None
+        return prefix + (name if self.format == 2 else OBJECTS + self.files[name].sha256)
 
-def _stored_manifest(store: Store, prefix: str) -> dict[str, FileEntry] | None:
+
+def _stored_manifest(store: Store, prefix: str) -> TreeManifest | None:
     """The upload's listing, bounded and typed; None when there is none (or an older one)."""
     manifest = fetch_record(store, TreeManifest, prefix + MANIFEST)
     if manifest is None:
@@ -100,7 +112,7 @@ def _stored_manifest(store: Store, prefix: str) -> dict[str, FileEntry] | None:
     if manifest.format is None or manifest.files is None:
         log.warning("%s is from an older ensgan (no sizes): uploaded again", prefix + MANIFEST)
         return None
-    return manifest.files
+    return manifest
 
 
 def _listing(local: Path) -> dict[str, FileEntry]:
@@ -112,22 +124,43 @@ def _listing(local: Path) -> dict[str, FileEntry]:
 
 
 def upload_tree(store: Store, local: Path, prefix: str) -> int:
-    """Every file under `local` to `prefix`, then the manifest last; returns how many files
-    were uploaded (none when the store already holds exactly these)."""
+    """Every file under `local` to `prefix`, each content once under its sha256, then the
+    listing in one put, then what no listing names any more removed; returns how many
+    contents were uploaded (none when the store already holds them all)."""
     files = _listing(Path(local))
     try:
-        if _stored_manifest(store, prefix) == files:
-            return 0  # a finished member found in the store and returned as it was
+        before = _stored_manifest(store, prefix)
     except BatchError:
-        pass  # a bad listing is replaced by this upload's
-    for rel in files:
-        store.put_file(Path(local) / rel, prefix + rel)
+        before = None  # a bad listing is replaced by this upload's
+    if before is not None and before.format == 3 and before.files == files:
+        return 0  # a finished member found in the store and returned as it was
+    stored = set(store.list_keys(prefix + OBJECTS))
+    sent = 0
+    for rel, entry in files.items():
+        key = prefix + OBJECTS + entry.sha256
+        if key not in stored or store.size(key) != entry.bytes:
+            store.put_file(Path(local) / rel, key)
+            stored.add(key)
+            sent += 1
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / MANIFEST
         listing = {k: v.model_dump() for k, v in files.items()}
-        manifest.write_text(json.dumps({"format": 2, "files": listing}, indent=1, sort_keys=True))
-        store.put_file(manifest, prefix + MANIFEST)
-    return len(files)
+        manifest.write_text(json.dumps({"format": 3, "files": listing}, indent=1, sort_keys=True))
+        store.put_file(manifest, prefix + MANIFEST)  # the switch: the old upload or this one
+    named = {prefix + OBJECTS + e.sha256 for e in files.values()}
+    older = [prefix + rel for rel in before.files] if before and before.format == 2 else []
+    _remove(store, sorted(stored - named) + older)
+    return sent
+
+
+def _remove(store: Store, keys: list[str]) -> None:
+    """Objects no listing names (a superseded checkpoint's, a cut-off upload's): a failure
+    to remove one leaves it for the next upload, and fails nothing."""
+    for key in keys:
+        try:
+            store.delete(key)
+        except StorageError as exc:
+            log.warning("could not remove %s (removed at the next upload): %s", key, exc)
 
 
 def _download_file(store: Store, key: str, entry: FileEntry, target: Path) -> None:
@@ -149,14 +182,14 @@ def _download_file(store: Store, key: str, entry: FileEntry, target: Path) -> No
 def download_tree(store: Store, prefix: str, local: Path) -> bool:
     """The files `prefix`'s manifest lists into `local` (a new folder), each checked against
     its size before and its sha256 after; False when the store holds no complete upload."""
-    files = _stored_manifest(store, prefix)
-    if files is None:
+    manifest = _stored_manifest(store, prefix)
+    if manifest is None or manifest.files is None:
         return False
     local = Path(local)
     local.mkdir(parents=True, exist_ok=True)
-    for rel, entry in files.items():
+    for rel, entry in manifest.files.items():
         target = safe_local_path(local, rel)  # a listing cannot write outside `local`
-        _download_file(store, prefix + rel, entry, target)
+        _download_file(store, manifest.key(prefix, rel), entry, target)
     return True
 
 
