@@ -2,7 +2,7 @@
 user can size a night.
 
     .venv/bin/python benchmarks/eval_cost.py [--project PATH] [--sizes 16 32 64] [--count 2000]
-        [--steps 20] [--work DIR]
+        [--steps 20] [--work DIR] [--against REV]
 
 For each size, PATH's params.yaml (the default project's) with data.image_size set to it and
 train.steps to STEPS (cost does not depend on how well members are trained) is prepared,
@@ -16,11 +16,19 @@ ratios), the rest of sampling, then each function Judge.measure's evaluate_image
 "rest of evaluate" is the real row, the stacker's checks and the report. evaluate costs the
 feature net fit + the sum over rows + the rest; a member adds one row, and its generator or
 discriminator to every combination's sampling.
+
+`--against REV` measures the same at another commit too, in the same run: that commit's own
+`cost_at`, from a git worktree of it, in a process of its own (so its package is the one
+imported), on the same params; each row's total is printed beside this tree's.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +47,7 @@ from ensgan.eval.inception import InceptionFeatures
 from ensgan.layout import Layout
 from ensgan.pipeline import evaluate, prepare, stack, train
 
+REPO = Path(__file__).resolve().parents[1]
 SIZES = (16, 32, 64)
 # Where a row's sampling goes: the generators, and the discriminators and stacker.
 SAMPLING = {
@@ -148,6 +157,39 @@ def cost_at(base: Params, size: int, steps: int, count: int, root: Path) -> pd.D
     return table[[c for c in cols if table[c].any() or c == "total"]]
 
 
+# Run in a worktree of another commit: its own cost_at, the table back as JSON on stdout.
+AT_COMMIT = """
+import sys
+from pathlib import Path
+import torch
+from benchmarks.eval_cost import cost_at
+from ensgan.config import load_params
+params, size, steps, count, threads, root = sys.argv[1:]
+torch.set_num_threads(int(threads))
+table = cost_at(load_params(Path(params)), int(size), int(steps), int(count), Path(root))
+print(table.to_json(orient="split"))
+"""
+
+
+def cost_at_commit(
+    rev: str, params: Path, size: int, steps: int, count: int, threads: int, work: Path
+) -> pd.DataFrame:
+    """`cost_at` as commit `rev` has it, on the same params, in a worktree of it."""
+    tree = work / f"tree-{rev}"
+    git = ["git", "-C", str(REPO)]
+    subprocess.run([*git, "worktree", "add", "--detach", str(tree), rev], check=True)
+    try:
+        env = {**os.environ, "PYTHONPATH": str(tree)}  # its ensgan, not this tree's
+        args = [str(params.resolve()), str(size), str(steps), str(count), str(threads)]
+        run = [sys.executable, "-c", AT_COMMIT, *args, str(work / f"at-{rev}-size-{size}")]
+        out = subprocess.run(run, cwd=tree, env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"eval_cost at {rev} failed:\n{out.stderr[-3000:]}")
+        return pd.read_json(io.StringIO(out.stdout.splitlines()[-1]), orient="split")
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=False)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[int, pd.DataFrame]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", type=Path, default=Path("."), help="whose params.yaml to use")
@@ -156,21 +198,30 @@ def main(argv: Sequence[str] | None = None) -> dict[int, pd.DataFrame]:
     ap.add_argument("--steps", type=int, default=20, help="training steps of each member")
     ap.add_argument("--work", type=Path, help="where the projects go (default: a temp dir)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--against", metavar="REV", help="measure at this commit too, side by side")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     base = load_params(a.project / "params.yaml")
+    before: dict[int, pd.DataFrame] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = a.work or Path(tmp)
+        if a.against:
+            for s in a.sizes:
+                before[s] = cost_at_commit(
+                    a.against, a.project / "params.yaml", s, a.steps, a.count, a.threads, work
+                )
         out = {s: cost_at(base, s, a.steps, a.count, work / f"size-{s}") for s in a.sizes}
     print(
         f"evaluate at {a.count} images per row (mh: min(n_mh = {base.evaluate.n_mh}, count)), "
         f"{len(base.members)} members trained {a.steps} steps, {a.threads} torch thread(s); "
         "seconds"
     )
-    side = pd.DataFrame({f"{s} px": t["total"] for s, t in out.items()})
+    runs = {f"{s} px @{a.against}": t for s, t in before.items()}
+    runs |= {f"{s} px": t for s, t in out.items()}
+    side = pd.DataFrame({label: t["total"] for label, t in runs.items()})
     print("\nper row, side by side:")
     print(side.to_markdown(floatfmt=".2f"))
-    parts = pd.DataFrame({f"{s} px": t.loc["evaluate"] for s, t in out.items()})
+    parts = pd.DataFrame({label: t.loc["evaluate"] for label, t in runs.items()})
     print("\nwhere evaluate's time goes (all rows):")
     print(parts.to_markdown(floatfmt=".2f"))
     for s, t in out.items():

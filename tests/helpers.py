@@ -225,6 +225,10 @@ class MeanStacker:
     def prob_real(self, logits: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.log_ratio(logits)))
 
+    def log_ratio_of(self, prob_real: np.ndarray) -> np.ndarray:
+        p = np.clip(prob_real, 1e-12, 1.0 - 1e-12)
+        return np.log(p) - np.log1p(-p)  # prob_real's inverse
+
 
 def member(
     name: str, gen: nn.Module, disc: nn.Module | None = None, z_dim: int = Z

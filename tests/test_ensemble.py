@@ -207,6 +207,15 @@ def test_same_seed_same_sample(net_members, method: str) -> None:
     assert not np.array_equal(s1.images, other.images)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_every_combinations_scores_are_the_stackers_on_its_images(net_members, method) -> None:
+    """Whether a combination scored its images itself (vote, DRS: the scores it selected
+    by) or had them scored after, each image's score is the stacker's P(real) of it."""
+    ens = Ensemble(net_members, stacker=MeanStacker())
+    s = ens.sample(method, 40, seed=3)
+    np.testing.assert_allclose(s.scores, ens.score(s.images), rtol=1e-12)
+
+
 def test_latents_depend_only_on_the_seed() -> None:
     z = latents(np.array([5, 7, 5, 123456789]), Z)
     assert z.shape == (4, Z) and z.dtype == torch.float32

@@ -31,7 +31,8 @@ from ensgan.errors import StackerError
 from ensgan.registry import COMBINATIONS
 
 METHODS = tuple(COMBINATIONS)  # every combination, in the registry's order
-CHUNK = 4096  # images whose stacker inputs are held at once
+CHUNK = 512  # images whose stacker inputs are held at once: blocks that fit in a cache, not
+# arrays so large that each is fresh memory the system must map and zero
 
 
 def collapse(images: np.ndarray) -> str | None:
@@ -228,7 +229,7 @@ def drs(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
     quota = rng.multinomial(n, p / p.sum())
     which = np.repeat(np.arange(len(names)), quota)
     rng.shuffle(which)  # the members' images interleaved, as a mixture draws them
-    seeds = np.empty(n, dtype=np.int64)
+    seeds, scores = np.empty(n, dtype=np.int64), np.empty(n)
     images: np.ndarray | None = None
     proposed, log_w = 0, []
     for k, name in enumerate(names):
@@ -239,21 +240,22 @@ def drs(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:
         def propose(batch: int, name: str = name) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
             cand_seeds = rng.integers(0, 2**31 - 1, size=batch)
             cand = ens.member_sample(name, cand_seeds)
-            return (cand, cand_seeds), ens.drs_temperature * ens.log_ratio(cand)
+            p = ens.score(cand)  # P(real): the ratio, and the kept images' scores
+            return (cand, cand_seeds, p), ens.drs_temperature * st.log_ratio_of(p)
 
         log_m = ens.drs_temperature * st.card.drs_log_m[name]  # M's percentile of r̂^T
-        (kept, kept_seeds), used, w = rejection_fill(
+        (kept, kept_seeds, kept_p), used, w = rejection_fill(
             len(slots), propose, log_m, ens.drs_gamma, rng,
             max_proposals=MAX_PROPOSALS_PER_IMAGE * len(slots), who=f"member {name}",
         )  # fmt: skip
         if images is None:
             images = np.empty((n, *kept.shape[1:]), dtype=kept.dtype)
-        images[slots], seeds[slots] = kept, kept_seeds
+        images[slots], seeds[slots], scores[slots] = kept, kept_seeds, kept_p
         proposed += used
         log_w.append(w)
     assert images is not None or n == 0
     stats = {"accept_rate": n / max(proposed, 1), "ess": kish_ess(np.concatenate(log_w or [[]]))}
-    return Sample(images, [names[k] for k in which], seeds, stats=stats)
+    return Sample(images, [names[k] for k in which], seeds, scores, stats)
 
 
 def mh(ens: Ensemble, n: int, rng: np.random.Generator) -> Sample:

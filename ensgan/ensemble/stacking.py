@@ -238,7 +238,11 @@ class Stacker:
 
     def log_ratio(self, inputs: np.ndarray) -> np.ndarray:
         """log r̂ = log p_data/p_mix for each row of stacker inputs."""
-        p = np.clip(self.prob_real(inputs), P_CLIP, 1.0 - P_CLIP)
+        return self.log_ratio_of(self.prob_real(inputs))
+
+    def log_ratio_of(self, prob_real: np.ndarray) -> np.ndarray:
+        """log r̂ from the calibrated P(real) `prob_real` gives (images scored already)."""
+        p = np.clip(prob_real, P_CLIP, 1.0 - P_CLIP)
         return np.log(p) - np.log1p(-p) + self.card.log_prior_ratio
 
 

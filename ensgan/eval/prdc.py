@@ -3,8 +3,11 @@
 FD folds both into one number, so a selection that keeps only typical images looks merely
 "worse"; these four say which way it went. Improved precision/recall (Kynkäänniemi et al.
 2019) and density/coverage (Naeem et al. 2020) on k-nearest-neighbour balls, computed with
-the authors' `prdc` package (its pairwise-distance and k-NN radius functions; its
-`compute_prdc` prints, so the four formulas are applied here to the same arrays). Coverage is
+the authors' `prdc` package (its k-NN radius rule `get_kth_value`, on the scikit-learn
+Euclidean distances its `compute_pairwise_distance` takes, asked for without the pool of 8
+threads it starts per call, which costs far more than the arithmetic on sets this small; its
+`compute_prdc` prints, so the four formulas are applied here to the same arrays). The real
+set's radii are computed once for all the generated sets it is compared with. Coverage is
 also reported per class: the share of each class's real images whose ball holds a fake, so a
 dropped mode shows as a class near 0.
 """
@@ -12,7 +15,8 @@ dropped mode shows as a class near 0.
 from __future__ import annotations
 
 import numpy as np
-from prdc.prdc import compute_nearest_neighbour_distances, compute_pairwise_distance
+from prdc.prdc import get_kth_value
+from sklearn.metrics.pairwise import euclidean_distances
 
 NEAREST_K = 5
 
@@ -56,7 +60,11 @@ def prdc_mean(
     """`prdc` against each of several fake sets, averaged (per class too)."""
     if not fakes:
         raise ValueError("no generated feature sets to measure")
-    each = [prdc(real, f, k=k, real_labels=real_labels, n_classes=n_classes) for f in fakes]
+    radii = nearest_neighbour_radii(np.asarray(real, np.float32), k)
+    each = [
+        prdc(real, f, k=k, real_labels=real_labels, n_classes=n_classes, real_radii=radii)
+        for f in fakes
+    ]
     out: dict[str, float | list[float | None]] = {
         key: float(np.mean([e[key] for e in each]))
         for key in ("precision", "recall", "density", "coverage")
@@ -76,11 +84,12 @@ def prdc(
     k: int = NEAREST_K,
     real_labels: np.ndarray | None = None,
     n_classes: int = 0,
+    real_radii: np.ndarray | None = None,
 ) -> dict[str, float | list[float | None]]:
     """The four measures of (N, D) fake features against (M, D) real ones, with k neighbours.
 
     With `real_labels`, adds `coverage_per_class` (n_classes values; None for a class with no
-    real image)."""
+    real image). `real_radii`: the real set's `nearest_neighbour_radii`, when known."""
     real, fake = np.asarray(real, np.float32), np.asarray(fake, np.float32)
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(
@@ -90,9 +99,10 @@ def prdc(
         raise ValueError(
             f"need more than k={k} real and fake samples, got {len(real)}, {len(fake)}"
         )
-    real_radii = compute_nearest_neighbour_distances(real, k)  # (M,) k-NN radius of each real
-    fake_radii = compute_nearest_neighbour_distances(fake, k)  # (N,)
-    dist = compute_pairwise_distance(real, fake)  # (M, N)
+    if real_radii is None:
+        real_radii = nearest_neighbour_radii(real, k)  # (M,) k-NN radius of each real
+    fake_radii = nearest_neighbour_radii(fake, k)  # (N,)
+    dist = euclidean_distances(real, fake)  # (M, N)
     in_real_ball = dist < real_radii[:, None]  # fake j inside real i's ball
     covered = dist.min(axis=1) < real_radii  # real i's ball holds some fake
     out: dict[str, float | list[float | None]] = {
@@ -108,3 +118,9 @@ def prdc(
             for c in range(n_classes)
         ]
     return out
+
+
+def nearest_neighbour_radii(x: np.ndarray, k: int = NEAREST_K) -> np.ndarray:
+    """Each row's distance to its k-th nearest other row (prdc's
+    `compute_nearest_neighbour_distances`: the (k+1)-th smallest, the row itself being 0)."""
+    return get_kth_value(euclidean_distances(x, x), k=k + 1, axis=-1)

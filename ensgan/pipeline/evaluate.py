@@ -17,7 +17,7 @@ import pandas as pd
 
 from ensgan.config import EvaluateConfig, Params
 from ensgan.data.prepared import Prepared, load_prepared
-from ensgan.ensemble.combinations import METHODS, Ensemble, collapse
+from ensgan.ensemble.combinations import METHODS, Ensemble, Sample, collapse
 from ensgan.ensemble.rejection import drs_accept_prob
 from ensgan.errors import DataError, StackerError
 from ensgan.eval.charts import loss_chart, metrics_chart
@@ -130,8 +130,8 @@ def _evaluate(params: Params, layout: Layout, out: Path, stamp: str) -> dict:
     tiles: Tiles = {}
     metrics: dict = {"real": score_real(ens, data, ec, judge)}
     metrics["members"] = score_members(ens, ec, judge, tiles)
-    metrics["ensemble"] = score_combinations(ens, ec, judge, tiles)
-    metrics["stacker"] = stacker_details(ens, judge, ec)
+    metrics["ensemble"], mixture = score_combinations(ens, ec, judge, tiles)
+    metrics["stacker"] = stacker_details(ens, judge, mixture)
     metrics["data_sha256"] = data.card.sha256
     metrics["params_sha256"] = params_sha256(params)
     metrics["models_sha256"] = models_sha256(params, layout)  # what publish matches a batch by
@@ -210,45 +210,49 @@ def sample_count(ec: EvaluateConfig, method: str) -> int:
 
 def score_combination(
     ens: Ensemble, method: str, judge: Judge, n: int, seed: int
-) -> tuple[dict, np.ndarray]:
-    """One combination's row on `n` of its images drawn with `seed`, and the images (a
+) -> tuple[dict, Sample]:
+    """One combination's row on `n` of its images drawn with `seed`, and the sample (a
     StackerError when it cannot draw them)."""
     s = ens.sample(method, n, seed=seed)
     row = judge.measure(s.images, s.scores) | {k: round(v, 6) for k, v in s.stats.items()}
-    return row, s.images
+    return row, s
 
 
-def score_combinations(ens: Ensemble, ec: EvaluateConfig, judge: Judge, tiles: Tiles) -> dict:
-    """Every combination, each on its count of images; a selection that costs diversity
-    against the plain mixture is marked `narrows`, and a row on fewer images than the
-    mixture gets the mixture's FD at its count."""
+def score_combinations(
+    ens: Ensemble, ec: EvaluateConfig, judge: Judge, tiles: Tiles
+) -> tuple[dict, Sample]:
+    """Every combination, each on its count of images, and the plain mixture's sample; a
+    selection that costs diversity against the plain mixture is marked `narrows`, and a row
+    on fewer images than the mixture gets the mixture's FD at its count."""
     rows: dict[str, dict] = {}
-    baseline: np.ndarray | None = None
+    mixture: Sample | None = None
     for method in METHODS:
         try:
-            rows[method], images = score_combination(
+            rows[method], sample = score_combination(
                 ens, method, judge, sample_count(ec, method), ec.seed
             )
         except StackerError as exc:  # e.g. DRS cannot fill a member's share: report it
             rows[method] = {"error": str(exc)}
             continue
-        baseline = images if method == BASELINE else baseline
+        images = sample.images
+        mixture = sample if method == BASELINE else mixture
         stem = f"ensemble-{method}"
         if stem in tiles:  # a member named like a combination's grid file
             tiles[stem] = (f"member-{stem}", tiles[stem][1])
         tiles[f"ensemble: {method}"] = (stem, images[: ec.grid_size**2])
+    assert mixture is not None  # the plain mixture needs no stacker: it always draws
     base = rows[BASELINE]
     for row in (r for r in rows.values() if "error" not in r):
         row["narrows"] = any(row[k] < base[k] - NARROWING for k in ("recall", "coverage"))
-        if baseline is not None and row["n_images"] < base["n_images"]:
-            row["mixture_fd_same_count"] = judge.fd(baseline[: row["n_images"]])
-    return rows
+        if row["n_images"] < base["n_images"]:
+            row["mixture_fd_same_count"] = judge.fd(mixture.images[: row["n_images"]])
+    return rows, mixture
 
 
-def stacker_details(ens: Ensemble, judge: Judge, ec: EvaluateConfig) -> dict:
+def stacker_details(ens: Ensemble, judge: Judge, mixture: Sample) -> dict:
     """The stacker's scores, and whether its ratio narrows: held-out real images as DRS
     candidates (a selector that does not narrow accepts every class about equally; 1.0 = the
-    class's acceptance equals the average) and the ratio check."""
+    class's acceptance equals the average) and the ratio check on the mixture row's sample."""
     card = ens.need_stacker("evaluate").card
     return {
         "model": card.model,
@@ -262,7 +266,7 @@ def stacker_details(ens: Ensemble, judge: Judge, ec: EvaluateConfig) -> dict:
         "real_acceptance_by_class": real_acceptance_by_class(
             ens, judge.real_images, judge.real_labels, judge.n_classes
         ),
-        **ratio_check(ens, judge.features, judge.real_feats, ec.n_samples, ec.seed),
+        **ratio_check(ens, judge.features, judge.real_feats, mixture),
     }
 
 
@@ -307,17 +311,18 @@ def ratio_check(
     ens: Ensemble,
     features: Callable[[np.ndarray], np.ndarray],
     real_feats: np.ndarray,
-    n: int,
-    seed: int,
+    s: Sample,
 ) -> dict[str, float]:
-    """Is r̂ a density ratio? Reweighting mixture samples by r̂ should move their mean feature
-    onto the real mean. `ratio_mean_shift_*` are ||mean − real mean||² in the evaluation
-    feature space, unweighted and r̂-weighted; a reweighted shift above the unweighted one
-    means r̂ pushes samples away from the data, and DRS and MH will too. `ratio_ess_fraction`
-    is the Kish ESS of the weights over n."""
-    s = ens.sample("mixture", n, seed=seed + 17)
+    """Is r̂ a density ratio? Reweighting mixture samples `s` (scored by the stacker) by r̂
+    should move their mean feature onto the real mean. `ratio_mean_shift_*` are ||mean − real
+    mean||² in the evaluation feature space, unweighted and r̂-weighted; a reweighted shift
+    above the unweighted one means r̂ pushes samples away from the data, and DRS and MH will
+    too. `ratio_ess_fraction` is the Kish ESS of the weights over the sample's size."""
+    if s.scores is None:
+        raise StackerError("the ratio check needs a fitted stacker: run `ensgan stack` first")
+    n = len(s.images)
     feats = features(s.images)
-    lr = ens.log_ratio(s.images)
+    lr = ens.need_stacker("the ratio check").log_ratio_of(s.scores)
     w = np.exp(lr - lr.max())
     w /= w.sum()
     target = real_feats.mean(0)
