@@ -74,3 +74,37 @@ def test_evaluate_flags_collapse_per_member(
     assert metrics["members"]["a"]["collapsed"] is True
     assert metrics["members"]["b"]["collapsed"] is False
     assert "collapsed" in (layout.reports / "index.html").read_text()
+
+
+def test_a_rerun_on_the_same_data_takes_the_earlier_feature_net(
+    staged_project: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feature net depends on the data and evaluate's classifier settings alone: an
+    evaluation on the same ones takes the last one's net (no training), the same tensors;
+    other classifier steps train a new one."""
+    import yaml
+    from safetensors.numpy import load_file
+
+    root = shutil.copytree(staged_project["root"], tmp_path / "p")
+    layout = Layout(root)
+    saved = layout.reports / "feature_net.safetensors"
+    trained = []
+    train = evaluate.train_feature_net
+    monkeypatch.setattr(
+        evaluate, "train_feature_net", lambda *a, **k: trained.append(k) or train(*a, **k)
+    )
+
+    def rerun(**changes: object) -> dict:
+        raw = yaml.safe_load((root / "params.yaml").read_text())
+        raw["evaluate"] |= changes
+        (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        return evaluate.run(load_params(root / "params.yaml"), layout)
+
+    before = load_file(saved)  # the staged project's evaluate saved its net's training key
+    rerun(grid_size=3)  # stale for evaluate, the same data and classifier
+    assert trained == []
+    after = load_file(saved)
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in after)
+    steps = yaml.safe_load((root / "params.yaml").read_text())["evaluate"]["classifier_steps"]
+    rerun(classifier_steps=steps + 1)
+    assert len(trained) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -365,3 +366,31 @@ def test_a_new_metric_is_one_entry() -> None:
         assert metric.note and NOTES[metric.name] == metric.note
         assert metric.rows in ("all", "members", "combinations")
         assert (metric.name in _BETTER) == (metric.higher_is_better is not None)
+
+
+def test_a_saved_feature_net_is_taken_again_only_for_the_same_training(
+    tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """evaluate takes the last evaluation's net instead of training one when it was trained
+    on the same images, labels, steps and seed: the net training would give again."""
+    images, labels = digits[0][:60], digits[1][:60] % 3
+    how = {"n_classes": 3, "steps": 3, "seed": 0}
+    key = f.training_key(images, labels, **how)
+    net = f.train_feature_net(images, labels, **how)
+    path = f.save_feature_net(net, tmp_path / "feature_net.safetensors", key)
+    again = f.earlier_feature_net(path, key)
+    assert again is not None
+    retrained = f.train_feature_net(images, labels, **how)
+    assert np.array_equal(f.embed(again, images), f.embed(retrained, images))
+    other = [
+        f.training_key(images, labels, **{**how, "steps": 4}),
+        f.training_key(images, labels, **{**how, "seed": 1}),
+        f.training_key(images, (labels + 1) % 3, **how),
+        f.training_key(images[:59], labels[:59], **how),
+    ]
+    assert key not in other and all(f.earlier_feature_net(path, k) is None for k in other)
+    assert f.earlier_feature_net(tmp_path / "absent.safetensors", key) is None
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    assert f.earlier_feature_net(tmp_path / "bad.safetensors", key) is None
+    untagged = f.save_feature_net(net, tmp_path / "untagged.safetensors")  # an older evaluate's
+    assert f.earlier_feature_net(untagged, key) is None

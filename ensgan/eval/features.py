@@ -8,13 +8,14 @@ learns to tell clusters apart, and "classes covered" counts clusters covered.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from sklearn.cluster import KMeans
 from torch import nn
@@ -135,8 +136,21 @@ def pseudo_labels(images: np.ndarray, n_classes: int = 10, seed: int = 0) -> np.
     return km.fit_predict(flat).astype(np.int64)
 
 
-def save_feature_net(net: FeatureNet, path: str | Path) -> Path:
-    """Write weights plus constructor args (safetensors metadata) atomically.
+def training_key(
+    images: np.ndarray, labels: np.ndarray, *, n_classes: int, steps: int, seed: int
+) -> str:
+    """What `train_feature_net` makes a net from, as a sha256: the same key, the same net."""
+    h = hashlib.sha256(FORMAT.encode())
+    for part in (images, np.asarray(labels, np.int64)):
+        h.update(repr((part.dtype.str, part.shape)).encode())
+        h.update(np.ascontiguousarray(part).tobytes())
+    h.update(json.dumps([n_classes, steps, seed]).encode())
+    return h.hexdigest()
+
+
+def save_feature_net(net: FeatureNet, path: str | Path, trained_on: str = "") -> Path:
+    """Write weights plus constructor args (safetensors metadata) atomically, with the
+    `training_key` it was trained on, when given.
 
     The args go in a single metadata key: safetensors writes its metadata map in random order,
     so with several keys the same net gave different bytes each time, and DVC saw a changed
@@ -145,8 +159,23 @@ def save_feature_net(net: FeatureNet, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     config = {"format": FORMAT, **{k: int(v) for k, v in net.config.items()}}
+    if trained_on:
+        config["trained_on"] = trained_on
     meta = {"ensgan": json.dumps(config, sort_keys=True)}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def earlier_feature_net(path: Path, trained_on: str) -> FeatureNet | None:
+    """The net saved at `path` when it was trained on exactly `trained_on` (a
+    `training_key`), else None: evaluate then trains it again. Only safetensors is read."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = json.loads((f.metadata() or {}).get("ensgan", "{}"))
+        if not isinstance(meta, dict) or meta.get("trained_on") != trained_on:
+            return None
+        return load_feature_net(path)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError):  # not one
+        return None
 
 
 def load_feature_net(path: str | Path, device: str = "cpu") -> FeatureNet:

@@ -23,10 +23,12 @@ from ensgan.errors import DataError, StackerError
 from ensgan.eval.charts import loss_chart, metrics_chart
 from ensgan.eval.features import (
     FeatureNet,
+    earlier_feature_net,
     embed,
     pseudo_labels,
     save_feature_net,
     train_feature_net,
+    training_key,
 )
 from ensgan.eval.inception import InceptionFeatures
 from ensgan.eval.kid import SUBSET_SIZE as KID_SUBSET_SIZE
@@ -98,6 +100,7 @@ class Judge:
     kid_subset_size: int = KID_SUBSET_SIZE
     kid_subsets: int = KID_SUBSETS
     seed: int = 0  # KID's subsets: the same draws for every row
+    trained_on: str = ""  # the feature net's training_key
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """Features in the evaluation feature space."""
@@ -125,8 +128,8 @@ def _evaluate(params: Params, layout: Layout, out: Path, stamp: str) -> dict:
     data = load_prepared(layout.prepared)
     ens = load_ensemble(params, layout)  # fails before any report file is touched
     out.mkdir(parents=True, exist_ok=True)
-    judge = fit_judge(data, ec)
-    save_feature_net(judge.net, out / "feature_net.safetensors")
+    judge = fit_judge(data, ec, earlier=layout.reports / "feature_net.safetensors")
+    save_feature_net(judge.net, out / "feature_net.safetensors", judge.trained_on)
     tiles: Tiles = {}
     metrics: dict = {"real": score_real(ens, data, ec, judge)}
     metrics["members"] = score_members(ens, ec, judge, tiles)
@@ -142,11 +145,13 @@ def _evaluate(params: Params, layout: Layout, out: Path, stamp: str) -> dict:
     return metrics
 
 
-def fit_judge(data: Prepared, ec: EvaluateConfig) -> Judge:
+def fit_judge(data: Prepared, ec: EvaluateConfig, earlier: Path | None = None) -> Judge:
     """The feature space: a small classifier trained on the real training split (a domain
     FID), on the data's labels or, without usable ones, on k-means clusters of the images;
     with `feature_space: inception` the FID Inception-v3's features, the classifier's classes
-    (loaded first: a missing or altered network fails before anything is trained)."""
+    (loaded first: a missing or altered network fails before anything is trained). `earlier`:
+    the last evaluation's net, taken instead of training when it was trained on the same
+    images, labels, steps and seed (training gives the same weights for those)."""
     inception = InceptionFeatures() if ec.feature_space == "inception" else None
     if data.labels is not None and len(np.unique(data.labels)) >= 2:
         labels, n_classes = data.labels, data.n_classes
@@ -159,14 +164,17 @@ def fit_judge(data: Prepared, ec: EvaluateConfig) -> Judge:
             f"the evaluate split has {int(eval_mask.sum())} images; precision, recall, density "
             f"and coverage need more than {NEAREST_K}: raise data.splits.evaluate or add data"
         )
-    net = train_feature_net(
-        data.images[train_mask], labels[train_mask], n_classes=n_classes,
-        steps=ec.classifier_steps, seed=ec.seed,
-    )  # fmt: skip
+    images, y = data.images[train_mask], labels[train_mask]
+    how = {"n_classes": n_classes, "steps": ec.classifier_steps, "seed": ec.seed}
+    key = training_key(images, y, **how)
+    net = earlier_feature_net(earlier, key) if earlier is not None else None
+    if net is None:
+        net = train_feature_net(images, y, **how)
     real = data.images[eval_mask]
     judge = Judge(
         net, real, np.empty(0), labels[eval_mask], n_classes, inception,
         kid_subset_size=ec.kid_subset_size, kid_subsets=ec.kid_subsets, seed=ec.seed,
+        trained_on=key,
     )  # fmt: skip
     judge.real_feats = judge.features(real)
     return judge
