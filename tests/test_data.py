@@ -23,7 +23,8 @@ from ensgan.data.prepared import (
     prepare,
     split_holdout,
 )
-from ensgan.data.sources import load_source, read_folder, read_npz, to_array
+from ensgan.data.shaping import to_array
+from ensgan.data.sources import load_source, read_folder, read_npz
 from tests.helpers import lying_npy, png_header_only, write_image
 
 # Helpers.

@@ -303,7 +303,8 @@ def test_npz_images_outside_the_documented_forms_are_refused(
 def test_npz_images_in_documented_forms_are_read(
     images: np.ndarray, expect: int, tmp_path: Path
 ) -> None:
-    from ensgan.data.sources import read_npz, to_array
+    from ensgan.data.shaping import to_array
+    from ensgan.data.sources import read_npz
 
     raw, _ = read_npz(_npz(tmp_path, images))
     assert raw.dtype == np.uint8 and int(raw.max()) == expect

@@ -23,7 +23,8 @@ N_CLASSES = 10
 @cache
 def real_digits(size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Every built-in digit, uint8 (1797, size, size), and its label."""
-    from ensgan.data.sources import read_digits, to_array
+    from ensgan.data.shaping import to_array
+    from ensgan.data.sources import read_digits
 
     raw, labels = read_digits()
     return to_array(raw, size, 1)[:, 0], labels

@@ -1,8 +1,12 @@
 """Dataset readers: images (uint8, resized to the params' size) and labels, without pickle.
 
-scikit-learn's `digits` ships with the package, so the main job needs no download; a folder of
-PNG/JPEG images gets labels from sub-folder names when every image sits in one; a .npz holds
-an `images` array (and optionally `labels`).
+Each `data.source` is a reader in ensgan.registry.SOURCES, `(data config, project root) ->
+(images (N, C, S, S), labels or None)`. scikit-learn's `digits` ships with the package, so the
+main job needs no download; a folder of PNG/JPEG images gets labels from sub-folder names when
+every image sits in one; a .npz holds an `images` array (and optionally `labels`);
+`fashion_mnist` and `mnist` read the files their packages put on the machine
+(ensgan/data/mnist.py). `data.max_images` keeps a seeded subset, chosen before any image is
+resized (or, for a folder, read).
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ensgan.config import DataConfig
+from ensgan.data.shaping import fit_image, kept, subset_of
 from ensgan.errors import DataError
 from ensgan.io.arrays import NPY_MAGIC, magic, npz_array
 from ensgan.io.reading import open_regular
+from ensgan.registry import SOURCES
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"}
@@ -35,17 +41,21 @@ def read_digits() -> tuple[list[np.ndarray], np.ndarray]:
     return list(imgs), d.target.astype(np.int64)
 
 
-def read_folder(path: Path, size: int, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Every PNG/JPEG under `path` as uint8 (N, C, size, size), each resized as soon as it is
-    read: a folder of large photos never holds more than one of them at full size."""
+def read_folder(
+    path: Path, size: int, channels: int, max_images: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every PNG/JPEG under `path` (or `kept`'s subset of them) as uint8 (N, C, size, size),
+    each resized as soon as it is read: a folder of large photos never holds more than one
+    of them at full size."""
     if not path.is_dir():
         raise DataError(f"image folder not found: {path}")
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"no PNG/JPEG images under {path}")
+    files = [files[i] for i in kept(len(files), max_images, seed)]
     images = np.empty((len(files), channels, size, size), dtype=np.uint8)
     for i, f in enumerate(files):
-        images[i] = _fit(_read_image(f), size, channels)
+        images[i] = fit_image(_read_image(f), size, channels)
     classes = sorted({f.parent.relative_to(path).as_posix() for f in files})
     labels = None
     if all(f.parent != path for f in files) and len(classes) > 1:
@@ -159,31 +169,20 @@ def _to_uint8(images: np.ndarray, path: Path) -> np.ndarray:
     return np.clip(images, 0, 255).round().astype(np.uint8)
 
 
-def to_array(images: list[np.ndarray] | np.ndarray, size: int, channels: int) -> np.ndarray:
-    """Resize every image to size x size with `channels` channels -> uint8 (N, C, H, W)."""
-    out = np.empty((len(images), channels, size, size), dtype=np.uint8)
-    for i, img in enumerate(images):
-        out[i] = _fit(img, size, channels)
-    return out
-
-
-def _fit(img: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """One HxW or HxWxC image as uint8 (channels, size, size): converted, then resized."""
-    arr = np.asarray(img)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    im = Image.fromarray(arr).convert("L" if channels == 1 else "RGB")
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.Resampling.BICUBIC)
-    a = np.asarray(im)
-    return a[None] if channels == 1 else a.transpose(2, 0, 1)
-
-
 def load_source(cfg: DataConfig, root: Path = Path(".")) -> tuple[np.ndarray, np.ndarray | None]:
-    if cfg.source == "folder":
-        return read_folder(root / cfg.path, cfg.image_size, cfg.channels)
-    if cfg.source == "digits":
-        raw, labels = read_digits()
-    else:
-        raw, labels = read_npz(root / cfg.path)
-    return to_array(raw, cfg.image_size, cfg.channels), labels
+    """The configured source's images, uint8 (N, C, size, size), and labels (or None)."""
+    return SOURCES.load(cfg.source)(cfg, Path(root))
+
+
+def digits_source(cfg: DataConfig, root: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    return subset_of(cfg, *read_digits())
+
+
+def folder_source(cfg: DataConfig, root: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    assert cfg.path is not None  # DataConfig requires it for a folder
+    return read_folder(root / cfg.path, cfg.image_size, cfg.channels, cfg.max_images, cfg.seed)
+
+
+def npz_source(cfg: DataConfig, root: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    assert cfg.path is not None  # DataConfig requires it for a .npz
+    return subset_of(cfg, *read_npz(root / cfg.path))

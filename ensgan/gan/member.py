@@ -57,6 +57,8 @@ NOT_WEIGHTS_CODE = frozenset(
     {
         "ensgan.config",  # validates params; their values are in the fingerprint
         "ensgan.data.sources",  # what it reads is in the data's sha256, in the fingerprint
+        "ensgan.data.mnist",  # the same: readers of data sources
+        "ensgan.data.shaping",
         "ensgan.errors",
         "ensgan.provenance",
         "ensgan.registry",  # all kinds of names; the two entries a member uses are hashed
