@@ -158,3 +158,14 @@ def test_the_source_is_checked_against_the_registry_and_needs_no_path() -> None:
         parse_params({"data": {"source": "folder"}})
     with pytest.raises(ConfigError, match=r"max_images"):
         parse_params({"data": {"max_images": 3}})
+
+
+def test_prepare_writes_a_fashion_mnist_subset_with_its_classes(tmp_path: Path) -> None:
+    from ensgan.data.prepared import load_prepared, prepare
+
+    cfg = DataConfig(source="fashion_mnist", image_size=32, max_images=500)
+    card = prepare(cfg, tmp_path / "prepared")
+    assert card.source == "fashion_mnist" and card.shape == [500, 1, 32, 32]
+    assert card.labels and card.n_classes == 10
+    data = load_prepared(tmp_path / "prepared")
+    assert len(np.unique(data.labels[data.mask("evaluate")])) == 10  # stratified splits
