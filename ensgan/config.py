@@ -123,6 +123,15 @@ class MemberConfig(_Strict):
     discriminators: Annotated[int, Field(ge=1, le=8)] = 1  # GMAN: several, one generator
     gman: Literal["mean", "max", "softmax", "learned"] = "mean"  # how G combines their losses
     gman_lambda: Annotated[float, Field(ge=0)] = 1.0  # softmax temperature λ (gman: softmax)
+    # DiffAugment policies applied to all D sees, real and generated (ensgan/gan/augment.py)
+    diffaugment: list[Literal["color", "translation", "cutout"]] = []
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _each_once(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"names a policy twice: {v}")
+        return v
 
 
 class TrainConfig(_Strict):

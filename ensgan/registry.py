@@ -57,6 +57,7 @@ ARCHS = Registry(
         "dcgan": "ensgan.gan.models:DCGAN",  # transposed convolutions
         "upsample": "ensgan.gan.models:UPSAMPLE",  # nearest upsampling + 3x3 convolutions
         "mlp": "ensgan.gan.models:MLP",  # fully connected
+        "resnet": "ensgan.gan.resnet:RESNET",  # SNGAN's residual blocks, for 32 and 64 px
     },
 )
 LOSSES = Registry(

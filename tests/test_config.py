@@ -215,7 +215,7 @@ def test_digest_ignores_order_and_tracks_changes() -> None:
 
 def test_names_are_validated_against_their_registries() -> None:
     for key, raw in [
-        ("members.a.arch", with_({"members": {"a": {"arch": "resnet"}}})),
+        ("members.a.arch", with_({"members": {"a": {"arch": "biggan"}}})),
         ("train.loss", with_({"train": {"loss": "wasserstein"}})),
         ("generate.method", with_({"generate": {"method": "median"}})),
         ("stack.model", with_({"stack": {"model": "svm"}})),

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from ensgan.gan.models import build_pair
-from ensgan.registry import ARCHS, COMBINATIONS, LOSSES, META_LEARNERS, Registry
+from ensgan.registry import ARCHS, COMBINATIONS, LOSSES, META_LEARNERS, SOURCES, Registry
 
-REGISTRIES = [ARCHS, LOSSES, COMBINATIONS, META_LEARNERS]
+REGISTRIES = [ARCHS, LOSSES, COMBINATIONS, META_LEARNERS, SOURCES]
 
 
 @pytest.mark.parametrize("registry", REGISTRIES, ids=lambda r: r.kind)
@@ -28,4 +28,4 @@ def test_architectures_come_from_the_registry() -> None:
         assert (type(g), type(d)) == ARCHS.load(arch)
         assert d(g(torch.randn(2, 8))).shape == (2,)
     with pytest.raises(ValueError, match="unknown architecture"):
-        build_pair("resnet", z_dim=8, size=8, channels=1, width=4)
+        build_pair("biggan", z_dim=8, size=8, channels=1, width=4)

@@ -30,7 +30,7 @@ from ensgan.gan.member import GRIDS, fingerprint, member_is_finished, train_memb
 from ensgan.gan.samplers import WeightedSampler
 from ensgan.io.cards import MemberCard
 
-ARCH_WIDTH = {"dcgan": 4, "upsample": 4, "mlp": 8}
+ARCH_WIDTH = {"dcgan": 4, "upsample": 4, "mlp": 8, "resnet": 4}
 STEPS = 12
 TRAIN = {
     "steps": STEPS,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ensgan.errors import DivergedError
+from ensgan.gan.augment import diff_augment
 from ensgan.gan.losses import GANLoss
 from ensgan.gan.samplers import RealSampler
 
@@ -66,6 +67,12 @@ def stats_row(done: int, batch_size: int, mean: np.ndarray, seconds: float) -> d
     }
 
 
+def seen_by_d(x: torch.Tensor, augment: Sequence[str], gen: torch.Generator) -> torch.Tensor:
+    """What the discriminator sees of `x`: its DiffAugment policies applied, drawn from this
+    step's generator (no policy: `x` itself, and nothing drawn)."""
+    return diff_augment(x, augment, gen) if augment else x
+
+
 def training_loop(
     *,
     name: str,  # the member, for messages and the progress bar
@@ -91,6 +98,7 @@ def training_loop(
     callback: Callable[[int], None] | None = None,  # told each finished step
     progress: bool | None = None,  # a progress bar: None = only on a terminal
     channels_last: bool = False,  # NHWC batches (the modules are converted by the caller)
+    augment: Sequence[str] = (),  # DiffAugment policies for what D sees (ensgan/gan/augment.py)
 ) -> None:
     device = real_images.device
     beta = ema_beta(batch_size, ema_halflife_images)
@@ -107,17 +115,17 @@ def training_loop(
         real = real_images[sampler.draw(gen, batch_size)].contiguous(memory_format=memory_format)
         z = torch.randn(batch_size, z_dim, generator=gen).to(device)
 
-        # D step: real -> 1, fake -> 0.
+        # D step: real -> 1, fake -> 0; each of D's inputs augmented afresh (none: as is).
         fake = generator(z)
-        d_real = [d(real) for d in discriminators]
-        d_fake = [d(fake.detach()) for d in discriminators]
+        d_real = [d(seen_by_d(real, augment, gen)) for d in discriminators]
+        d_fake = [d(seen_by_d(fake.detach(), augment, gen)) for d in discriminators]
         d_loss = loss.d_loss(d_real, d_fake)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
 
         # G step.
-        g_loss = loss.g_loss([d(fake) for d in discriminators])
+        g_loss = loss.g_loss([d(seen_by_d(fake, augment, gen)) for d in discriminators])
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()

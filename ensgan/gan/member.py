@@ -243,6 +243,7 @@ def train_member(
                 callback=stop_when_asked(name, train, on_checkpoint, callback),
                 progress=progress,
                 channels_last=train.channels_last,
+                augment=member.diffaugment,
             )
         except DivergedError as exc:
             raise DivergedError(f"{exc} in {out_dir}") from None

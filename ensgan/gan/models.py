@@ -231,7 +231,8 @@ def build_pair(
     g_cls, d_cls = ARCHS.load(arch)
     g = g_cls(z_dim, size, channels, width)
     ds = [d_cls(size, channels, width) for _ in range(n_discriminators)]
-    g.apply(weights_init)
+    if not getattr(g_cls, "own_init", False):  # the ResNet pair keeps its paper's
+        g.apply(weights_init)
     return g, ds[0] if n_discriminators == 1 else MultiDiscriminator(ds)
 
 
