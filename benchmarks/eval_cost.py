@@ -18,7 +18,7 @@ feature net fit + the sum over rows + the rest; a member adds one row, and its g
 discriminator to every combination's sampling.
 
 `--against REV` measures the same at another commit too, in the same run: that commit's own
-`cost_at`, from a git worktree of it, in a process of its own (so its package is the one
+`cost_at`, from `git archive` of it, in a process of its own (so its package is the one
 imported), on the same params; each row's total is printed beside this tree's.
 """
 
@@ -29,6 +29,7 @@ import io
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -157,7 +158,7 @@ def cost_at(base: Params, size: int, steps: int, count: int, root: Path) -> pd.D
     return table[[c for c in cols if table[c].any() or c == "total"]]
 
 
-# Run in a worktree of another commit: its own cost_at, the table back as JSON on stdout.
+# Run in a copy of another commit's tree: its own cost_at, the table back as JSON on stdout.
 AT_COMMIT = """
 import sys
 from pathlib import Path
@@ -174,20 +175,24 @@ print(table.to_json(orient="split"))
 def cost_at_commit(
     rev: str, params: Path, size: int, steps: int, count: int, threads: int, work: Path
 ) -> pd.DataFrame:
-    """`cost_at` as commit `rev` has it, on the same params, in a worktree of it."""
+    """`cost_at` as commit `rev` has it, on the same params, from `git archive` of it (the
+    repository itself is only read)."""
     tree = work / f"tree-{rev}"
-    git = ["git", "-C", str(REPO)]
-    subprocess.run([*git, "worktree", "add", "--detach", str(tree), rev], check=True)
-    try:
-        env = {**os.environ, "PYTHONPATH": str(tree)}  # its ensgan, not this tree's
-        args = [str(params.resolve()), str(size), str(steps), str(count), str(threads)]
-        run = [sys.executable, "-c", AT_COMMIT, *args, str(work / f"at-{rev}-size-{size}")]
-        out = subprocess.run(run, cwd=tree, env=env, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(f"eval_cost at {rev} failed:\n{out.stderr[-3000:]}")
-        return pd.read_json(io.StringIO(out.stdout.splitlines()[-1]), orient="split")
-    finally:
-        subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=False)
+    tree.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", rev], capture_output=True
+    )
+    if archive.returncode != 0:
+        raise SystemExit(f"no commit {rev!r}: {archive.stderr.decode()[-500:]}")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(tree, filter="data")
+    env = {**os.environ, "PYTHONPATH": str(tree)}  # its ensgan, not this tree's
+    args = [str(params.resolve()), str(size), str(steps), str(count), str(threads)]
+    run = [sys.executable, "-c", AT_COMMIT, *args, str(work / f"at-{rev}-size-{size}")]
+    out = subprocess.run(run, cwd=tree, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"eval_cost at {rev} failed:\n{out.stderr[-3000:]}")
+    return pd.read_json(io.StringIO(out.stdout.splitlines()[-1]), orient="split")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[int, pd.DataFrame]:

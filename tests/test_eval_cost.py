@@ -42,3 +42,21 @@ def test_cost_table_times_evaluate_row_by_row(
         )
         assert (tmp_path / f"size-{size}/reports/metrics.json").is_file()
     assert "where evaluate's time goes" in capsys.readouterr().out
+
+
+def test_against_another_commit_prints_its_rows_beside_this_trees(
+    staged_project: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--against REV runs REV's own cost_at (from `git archive`, in its own process) on the
+    same params, and prints each row's total beside this tree's."""
+    bench = _benchmark()
+    argv = ["--project", str(staged_project["root"]), "--sizes", "8", "--count", "64"]
+    bench.main([*argv, "--steps", "2", "--work", str(tmp_path), "--against", "HEAD"])
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[lines.index("per row, side by side:") + 1]
+    assert [c.strip() for c in header.strip("|").split("|")][1:] == ["8 px @HEAD", "8 px"]
+    assert (tmp_path / "at-HEAD-size-8/reports/metrics.json").is_file()  # REV's evaluate ran
+    with pytest.raises(SystemExit, match="no commit 'no-such-rev'"):
+        bench.main(
+            [*argv, "--steps", "2", "--work", str(tmp_path / "x"), "--against", "no-such-rev"]
+        )

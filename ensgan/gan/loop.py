@@ -130,8 +130,7 @@ def training_loop(
         g_loss.backward()
         opt_g.step()
 
-        # Update EMA.
-        ema_update(generator_ema, generator, beta)
+        ema_update(generator_ema, generator, beta)  # update the EMA
 
         # Check for divergence.
         dl, gl = d_loss.item(), g_loss.item()

@@ -215,8 +215,7 @@ def train_member(
             images = to_uint8(g_ema(z_grid)).cpu().numpy()
         save_grid(images, out_dir / GRIDS / f"step-{step:07d}.png", nrow=8)
 
-    # Main training loop.
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # the main training loop
     with LossLog(out_dir / LOSSES_CSV) as losses, stopping.checked():
         try:
             training_loop(
