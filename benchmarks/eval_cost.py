@@ -19,7 +19,9 @@ discriminator to every combination's sampling.
 
 `--against REV` measures the same at another commit too, in the same run: that commit's own
 `cost_at`, from `git archive` of it, in a process of its own (so its package is the one
-imported), on the same params; each row's total is printed beside this tree's.
+imported), on its own params.yaml when PATH is this repository (each commit's default
+project: an older commit cannot read keys added since) and on PATH's otherwise; each row's
+total is printed beside this tree's.
 """
 
 from __future__ import annotations
@@ -186,6 +188,8 @@ def cost_at_commit(
         raise SystemExit(f"no commit {rev!r}: {archive.stderr.decode()[-500:]}")
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(tree, filter="data")
+    if params.resolve() == (REPO / "params.yaml").resolve():
+        params = tree / "params.yaml"  # its own defaults: it may not know keys added since
     env = {**os.environ, "PYTHONPATH": str(tree)}  # its ensgan, not this tree's
     args = [str(params.resolve()), str(size), str(steps), str(count), str(threads)]
     run = [sys.executable, "-c", AT_COMMIT, *args, str(work / f"at-{rev}-size-{size}")]
