@@ -38,6 +38,21 @@ def _logged(root: Path, name: str) -> bool:
 pytestmark = pytest.mark.e2e  # real training processes, started and stopped
 
 
+def stopped_as_a_stop(
+    out: str, status: int, how: signal.Signals, started: list[int], root: Path
+) -> dict[str, int]:
+    """What a stopped command leaves: the signal's status, the stop's one line and no other
+    error, every process it started gone, and each member checkpointed (the steps reached)."""
+    assert status == 128 + how, out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    stop = f"error: stopped ({how.name}); the next run resumes from the checkpoints"
+    assert errors == [stop], out[-3000:]
+    wait_for("what it started to exit", lambda: not any(map(alive, started)), 60)
+    reached = all_checkpointed(root)()
+    assert reached, out[-3000:]
+    return reached
+
+
 def test_sigterm_stops_train_at_the_next_step_and_the_next_train_resumes(tmp_path: Path) -> None:
     root = prepared(tmp_path / "p")
     log_path = tmp_path / "first.log"
@@ -95,15 +110,8 @@ def test_ctrl_c_stops_train_at_the_next_step_in_one_line_with_status_130(tmp_pat
             run.kill()
             run.wait()
     out = log_path.read_text()
-    assert status == 128 + signal.SIGINT, out[-3000:]
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
-    errors = [line for line in out.splitlines() if line.startswith("error:")]
-    assert errors == ["error: stopped (SIGINT); the next run resumes from the checkpoints"], out[
-        -3000:
-    ]
-    wait_for("the member processes to exit", lambda: not any(map(alive, members)), 60)
-    reached = all_checkpointed(root)()
-    assert reached, out[-3000:]
+    reached = stopped_as_a_stop(out, status, signal.SIGINT, members, root)
     for name, step in reached.items():
         assert step >= 5 and rows(root, name) == list(range(5, step + 1, 5)), name
 
@@ -166,15 +174,7 @@ def test_sigterm_stops_ensgan_run_at_the_next_step_and_nothing_it_started_outliv
         finally:
             run.kill()
             run.wait()
-    out = log_path.read_text()
-    assert status == 128 + signal.SIGTERM, out[-3000:]
-    errors = [line for line in out.splitlines() if line.startswith("error:")]
-    assert errors == ["error: stopped (SIGTERM); the next run resumes from the checkpoints"], out[
-        -3000:
-    ]
-    wait_for("what the run started to exit", lambda: not any(map(alive, started)), 60)
-    reached = all_checkpointed(root)()
-    assert reached, out[-3000:]
+    reached = stopped_as_a_stop(log_path.read_text(), status, signal.SIGTERM, started, root)
     for name, step in reached.items():
         assert not (root / f"models/members/{name}/card.json").exists()
         assert rows(root, name) == list(range(5, step + 1, 5)), name  # flushed to the stop
