@@ -203,6 +203,9 @@ class EvaluateConfig(_Strict):
     # smaller count), averaged over `kid_subsets` of them (the authors' defaults)
     kid_subset_size: Annotated[int, Field(ge=2, le=100_000)] = 1000
     kid_subsets: Annotated[int, Field(ge=1, le=10_000)] = 100
+    # PRDC's real reference: at most this many images of the evaluate split (a seeded subset;
+    # Naeem et al. use 10,000): its k-NN matrices grow with its square
+    prdc_real: Annotated[int, Field(ge=10, le=100_000)] = 10000
     grid_size: Annotated[int, Field(ge=1, le=32)] = 8  # sample grids are grid_size^2 images
     # The space FD, KID, PRDC and the stacker's ratio check are computed in: domain = the project's
     # feature net; inception = the FID Inception-v3 (the `fid` extra; for a GPU: see

@@ -40,6 +40,25 @@ def test_metrics_say_which_feature_space_each_figure_is_in(staged_project: dict)
     assert "feature space" in report and "is not an FID" in report
 
 
+def test_metrics_say_how_good_the_feature_net_is(staged_project: dict) -> None:
+    """Its accuracy on the evaluate split (images it never trained on), recomputed here from
+    the saved net, so a reader can weigh the domain FD; the report shows it."""
+    from ensgan.data.prepared import load_prepared
+    from ensgan.eval.features import load_feature_net, predict_classes
+
+    root = staged_project["root"]
+    details = staged_project["evaluate"]["feature_net"]
+    data = load_prepared(Layout(root).prepared)
+    net = load_feature_net(root / "reports" / "feature_net.safetensors")
+    pred = predict_classes(net, data.images_of("evaluate"))
+    assert details["labels"] == "data" and details["n_evaluate"] == len(pred)
+    assert details["evaluate_accuracy"] == pytest.approx(
+        float((pred == data.labels_of("evaluate")).mean()), abs=1e-4
+    )
+    assert details["evaluate_accuracy"] > 0.2  # above chance on ten classes even when tiny
+    assert "feature net" in (root / "reports" / "index.html").read_text()
+
+
 def test_every_row_has_a_kid_and_its_standard_deviation(staged_project: dict) -> None:
     """KID for the real row, every member and combination, in metrics.json and the DVC plot
     table; held-in real images against the hold-out are far closer than any tiny member."""

@@ -296,6 +296,21 @@ def test_equal_count_sets_are_disjoint_and_use_every_full_set() -> None:
     assert len(one) == 1 and len(one[0]) == 60  # fewer fakes than reals: one set of them all
 
 
+def test_prdc_real_caps_the_reference_and_its_sets() -> None:
+    """evaluate.prdc_real: a large evaluate split is subsampled (seeded, every class kept),
+    and the generated sets shrink with it, so the k-NN matrices stay max_real squared."""
+    labels = np.repeat(np.arange(5), 200)  # 1,000 reals sorted by class
+    real = _gauss(1000, 4, seed=6) + labels[:, None]
+    fake = _gauss(900, 4, seed=7)
+    real_n, sets, lab = equal_count_sets(real, fake, labels, max_real=300)
+    assert len(real_n) == len(lab) == 300 and len(sets) == 3
+    assert all(len(s) == 300 for s in sets) and len(np.unique(lab)) == 5
+    again, _, _ = equal_count_sets(real, fake, labels, max_real=300)
+    assert np.array_equal(real_n, again)  # the same subset for every row
+    whole, one, _ = equal_count_sets(real, fake, labels, max_real=5000)
+    assert len(whole) == 900 and len(one) == 1  # a cap above both counts changes nothing
+
+
 def test_prdc_mean_averages_sets_and_steadies_coverage() -> None:
     real = _gauss(200, 4, seed=2)
     labels = np.arange(200) % 2

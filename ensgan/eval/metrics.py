@@ -101,15 +101,18 @@ def evaluate_images(
     kid_subset_size: int = SUBSET_SIZE,
     kid_subsets: int = SUBSETS,
     seed: int = 0,
+    prdc_real: int | None = None,
 ) -> dict[str, float | int]:
     """All measures for one set of generated images, as plain JSON-ready numbers.
     Precision, recall, density and coverage use equal real and generated counts: the mean
     over disjoint sets of the generated images, each as large as the real subset. `feats`:
     the images' features in another space than `net`'s (as `real_feats`); classes are `net`'s.
-    KID's subsets are drawn with `seed`."""
+    KID's subsets are drawn with `seed`; `prdc_real` caps the real subset PRDC uses."""
     net_feats, pred = features_and_classes(net, images, 512)
     feats = net_feats if feats is None else feats
-    real_n, fake_sets, labels_n = equal_count_sets(real_feats, feats, real_labels)
+    real_n, fake_sets, labels_n = equal_count_sets(
+        real_feats, feats, real_labels, max_real=prdc_real
+    )
     kid, kid_std = kernel_distance(
         real_feats, feats, subset_size=kid_subset_size, subsets=kid_subsets, seed=seed
     )

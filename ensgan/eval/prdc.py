@@ -22,12 +22,17 @@ NEAREST_K = 5
 
 
 def equal_counts(
-    real: np.ndarray, fake: np.ndarray, real_labels: np.ndarray | None = None, seed: int = 0
+    real: np.ndarray,
+    fake: np.ndarray,
+    real_labels: np.ndarray | None = None,
+    seed: int = 0,
+    max_real: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """min(N_real, N_fake) rows of each, a seeded random subset (data can be sorted by class,
-    so the first rows would be biased): these measures shift with the ratio of sample counts,
-    so every row of a report is measured at the same counts, on the same real subset."""
-    n = min(len(real), len(fake))
+    """min(N_real, N_fake, max_real) rows of each, a seeded random subset (data can be sorted
+    by class, so the first rows would be biased): these measures shift with the ratio of
+    sample counts, so every row of a report is measured at the same counts, on the same real
+    subset. `max_real` bounds the k-NN matrices, which grow with the square of the count."""
+    n = min(len(real), len(fake), len(real) if max_real is None else max_real)
     rng = np.random.default_rng(seed)
     keep_real = np.sort(rng.choice(len(real), n, replace=False))
     keep_fake = np.sort(rng.choice(len(fake), n, replace=False))
@@ -36,13 +41,17 @@ def equal_counts(
 
 
 def equal_count_sets(
-    real: np.ndarray, fake: np.ndarray, real_labels: np.ndarray | None = None, seed: int = 0
+    real: np.ndarray,
+    fake: np.ndarray,
+    real_labels: np.ndarray | None = None,
+    seed: int = 0,
+    max_real: int | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
     """The real subset of `equal_counts`, and every generated image used: the fakes cut into
     as many disjoint sets of that size as they fill (at least one). Averaging the measures
     over the sets keeps the equal counts but uses N_fake images rather than N_real, which
     matters when the real reference is small (docs/results.md measures how much)."""
-    real_n, _, labels = equal_counts(real, fake, real_labels, seed)
+    real_n, _, labels = equal_counts(real, fake, real_labels, seed, max_real)
     n = len(real_n)
     order = np.random.default_rng(seed + 1).permutation(len(fake))
     sets = [fake[np.sort(order[i * n : (i + 1) * n])] for i in range(max(len(fake) // n, 1))]

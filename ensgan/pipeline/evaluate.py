@@ -25,6 +25,7 @@ from ensgan.eval.features import (
     FeatureNet,
     earlier_feature_net,
     embed,
+    predict_classes,
     pseudo_labels,
     save_feature_net,
     train_feature_net,
@@ -99,8 +100,10 @@ class Judge:
     inception: InceptionFeatures | None = None  # evaluate.feature_space: inception
     kid_subset_size: int = KID_SUBSET_SIZE
     kid_subsets: int = KID_SUBSETS
+    prdc_real: int | None = None  # evaluate.prdc_real
     seed: int = 0  # KID's subsets: the same draws for every row
     trained_on: str = ""  # the feature net's training_key
+    labels_from: str = "data"  # what the feature net was trained on: data | k-means clusters
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """Features in the evaluation feature space."""
@@ -111,6 +114,7 @@ class Judge:
         m = evaluate_images(
             self.net, images, self.real_feats, self.real_labels, self.n_classes, feats=feats,
             kid_subset_size=self.kid_subset_size, kid_subsets=self.kid_subsets, seed=self.seed,
+            prdc_real=self.prdc_real,
         )  # fmt: skip
         m["stacker_score"] = None if scores is None else round(float(np.mean(scores)), 6)
         return m | {"n_images": len(images)}  # FD falls with the count: compare equal counts
@@ -132,6 +136,7 @@ def _evaluate(params: Params, layout: Layout, out: Path, stamp: str) -> dict:
     save_feature_net(judge.net, out / "feature_net.safetensors", judge.trained_on)
     tiles: Tiles = {}
     metrics: dict = {"real": score_real(ens, data, ec, judge)}
+    metrics["feature_net"] = feature_net_details(judge)
     metrics["members"] = score_members(ens, ec, judge, tiles)
     metrics["ensemble"], mixture = score_combinations(ens, ec, judge, tiles)
     metrics["stacker"] = stacker_details(ens, judge, mixture)
@@ -154,9 +159,9 @@ def fit_judge(data: Prepared, ec: EvaluateConfig, earlier: Path | None = None) -
     images, labels, steps and seed (training gives the same weights for those)."""
     inception = InceptionFeatures() if ec.feature_space == "inception" else None
     if data.labels is not None and len(np.unique(data.labels)) >= 2:
-        labels, n_classes = data.labels, data.n_classes
+        labels, n_classes, labels_from = data.labels, data.n_classes, "data"
     else:
-        n_classes = 10
+        n_classes, labels_from = 10, "k-means clusters"
         labels = pseudo_labels(data.images, n_classes)
     train_mask, eval_mask = data.mask("train"), data.mask("evaluate")
     if eval_mask.sum() <= NEAREST_K:
@@ -174,10 +179,21 @@ def fit_judge(data: Prepared, ec: EvaluateConfig, earlier: Path | None = None) -
     judge = Judge(
         net, real, np.empty(0), labels[eval_mask], n_classes, inception,
         kid_subset_size=ec.kid_subset_size, kid_subsets=ec.kid_subsets, seed=ec.seed,
-        trained_on=key,
+        prdc_real=ec.prdc_real, trained_on=key, labels_from=labels_from,
     )  # fmt: skip
     judge.real_feats = judge.features(real)
     return judge
+
+
+def feature_net_details(judge: Judge) -> dict:
+    """How far the classes and the domain features can be trusted: the feature net's accuracy
+    on the evaluate split, which it never trained on (of its k-means clusters without labels)."""
+    pred = predict_classes(judge.net, judge.real_images)
+    return {
+        "labels": judge.labels_from,
+        "evaluate_accuracy": round(float((pred == judge.real_labels).mean()), 4),
+        "n_evaluate": len(pred),
+    }
 
 
 def score_real(ens: Ensemble, data: Prepared, ec: EvaluateConfig, judge: Judge) -> dict:
@@ -299,6 +315,8 @@ def _write_report(params: Params, layout: Layout, out: Path, metrics: dict, tile
         "left out of this run": "; ".join(f"{n}: {why}" for n, why in metrics["left_out"].items())
         or "none",
         "real row": "held-in real images vs the hold-out: the floor for every metric",
+        "feature net": "accuracy {evaluate_accuracy:.4f} on the {n_evaluate} evaluate-split "
+        "images, trained on the {labels}".format(**metrics["feature_net"]),
         "real images accepted by DRS, per class / mean": st["real_acceptance_by_class"],
         "stacker ratio check (mean shift unweighted, r̂-weighted; ESS fraction)": [
             st[k]
