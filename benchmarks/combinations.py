@@ -41,7 +41,7 @@ from ensgan.gan.models import build_pair
 from ensgan.layout import Layout
 from ensgan.pipeline.common import load_ensemble
 
-SHOWN = ["fd", "precision", "recall", "density", "coverage", "class_kl", "classes_covered"]
+SHOWN = ["fd", "kid", "precision", "recall", "density", "coverage", "class_kl", "classes_covered"]
 
 
 def main() -> None:
@@ -99,7 +99,7 @@ def main() -> None:
             label = f"its snapshots at {', '.join(m[5:] for m in snaps.members)} (mixture)"
             samplers[label] = lambda n, seed: snaps.sample("mixture", n, seed=seed).images
 
-    published = params.generate.method
+    published, ec = params.generate.method, params.evaluate
     if a.only:
         keep = (*a.only, "mixture", published)
         samplers = {k: v for k, v in samplers.items() if k.startswith(keep)}
@@ -107,8 +107,10 @@ def main() -> None:
     for label, sample in samplers.items():
         for seed in range(a.seeds):
             m = evaluate_images(
-                net, sample(a.n, 1000 + seed), real_feats, real_labels, data.n_classes
-            )
+                net, sample(a.n, 1000 + seed), real_feats, real_labels, data.n_classes,
+                kid_subset_size=ec.kid_subset_size, kid_subsets=ec.kid_subsets,
+                seed=ec.seed, prdc_real=ec.prdc_real,
+            )  # fmt: skip
             rows.append({"model": label, "seed": seed, **{k: m[k] for k in SHOWN}})
     runs = pd.DataFrame(rows)
     df = runs.groupby("model", sort=False)[SHOWN].mean()
