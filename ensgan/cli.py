@@ -339,7 +339,9 @@ app.add_typer(bench_app, name="bench")
 
 @bench_app.command("modes")
 def bench_modes(
-    dataset: Annotated[str, typer.Option(help="ring, grid, stacked-digits or all")] = "all",
+    dataset: Annotated[
+        str, typer.Option(help="ring, grid, stacked-digits, stacked-mnist or all")
+    ] = "all",
     trials: Annotated[int, typer.Option(help="trials per dataset (at least 1)")] = 5,
     full: Annotated[bool, typer.Option("--full", help="the paper's training length")] = False,
     out: Annotated[Path, typer.Option(help="output folder DIR")] = Path("bench-out/modes"),

