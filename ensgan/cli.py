@@ -94,9 +94,11 @@ def validate(params: ParamsOpt = Path("params.yaml")) -> None:
     """Check params.yaml (and that prefect.yaml beside it runs on its schedule), and print
     the resolved configuration."""
     from ensgan.orchestration.deployment import check_prefect_yaml
+    from ensgan.orchestration.versioning import check_dvc_params
 
     p, _ = _run(_load, params)
     _run(check_prefect_yaml, params.parent / "prefect.yaml", p.schedule)
+    _run(check_dvc_params, Path("."), str(params))
     typer.echo(p.model_dump_json(indent=2))
 
 

@@ -42,7 +42,7 @@ from ensgan.orchestration.tasks import (
     stack_task,
     train_task,
 )
-from ensgan.orchestration.versioning import INPUT_STAGES, dvc_project
+from ensgan.orchestration.versioning import INPUT_STAGES, check_dvc_params, dvc_project
 from ensgan.pipeline.common import params_sha256
 from ensgan.pipeline.survivors import settle
 from ensgan.pipeline.train import failure
@@ -62,6 +62,7 @@ def nightly(params_path: str = "params.yaml", root: str = ".") -> dict:
 
 def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
     root = str(layout.root.resolve())
+    check_dvc_params(layout.root, params_path)
     data = prepare_task(params_path, root)
     members_done = all(_finished(params, layout, n, data["sha256"]) for n in params.members)
     cards, failures = _train_members(params, layout, params_path, root, data["sha256"])
@@ -289,6 +290,7 @@ def _dvc_line(dvc: dict) -> str:
 def run(params_path: str = "params.yaml", root: str = ".") -> dict:
     """Run the flow once, members in parallel processes when there is more than one worker."""
     load_params(Path(root) / params_path)  # invalid params stop here, before a server starts
+    check_dvc_params(Path(root), params_path)
     with shared_api():
         return nightly(params_path=params_path, root=root)
 

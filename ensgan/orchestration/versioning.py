@@ -18,9 +18,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ensgan.errors import ConfigError
 from ensgan.lineage import INPUT_STAGES  # the flow records these before it generates
 
-__all__ = ["INPUT_STAGES", "commit", "default_remote", "dvc_project", "push", "status"]
+__all__ = [
+    "INPUT_STAGES", "check_dvc_params", "commit", "default_remote", "dvc_project",
+    "missing_params", "push", "status",
+]  # fmt: skip
 
 
 class VersioningError(RuntimeError):
@@ -39,6 +43,40 @@ def dvc_project(root: Path, params_path: str = "params.yaml") -> str | None:
     if (root / params_path).resolve() != (root / "params.yaml").resolve():
         return f"the flow ran with {params_path}, and dvc.yaml's stages read params.yaml"
     return None
+
+
+def missing_params(root: Path, params_file: Path) -> list[str]:
+    """The keys dvc.yaml's stages read from params.yaml that `params_file` does not write out.
+
+    DVC reads the file itself, so a key left to ensgan's default is missing to it, and its
+    `dvc commit` (after training) or `dvc repro` would fail on it: checked before any work."""
+    import yaml
+
+    try:
+        stages = yaml.safe_load((Path(root) / "dvc.yaml").read_text()).get("stages") or {}
+        raw = yaml.safe_load(Path(params_file).read_text()) or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []  # an unreadable dvc.yaml is DVC's to report; bad params are load_params's
+    wanted = [k for st in stages.values() for k in st.get("params", []) if isinstance(k, str)]
+    missing = []
+    for key in dict.fromkeys(wanted):
+        node: object = raw
+        for part in key.split("."):
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        if node is KeyError:
+            missing.append(key)
+    return missing
+
+
+def check_dvc_params(root: Path, params_path: str) -> None:
+    """Refuse, before anything runs, a params.yaml that `dvc commit` would refuse after it."""
+    missing = [] if dvc_project(root, params_path) else missing_params(root, root / params_path)
+    if missing:
+        raise ConfigError(
+            f"{params_path} leaves out {', '.join(missing)}, which dvc.yaml's stages read: DVC "
+            "reads the file itself, so write them out (params.yaml in the repository shows "
+            "every key and its default)"
+        )
 
 
 def _dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
