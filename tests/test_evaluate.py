@@ -57,6 +57,13 @@ def test_metrics_say_how_good_the_feature_net_is(staged_project: dict) -> None:
     )
     assert details["evaluate_accuracy"] > 0.2  # above chance on ten classes even when tiny
     assert "feature net" in (root / "reports" / "index.html").read_text()
+    from ensgan.eval.report import metrics_frame
+
+    rows = set(metrics_frame(staged_project["evaluate"]).model)  # a detail, not a model row
+    assert (
+        "feature_net" not in rows
+        and "evaluate_accuracy" not in metrics_frame(staged_project["evaluate"]).columns
+    )
 
 
 def test_every_row_has_a_kid_and_its_standard_deviation(staged_project: dict) -> None:
