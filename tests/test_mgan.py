@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ensgan.gan.loop import gan_step
 from ensgan.gan.losses import make_loss
-from ensgan.gan.mgan import MultiHeadGenerator, WhichGenerator, mgan_losses
+from ensgan.gan.mgan import MultiHeadGenerator, WhichGenerator, WhichTerm
 from ensgan.gan.models import build_pair, hidden_and_logit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -61,59 +62,60 @@ def _setup(seed: int = 0):
     return g, d, which, real
 
 
-def _grads(module: torch.nn.Module, loss: torch.Tensor) -> list[torch.Tensor]:
-    params = [p for p in module.parameters() if p.requires_grad]
-    got = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
-    return [torch.zeros_like(p) if x is None else x for x, p in zip(got, params, strict=True)]
+def _step(beta: float | None) -> tuple[float, list[torch.Tensor]]:
+    """One gan_step at learning rate 0 from the same start: its D loss and G's gradients
+    (beta None: the plain GAN step, no which-generator term)."""
+    g, d, head, real = _setup()
+    d.eval()  # spectral norm's power iteration would move between the passes compared
+    opt_g = torch.optim.SGD(g.parameters(), lr=0.0)
+    opt_d = torch.optim.SGD([*d.parameters(), *head.parameters()], lr=0.0)
+    term = None if beta is None else WhichTerm(head, g.labels(8), beta)
+    z = torch.randn(8, SHAPE["z_dim"], generator=torch.Generator().manual_seed(3))
+    d_loss, _, _, _ = gan_step(
+        g, [d], opt_g, opt_d, make_loss("non_saturating"), real, z, (), torch.Generator(), term
+    )
+    return d_loss.item(), [p.grad.clone() for p in g.parameters()]
+
+
+def _ce_grads() -> tuple[float, list[torch.Tensor]]:
+    """The which-head's cross-entropy on that step's fakes, and its gradient for G."""
+    g, d, head, _ = _setup()
+    d.eval()
+    z = torch.randn(8, SHAPE["z_dim"], generator=torch.Generator().manual_seed(3))
+    ce = F.cross_entropy(head(hidden_and_logit(d, g(z))[0]), g.labels(8))
+    return ce.item(), list(torch.autograd.grad(ce, list(g.parameters())))
 
 
 def test_the_losses_are_the_codes_and_beta_scales_the_classifier_term() -> None:
     """D: its GAN loss + the CE (weight 1); G: its GAN loss + beta x the same CE. beta = 0 is
     exactly the plain GAN's generator update; beta > 0 adds beta x the CE's gradient."""
-    g, d, which, real = _setup()
-    d.eval()  # spectral norm's power iteration would move between the passes compared
-    loss = make_loss("non_saturating")
-    z = torch.randn(8, SHAPE["z_dim"])
-    fake = g(z)
-    labels = g.labels(8)
-    d_loss, g_loss_at = mgan_losses(d, which, real, fake, labels, loss, beta=0.0)
-    h, logit = hidden_and_logit(d, fake)
-    ce = F.cross_entropy(which(h), labels)
-    plain_d = loss.d_loss([d(real)], [logit])
-    torch.testing.assert_close(d_loss, plain_d + ce)
-    plain_g = loss.g_loss([logit])
-    torch.testing.assert_close(g_loss_at(), plain_g)
-    for a, b in zip(_grads(g, g_loss_at()), _grads(g, plain_g), strict=True):
+    plain_d, plain = _step(None)
+    zero_d, zero = _step(0.0)
+    half_d, half = _step(0.5)
+    ce, ce_grads = _ce_grads()
+    assert zero_d == pytest.approx(plain_d + ce, rel=1e-5) and half_d == pytest.approx(zero_d)
+    for a, b, c, e in zip(zero, plain, half, ce_grads, strict=True):
         torch.testing.assert_close(a, b)
-    _, with_beta = mgan_losses(d, which, real, fake, labels, loss, beta=0.5)
-    for a, b, c in zip(_grads(g, with_beta()), _grads(g, plain_g), _grads(g, ce), strict=True):
-        torch.testing.assert_close(a, b + 0.5 * c)
-    assert any(x.abs().sum() > 0 for x in _grads(g, ce))  # the CE reaches the generators
+        torch.testing.assert_close(c, b + 0.5 * e)
+    assert any(e.abs().sum() > 0 for e in ce_grads)  # the CE reaches the generators
 
 
 def _train(beta: float, steps: int = 40) -> float:
     """A few MGAN steps on a toy; the which-head's cross-entropy on fresh fakes at the end."""
-    g, d, which, _ = _setup(seed=1)
-    loss = make_loss("non_saturating")
+    g, d, head, _ = _setup(seed=1)
     real_set = torch.rand(256, 1, 16, 16) * 2 - 1
-    opt_d = torch.optim.Adam([*d.parameters(), *which.parameters()], 2e-3, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam([*d.parameters(), *head.parameters()], 2e-3, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(g.parameters(), 2e-3, betas=(0.5, 0.999))
     gen = torch.Generator().manual_seed(2)
+    term, loss = WhichTerm(head, g.labels(16), beta), make_loss("non_saturating")
     for _ in range(steps):
         real = real_set[torch.randint(256, (16,), generator=gen)]
-        fake = g(torch.randn(16, SHAPE["z_dim"], generator=gen))
-        d_loss, g_loss_at = mgan_losses(d, which, real, fake, g.labels(16), loss, beta=beta)
-        opt_d.zero_grad()
-        d_loss.backward()
-        opt_d.step()
-        opt_g.zero_grad()
-        g_loss_at().backward()
-        opt_g.step()
+        z = torch.randn(16, SHAPE["z_dim"], generator=gen)
+        gan_step(g, [d], opt_g, opt_d, loss, real, z, (), gen, term)
     g.eval()
     with torch.no_grad():
         fake = g(torch.randn(64, SHAPE["z_dim"], generator=gen))
-        h = hidden_and_logit(d, fake)[0]
-        return F.cross_entropy(which(h), g.labels(64)).item()
+        return F.cross_entropy(head(hidden_and_logit(d, fake)[0]), g.labels(64)).item()
 
 
 def test_beta_pushes_the_heads_apart() -> None:

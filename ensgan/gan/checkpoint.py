@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ensgan.errors import CardError
@@ -36,8 +36,7 @@ def save_checkpoint(
     meta = {"step": str(step), "fingerprint": fingerprint}
     opt_g, opt_d = optimizers
     with atomic_dir(Path(out_dir) / CHECKPOINT) as new:
-        for name, module in zip(WEIGHT_FILES, modules, strict=True):
-            save_file(_tensors(module), str(new / f"{name}.safetensors"), metadata=meta)
+        _save_weights(new, modules, meta)
         state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
         if loss is not None:
             state["loss"] = loss.state_dict()
@@ -48,6 +47,62 @@ def save_checkpoint(
             "optim_sha256": file_sha256(new / OPTIM),
         }
         (new / "state.json").write_text(json.dumps(record))
+
+
+def save_weights_only(
+    out_dir: Path, step: int, fingerprint: str, modules: tuple[nn.Module, nn.Module, nn.Module]
+) -> None:
+    """A checkpoint of (g, g_ema, d) without optimiser state: what sampling reads, for a member
+    whose training state lives elsewhere (an MGAN head: ensgan/gan/shared.py). It cannot be
+    resumed from, and its fingerprint is never a plainly trained member's."""
+    meta = {"step": str(step), "fingerprint": fingerprint}
+    with atomic_dir(Path(out_dir) / CHECKPOINT) as new:
+        _save_weights(new, modules, meta)
+        (new / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
+
+
+def _save_weights(new: Path, modules: tuple[nn.Module, ...], meta: dict[str, str]) -> None:
+    """Each module as safetensors in standard layout (safetensors stores no strides:
+    channels-last weights are written as the same values in NCHW order and loaded back into
+    any layout); a tensor two names share (MGAN's tied trunk) is written once, under its first
+    name (`load_weights_into` fills both)."""
+    for name, module in zip(WEIGHT_FILES, modules, strict=True):
+        save_file(_tensors(module), str(new / f"{name}.safetensors"), metadata=meta)
+
+
+def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict in standard layout, each tensor once: a name whose tensor an earlier
+    name already holds (an alias) is left out."""
+    out: dict[str, torch.Tensor] = {}
+    for key, t in module.state_dict().items():
+        if key not in _aliases(module):
+            out[key] = t.detach().contiguous()
+    return out
+
+
+def _aliases(module: nn.Module) -> set[str]:
+    """State-dict names whose tensor is an earlier name's (the same storage, offset, shape)."""
+    seen, aliases = set(), set()
+    for key, t in module.state_dict().items():
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+        if t.nelement() and ident in seen:
+            aliases.add(key)
+        seen.add(ident)
+    return aliases
+
+
+def load_weights_into(module: nn.Module, path: Path, device: torch.device | str) -> None:
+    """A safetensors file written by this module into `module`: every name but its aliases
+    must be there, and nothing else (safetensors' load_model, which cannot take aliased
+    channels-last tensors)."""
+    missing, unexpected = module.load_state_dict(load_file(str(path), device=str(device)),
+                                                 strict=False)  # fmt: skip
+    missing = sorted(set(missing) - _aliases(module))
+    if missing or unexpected:
+        raise RuntimeError(
+            f"{path} does not hold {type(module).__name__}'s weights: missing {missing[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
 
 
 def _checked_optim(ck: Path) -> Path:
@@ -63,12 +118,6 @@ def _checked_optim(ck: Path) -> Path:
             f"delete {ck} to train the member from scratch, or restore it as it was saved"
         )
     return path
-
-
-def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict in standard layout (safetensors stores no strides: channels-last
-    weights are written as the same values in NCHW order and loaded back into any layout)."""
-    return {k: v.detach().contiguous() for k, v in module.state_dict().items()}
 
 
 def checkpoint_state(out_dir: Path) -> dict | None:
@@ -89,7 +138,7 @@ def load_checkpoint(
     """Load the last checkpoint into freshly built modules, optimizers and loss."""
     ck = Path(out_dir) / CHECKPOINT
     for name, module in zip(WEIGHT_FILES, modules, strict=True):
-        load_model(module, str(ck / f"{name}.safetensors"), device=str(device))
+        load_weights_into(module, ck / f"{name}.safetensors", device)
     opt = torch.load(_checked_optim(ck), map_location=device, weights_only=True)
     optimizers[0].load_state_dict(opt["opt_g"])
     optimizers[1].load_state_dict(opt["opt_d"])
@@ -111,5 +160,5 @@ def weights_sha256(*modules: nn.Module) -> str:
 def load_weights(out_dir: Path, generator: nn.Module, discriminator: nn.Module, device) -> None:
     """What sampling needs: the EMA generator and the discriminator."""
     ck = Path(out_dir) / CHECKPOINT
-    load_model(generator, str(ck / "generator_ema.safetensors"), device=str(device))
-    load_model(discriminator, str(ck / "discriminator.safetensors"), device=str(device))
+    load_weights_into(generator, ck / "generator_ema.safetensors", device)
+    load_weights_into(discriminator, ck / "discriminator.safetensors", device)

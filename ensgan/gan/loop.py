@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ensgan.errors import DivergedError
 from ensgan.gan.augment import diff_augment
 from ensgan.gan.losses import GANLoss
+from ensgan.gan.mgan import WhichTerm
 from ensgan.gan.samplers import RealSampler
 
 
@@ -73,6 +74,45 @@ def seen_by_d(x: torch.Tensor, augment: Sequence[str], gen: torch.Generator) -> 
     return diff_augment(x, augment, gen) if augment else x
 
 
+def gan_step(
+    generator: nn.Module,
+    discriminators: list[nn.Module],
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    loss: GANLoss,
+    real: torch.Tensor,
+    z: torch.Tensor,
+    augment: Sequence[str],
+    gen: torch.Generator,
+    which: WhichTerm | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """One D step, then one G step against the updated D: (d_loss, g_loss, D's real logits,
+    D's fake logits). With `which` (MGAN), D also learns which generator made each fake and
+    G's loss adds beta times that cross-entropy (one pass of D gives both)."""
+    # D step: real -> 1, fake -> 0; each of D's inputs augmented afresh (none: as is).
+    fake = generator(z)
+    d_real = [d(seen_by_d(real, augment, gen)) for d in discriminators]
+    if which is None:
+        d_fake, ce = [d(seen_by_d(fake.detach(), augment, gen)) for d in discriminators], 0.0
+    else:
+        d_fake, ce = which.logits_and_ce(discriminators[0], seen_by_d(fake.detach(), augment, gen))
+    d_loss = loss.d_loss(d_real, d_fake) + ce
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+
+    # G step.
+    if which is None:
+        g_loss = loss.g_loss([d(seen_by_d(fake, augment, gen)) for d in discriminators])
+    else:
+        g_fake, ce = which.logits_and_ce(discriminators[0], seen_by_d(fake, augment, gen))
+        g_loss = loss.g_loss(g_fake) + which.beta * ce
+    opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opt_g.step()
+    return d_loss, g_loss, d_real, d_fake
+
+
 def training_loop(
     *,
     name: str,  # the member, for messages and the progress bar
@@ -99,6 +139,7 @@ def training_loop(
     progress: bool | None = None,  # a progress bar: None = only on a terminal
     channels_last: bool = False,  # NHWC batches (the modules are converted by the caller)
     augment: Sequence[str] = (),  # DiffAugment policies for what D sees (ensgan/gan/augment.py)
+    which: WhichTerm | None = None,  # MGAN: the which-generator terms (ensgan/gan/mgan.py)
 ) -> None:
     device = real_images.device
     beta = ema_beta(batch_size, ema_halflife_images)
@@ -114,22 +155,9 @@ def training_loop(
         gen = step_generator(seed, step)
         real = real_images[sampler.draw(gen, batch_size)].contiguous(memory_format=memory_format)
         z = torch.randn(batch_size, z_dim, generator=gen).to(device)
-
-        # D step: real -> 1, fake -> 0; each of D's inputs augmented afresh (none: as is).
-        fake = generator(z)
-        d_real = [d(seen_by_d(real, augment, gen)) for d in discriminators]
-        d_fake = [d(seen_by_d(fake.detach(), augment, gen)) for d in discriminators]
-        d_loss = loss.d_loss(d_real, d_fake)
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-
-        # G step.
-        g_loss = loss.g_loss([d(seen_by_d(fake, augment, gen)) for d in discriminators])
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-
+        d_loss, g_loss, d_real, d_fake = gan_step(
+            generator, discriminators, opt_g, opt_d, loss, real, z, augment, gen, which
+        )
         ema_update(generator_ema, generator, beta)  # update the EMA
 
         # Check for divergence.

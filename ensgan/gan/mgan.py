@@ -5,7 +5,8 @@ Read from the official code (github.com/qhoangdl/MGAN, `models.py`): each genera
 its input layer (z -> the first feature map, with its batch norm); the heads' first maps are
 concatenated along the batch and go through the shared rest at once (its batch norms see all K
 heads' samples together); the discriminator's trunk feeds a real/fake logit and a K-way
-linear "which generator" head, which sees only fakes. The losses (`mgan_losses`):
+linear "which generator" head, which sees only fakes. The losses (ensgan.gan.loop.gan_step
+with a `WhichTerm`):
 
     D: BCE(real -> 1) + BCE(fake -> 0) + CE(which(fake), head)      (the CE at weight 1)
     G: BCE(fake -> 1) + beta * CE(which(fake), head)                (beta = 0.01 in main.py)
@@ -24,13 +25,12 @@ layer (`hidden_and_logit`), the layer its logit is a linear function of.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ensgan.gan.losses import GANLoss
 from ensgan.gan.models import (
     DCGANGenerator,
     MLPGenerator,
@@ -129,26 +129,18 @@ class WhichGenerator(nn.Module):
         return self.linear(hidden)
 
 
-def mgan_losses(
-    d: nn.Module,
-    which: WhichGenerator,
-    real: torch.Tensor,
-    fake: torch.Tensor,
-    labels: torch.Tensor,
-    loss: GANLoss,
-    beta: float = BETA,
-    seen: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
-) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
-    """D's loss on this step's batch (fakes detached), and a function giving G's loss against
-    D as it is when called (after D's step, as the code does): one pass of D per loss.
-    `seen`: what D sees of an image (DiffAugment)."""
-    h_fake, fake_logit = hidden_and_logit(d, seen(fake.detach()))
-    real_logit = d(seen(real))
-    ce = F.cross_entropy(which(h_fake), labels)
-    d_loss = loss.d_loss([real_logit], [fake_logit]) + ce
+@dataclass
+class WhichTerm:
+    """What the training loop (ensgan.gan.loop.gan_step) adds for MGAN: the which-generator
+    head (trained by D's optimiser) and which head made each of a step's fakes."""
 
-    def g_loss() -> torch.Tensor:
-        h, logit = hidden_and_logit(d, seen(fake))
-        return loss.g_loss([logit]) + beta * F.cross_entropy(which(h), labels)
+    head: WhichGenerator
+    labels: torch.Tensor  # MultiHeadGenerator.labels(batch_size), on the device
+    beta: float = BETA
 
-    return d_loss, g_loss
+    def logits_and_ce(
+        self, d: nn.Module, fake: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """D's logits for `fake` and the head's cross-entropy on them, from one pass of D."""
+        h, logit = hidden_and_logit(d, fake)
+        return [logit], F.cross_entropy(self.head(h), self.labels)
