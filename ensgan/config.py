@@ -154,7 +154,9 @@ class TrainConfig(_Strict):
     ray_cpus: Annotated[float, Field(gt=0)] = 1.0  # CPUs each member task asks Ray for
     ray_gpus: Annotated[float, Field(ge=0)] = 0.0  # GPUs each member task asks Ray for
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU
-    ensemble: Literal["bagging", "boosting"] = "bagging"  # members in parallel, or AdaGAN rounds
+    # bagging: members in parallel; boosting: AdaGAN rounds; shared: MGAN heads, one run
+    ensemble: Literal["bagging", "boosting", "shared"] = "bagging"
+    mgan_beta: Annotated[float, Field(ge=0, le=100)] = 0.01  # shared: the which-generator weight
     boosting_beta: Annotated[float, Field(gt=0, lt=1)] | None = None  # None: β_t = 1/t
     boosting_epochs: Annotated[int, Field(ge=1, le=100)] = 5  # the mixture classifier's passes
     min_members: Annotated[int, Field(ge=1)] | None = None  # None: every member must finish
@@ -330,6 +332,22 @@ class ScheduleConfig(_Strict):
         return v
 
 
+def shared_heads_problem(members: dict[str, MemberConfig], batch_size: int) -> str | None:
+    """Why these members cannot be MGAN's heads (ensgan/gan/shared.py), or None."""
+    first = next(iter(members.values()))
+    odd = [n for n, m in members.items() if (m.arch, m.width) != (first.arch, first.width)]
+    if len(members) < 2 or odd:
+        return (
+            "the heads of one generator need at least 2 members of one arch and width "
+            f"({', '.join(odd) or 'one member'} differ)"
+        )
+    if any(m.discriminators != 1 for m in members.values()):
+        return "the heads share one discriminator: drop `discriminators`"
+    if batch_size % len(members):
+        return f"train.batch_size {batch_size} does not split evenly over {len(members)} heads"
+    return None
+
+
 class Params(_Strict):
     data: DataConfig = DataConfig()
     members: dict[str, MemberConfig]
@@ -366,11 +384,20 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _ray_bags(self) -> Params:
-        if self.train.runner == "ray" and self.train.ensemble == "boosting":
+        if self.train.runner == "ray" and self.train.ensemble != "bagging":
             raise ValueError(
-                "train.runner: ray trains bagged members (independent tasks); boosting rounds "
-                "each need the ones before them: use train.runner: process"
+                "train.runner: ray trains bagged members (independent tasks); "
+                f"train.ensemble: {self.train.ensemble} trains them as one run or a chain: "
+                "use train.runner: process"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _shared_heads(self) -> Params:
+        if self.train.ensemble == "shared":
+            problem = shared_heads_problem(self.members, self.train.batch_size)
+            if problem:
+                raise ValueError(f"train.ensemble: shared: {problem}")
         return self
 
     @model_validator(mode="after")

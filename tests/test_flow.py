@@ -354,3 +354,37 @@ def test_boosting_runs_as_a_chain_and_the_night_goes_on_without_a_failed_member(
     by_name = {r.name: r for r in anyio.run(_train_runs)}
     a, b, c = by_name["train-a"], by_name["train-b"], by_name["train-c"]
     assert a.end_time <= b.start_time and b.end_time <= c.start_time  # a chain, not a pool
+
+
+def test_a_shared_run_is_one_task_and_every_head_a_member(tmp_path: Path, prefect_server) -> None:
+    """train.ensemble: shared in the flow: one training task for the MGAN heads, each head then
+    stacked, evaluated and published from as a member; a rerun finds the run finished."""
+    import anyio
+
+    from ensgan.orchestration.flow import run
+
+    members = {"a": {"arch": "dcgan", "seed": 1, "width": 8}, "b": {"arch": "dcgan", "seed": 2,
+                                                                      "width": 8}}  # fmt: skip
+    root = write_tiny_project(
+        tmp_path / "p", members=members, train={"ensemble": "shared"},
+        generate={"method": "drs"},
+    )  # fmt: skip
+    summary = run(params_path="params.yaml", root=str(root))
+    assert set(summary["members"]) == {"a", "b"} and summary["left_out"] == {}
+    assert summary["published"]["status"] == "published"
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    assert set(metrics["members"]) == {"a", "b"} and "error" not in metrics["ensemble"]["drs"]
+    assert metrics["members"]["a"]["fd"] != metrics["members"]["b"]["fd"]  # two heads
+    assert (root / "models" / "members" / ".shared" / "checkpoint" / "state.json").exists()
+
+    async def _task_names(flow_run_id) -> list[str]:
+        async with get_client() as client:
+            flow_filter = FlowRunFilter(id={"any_": [flow_run_id]})
+            return [r.name for r in await client.read_task_runs(flow_run_filter=flow_filter)]
+
+    latest = max(anyio.run(_flow_runs), key=lambda r: r.start_time)
+    names = anyio.run(_task_names, latest.id)
+    trained = [n for n in names if n.startswith("train-")]
+    assert len(trained) == 1 and trained[0].startswith("train-shared")
+    again = run(params_path="params.yaml", root=str(root))
+    assert "train" in again["up_to_date"] and again["members"] == summary["members"]

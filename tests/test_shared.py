@@ -105,8 +105,9 @@ def test_a_stopped_or_extended_run_resumes_exactly(data_dir: Path, tmp_path: Pat
 
 
 def test_beta_and_the_members_are_the_runs_identity(data_dir: Path, tmp_path: Path) -> None:
-    plain = train_shared(MEMBERS, TRAIN, data_dir, tmp_path / "x", beta=0.0, progress=False)
-    pushed = train_shared(MEMBERS, TRAIN, data_dir, tmp_path / "y", beta=1.0, progress=False)
+    zero, one = (TRAIN.model_copy(update={"mgan_beta": b}) for b in (0.0, 1.0))
+    plain = train_shared(MEMBERS, zero, data_dir, tmp_path / "x", progress=False)
+    pushed = train_shared(MEMBERS, one, data_dir, tmp_path / "y", progress=False)
     assert plain["a"].fingerprint != pushed["a"].fingerprint
     assert plain["a"].weights_sha256 != pushed["a"].weights_sha256
     alone = train_member("a", MEMBERS["a"], TRAIN, data_dir, tmp_path / "alone", progress=False)
@@ -119,7 +120,7 @@ def test_beta_and_the_members_are_the_runs_identity(data_dir: Path, tmp_path: Pa
         ({"a": MEMBERS["a"]}, TRAIN, "at least 2 members"),
         ({**MEMBERS, "c": MemberConfig(arch="mlp", width=4)}, TRAIN, "c differ"),
         ({**MEMBERS, "c": MemberConfig(arch="dcgan", width=4)},
-         TRAIN.model_copy(update={"batch_size": 16}), "does not split over 3"),
+         TRAIN.model_copy(update={"batch_size": 16}), "does not split evenly over 3"),
     ],
 )  # fmt: skip
 def test_what_cannot_be_a_shared_run_is_refused(data_dir, tmp_path, members, train, match):

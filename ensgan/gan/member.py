@@ -85,6 +85,7 @@ _NOT_IDENTITY = {
     "ray_cpus",
     "ray_gpus",
     "ensemble",
+    "mgan_beta",  # a shared run's identity holds it (ensgan/gan/shared.py)
     "boosting_beta",
     "boosting_epochs",
     "min_members",

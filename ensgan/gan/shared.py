@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ensgan import stopping
-from ensgan.config import MemberConfig, TrainConfig
+from ensgan.config import MemberConfig, TrainConfig, shared_heads_problem
 from ensgan.data.prepared import load_prepared, read_data_card
 from ensgan.errors import ConfigError, DivergedError
 from ensgan.gan.checkpoint import save_checkpoint, save_weights_only
@@ -49,7 +49,7 @@ from ensgan.gan.member import (
     resume_or_reset,
     stop_when_asked,
 )
-from ensgan.gan.mgan import BETA, MultiHeadGenerator, WhichGenerator, WhichTerm
+from ensgan.gan.mgan import MultiHeadGenerator, WhichGenerator, WhichTerm
 from ensgan.gan.models import build_pair, to_uint8, to_unit
 from ensgan.gan.nets import Nets, build_nets
 from ensgan.gan.samplers import UniformSampler
@@ -71,24 +71,28 @@ class HeadedDiscriminator(nn.Module):
         return self.d(x)
 
 
-def heads_of(members: dict[str, MemberConfig]) -> dict[str, MemberConfig]:
+def heads_of(members: dict[str, MemberConfig], batch_size: int) -> dict[str, MemberConfig]:
     """The members as heads: one architecture and width, one discriminator, the whole split."""
-    first = next(iter(members.values()))
-    odd = [n for n, m in members.items() if (m.arch, m.width) != (first.arch, first.width)]
-    if len(members) < 2 or odd or any(m.discriminators != 1 for m in members.values()):
-        raise ConfigError(
-            "a shared run needs at least 2 members of one architecture and width, with one "
-            f"discriminator each; {', '.join(odd) or 'some'} differ from the first"
-        )
+    problem = shared_heads_problem(members, batch_size)
+    if problem:
+        raise ConfigError(f"train.ensemble: shared: {problem}")
     return {n: m.model_copy(update={"bootstrap": False}) for n, m in members.items()}
 
 
-def shared_fingerprint(data_sha: str, heads: dict[str, MemberConfig], train: TrainConfig,
-                       beta: float) -> str:  # fmt: skip
+def head_fingerprints(
+    members: dict[str, MemberConfig], train: TrainConfig, data_sha: str
+) -> dict[str, str]:
+    """Each head's fingerprint: its member's, with the run's own as a seam."""
+    heads = heads_of(members, train.batch_size)
+    fp = shared_fingerprint(data_sha, heads, train)
+    return {n: fingerprint(data_sha, m, train, {"shared": fp}) for n, m in heads.items()}
+
+
+def shared_fingerprint(data_sha: str, heads: dict[str, MemberConfig], train: TrainConfig) -> str:
     """What makes two shared runs the same run (steps excluded, as for a member)."""
     parts = {
         "heads": {n: fingerprint(data_sha, m, train) for n, m in heads.items()},
-        "beta": beta,
+        "beta": train.mgan_beta,
         "code": code_version("ensgan.gan.shared", NOT_WEIGHTS_CODE),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -100,22 +104,17 @@ def train_shared(
     data_dir: Path,
     root: Path,
     *,
-    beta: float = BETA,
     callback: Callable[[int], None] | None = None,
     progress: bool | None = None,
 ) -> dict[str, MemberCard]:
     """Train (or resume, or find finished) the heads; returns each member's card."""
-    heads, root = heads_of(members), Path(root)
+    heads, root = heads_of(members, train.batch_size), Path(root)
     data_card = read_data_card(data_dir)
-    fp = shared_fingerprint(data_card.sha256, heads, train, beta)
-    fps = {n: fingerprint(data_card.sha256, m, train, {"shared": fp}) for n, m in heads.items()}
+    fp = shared_fingerprint(data_card.sha256, heads, train)
+    fps = head_fingerprints(members, train, data_card.sha256)
     done = {n: member_is_finished(root / n, fps[n], train.steps) for n in heads}
     if all(card is not None for card in done.values()):
         return done  # type: ignore[return-value]
-    if train.batch_size % len(heads):
-        raise ConfigError(
-            f"train.batch_size {train.batch_size} does not split over {len(heads)} heads"
-        )
     device = resolve_device(train.device)
     loss = make_loss(train.loss)
     real = to_unit(torch.from_numpy(load_prepared(data_dir).train_images)).to(device)
@@ -137,7 +136,7 @@ def train_shared(
                         state / LOSSES_CSV, z_grid)  # fmt: skip
 
     t0 = time.perf_counter()
-    which = WhichTerm(dd.which, g.labels(train.batch_size).to(device), beta)
+    which = WhichTerm(dd.which, g.labels(train.batch_size).to(device), train.mgan_beta)
     with LossLog(state / LOSSES_CSV) as losses, stopping.checked():
         try:
             training_loop(

@@ -25,6 +25,7 @@ from ensgan.config import Params, load_params
 from ensgan.errors import CardError, StopRequested
 from ensgan.eval.report import metrics_table
 from ensgan.gan.member import fingerprint, member_is_finished
+from ensgan.gan.shared import head_fingerprints
 from ensgan.io.files import project_lock, recover_outputs
 from ensgan.layout import Layout
 from ensgan.orchestration.remote import fetch_member, remote_store, request_stop, stage_data
@@ -39,6 +40,7 @@ from ensgan.orchestration.tasks import (
     publish_task,
     ray_train_task,
     setup,
+    shared_task,
     stack_task,
     train_task,
 )
@@ -129,6 +131,8 @@ def _train_members(
     the members that finished and why the others did not."""
     if params.train.runner == "ray":
         return _train_on_ray(params, layout, data_sha)
+    if params.train.ensemble == "shared":
+        return _train_shared(params, layout, params_path, root, data_sha)
     workers = worker_count(params)
     threads = max(1, (os.cpu_count() or 1) // workers)
     names, _ = plan(params, layout, workers)
@@ -161,6 +165,24 @@ def _train_members(
                 mapped = {k: unmapped(v) for k, v in {**fixed, "threads": threads}.items()}
                 futures += runner.map(task, {**mapped, "name": group})
         return _outcomes(submitted, futures)
+
+
+def _train_shared(
+    params: Params, layout: Layout, params_path: str, root: str, data_sha: str
+) -> tuple[list[dict], dict[str, str]]:
+    """Shared: the heads are one run, so one task with every core on the members' runner
+    (a thread of this process when every head is finished); its failure leaves every member
+    out."""
+    done = all(_finished(params, layout, n, data_sha) for n in params.members)
+    threads = torch.get_num_threads() if done else os.cpu_count() or 1
+    args = {"params_path": params_path, "root": root, "data_sha": data_sha, "threads": threads}
+    runner = ThreadPoolTaskRunner(max_workers=1) if done else make_runner(params, root)
+    with runner as r, stopping.spreading():
+        cards, failures = _outcomes(["shared"], [r.submit(shared_task, args)])
+    if failures:
+        why = f"the shared run failed: {failures['shared']}"
+        return [], dict.fromkeys(params.members, why)
+    return list(cards[0].values()), {}
 
 
 def _outcomes(names: list[str], futures: list) -> tuple[list[dict], dict[str, str]]:
@@ -251,7 +273,10 @@ def _wait_on_ray(futures: list) -> None:
 def _finished(params: Params, layout: Layout, name: str, data_sha: str) -> bool:
     """Whether the member's output on disk is finished; one that cannot even be read is not,
     and its task runs (and fails there, to be left out, rather than failing the flow here)."""
-    fp = fingerprint(data_sha, params.members[name], params.train)
+    if params.train.ensemble == "shared":
+        fp = head_fingerprints(params.members, params.train, data_sha)[name]
+    else:
+        fp = fingerprint(data_sha, params.members[name], params.train)
     try:
         return member_is_finished(layout.member(name), fp, params.train.steps) is not None
     except (OSError, CardError):

@@ -90,6 +90,29 @@ def train_task(name: str, params_path: str, root: str, data_sha: str, threads: i
     return card
 
 
+@task(name="train-shared", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE, **RETRY)
+def shared_task(params_path: str, root: str, data_sha: str, threads: int) -> dict:
+    """train.ensemble: shared: every member as a head of one run (ensgan/gan/shared.py), one
+    task with every core; a finished run returns its cards at once (its own check, no cache)."""
+    import torch
+
+    from ensgan.pipeline import train
+
+    torch.set_num_threads(threads)
+    params, layout = setup(params_path, root)
+    logger = get_run_logger()
+    every = params.train.checkpoint_every
+
+    def report(step: int) -> None:
+        if step % every == 0 or step == params.train.steps:
+            logger.info("shared run: step %d/%d", step, params.train.steps)
+
+    cards = train.train_heads(params, layout, progress=False, callback=report)
+    if any(c["data_sha256"] != data_sha for c in cards.values()):
+        raise RuntimeError(f"the shared run trained on other data than {data_sha}")
+    return cards
+
+
 @task(
     name="train-member-ray",
     retries=1,

@@ -2,8 +2,10 @@
 
 Bagging (the default) trains the members independently, several at once in worker processes;
 boosting (AdaGAN, ensgan/ensemble/boosting.py) trains them one after another in params order,
-each on the data reweighted toward what the mixture of the ones before it misses.
-`ensgan train NAME` trains one member (under boosting, the members before it first).
+each on the data reweighted toward what the mixture of the ones before it misses; shared
+(MGAN, ensgan/gan/shared.py) trains them as the heads of one generator in one run.
+`ensgan train NAME` trains one member (under boosting, the members before it first; shared:
+the whole run, which cannot be split).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def run(
     names = list(params.members)
     if name is not None and name not in params.members:
         raise ConfigError(f"unknown member {name!r}; params.yaml lists {sorted(names)}")
+    if params.train.ensemble == "shared":
+        return train_heads(params, layout, progress=progress, callback=callback)
     if name is not None:
         upto = names[: names.index(name)] if params.train.ensemble == "boosting" else []
         cards = {n: train_one(params, layout, n, progress=progress) for n in upto}
@@ -64,6 +68,23 @@ def run(
         cards, failures = train_parallel(params, layout, names)
     settle(params, layout, failures)
     return cards
+
+
+def train_heads(
+    params: Params,
+    layout: Layout,
+    *,
+    progress: bool | None = None,
+    callback: Callable[[int], None] | None = None,
+) -> dict:
+    """Shared: every member as a head of one run; a run that fails leaves every one out."""
+    from ensgan.gan.shared import train_shared
+
+    cards = train_shared(
+        dict(params.members), params.train, layout.prepared, layout.members,
+        callback=callback, progress=progress,
+    )  # fmt: skip
+    return {n: c.model_dump(mode="json") for n, c in cards.items()}
 
 
 def failure(exc: BaseException) -> str:
