@@ -4,13 +4,17 @@ format against the standard layout.
     .venv/bin/python benchmarks/training_speed.py [--steps 300] [--arch dcgan] [--threads 1]
     .venv/bin/python benchmarks/training_speed.py --per-arch [--sizes 16 32 64] [--steps 20]
         [--archs dcgan upsample mlp resnet] [--diffaugment]
+    .venv/bin/python benchmarks/training_speed.py --shared 5 [--arch upsample] [--width 16]
 
 The first trains the same member twice (DCGAN-16, batch 64), once per memory format, and prints
 ms per step for each and their ratio: the reason `train.channels_last` is on by default. The
 second trains one member of each registered architecture (ensgan/registry.py ARCHS) at each
 size with the shipped defaults (width 32, batch 64, channels-last; with --diffaugment, every
 DiffAugment policy on) and prints ms per step side by side, so a user can size a night at 32
-or 64 px. Both time `train_member` itself, the pipeline's own training.
+or 64 px. The third times one step of `train.ensemble: shared` (`train_shared`: K MGAN heads,
+one discriminator, the batch split over the heads) against one member's step at the same batch
+(`train_member`), and a bagged ensemble's K member steps: what a shared step costs. All time
+the pipeline's own training functions.
 """
 
 from __future__ import annotations
@@ -50,6 +54,31 @@ def step_ms(
     return (time.perf_counter() - t0) / steps * 1000
 
 
+def shared(a: argparse.Namespace, work: Path) -> None:
+    from ensgan.gan.shared import train_shared
+
+    base = {"data": {"image_size": a.size}, "members": {"m": {"arch": a.arch, "width": a.width}}}
+    data = work / "prepared"
+    prepare(parse_params(base).data, data)
+    train = {"steps": a.steps, "checkpoint_every": a.steps, "device": "cpu"}
+    p = parse_params({**base, "train": train})
+    heads = {f"h{i}": p.members["m"].model_copy(update={"seed": i}) for i in range(a.shared)}
+    t0 = time.perf_counter()
+    train_shared(heads, p.train, data, work / "shared", progress=False)
+    shared_ms = (time.perf_counter() - t0) / a.steps * 1000
+    member_ms = step_ms(work, a.arch, a.size, a.width, a.steps, tag="one")
+    print(
+        f"{a.arch} width {a.width}, {a.size}x{a.size}, batch 64, {a.steps} steps, "
+        f"{a.threads} thread(s); ms per step:"
+    )
+    print(f"one member:                      {member_ms:7.1f}")
+    print(
+        f"shared, {a.shared} heads (one run):       {shared_ms:7.1f}  "
+        f"({shared_ms / member_ms:.2f}x one member)"
+    )
+    print(f"bagging, {a.shared} members (one step each): {a.shared * member_ms:7.1f}")
+
+
 def per_arch(a: argparse.Namespace, work: Path) -> None:
     rows = {
         arch: {
@@ -87,10 +116,15 @@ def main() -> None:
     ap.add_argument("--archs", nargs="+", default=list(ARCHS))
     ap.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--diffaugment", action="store_true", help="with every DiffAugment policy")
+    ap.add_argument("--shared", type=int, metavar="K", help="time K MGAN heads against a member")
+    ap.add_argument("--size", type=int, default=16, help="image size for --shared")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        (per_arch if a.per_arch else layouts)(a, Path(tmp))
+        if a.shared:
+            shared(a, Path(tmp))
+        else:
+            (per_arch if a.per_arch else layouts)(a, Path(tmp))
 
 
 if __name__ == "__main__":
