@@ -14,6 +14,7 @@ from ensgan import stopping
 from ensgan.config import DataConfig, MemberConfig, TrainConfig
 from ensgan.data.prepared import prepare, read_data_card
 from ensgan.errors import ConfigError, StopRequested
+from ensgan.gan.checkpoint import weights_sha256
 from ensgan.gan.loaded import load_member
 from ensgan.gan.member import fingerprint, train_member
 from ensgan.gan.mgan import MultiHeadGenerator
@@ -110,8 +111,16 @@ def test_beta_and_the_members_are_the_runs_identity(data_dir: Path, tmp_path: Pa
     pushed = train_shared(MEMBERS, one, data_dir, tmp_path / "y", progress=False)
     assert plain["a"].fingerprint != pushed["a"].fingerprint
     assert plain["a"].weights_sha256 != pushed["a"].weights_sha256
-    alone = train_member("a", MEMBERS["a"], TRAIN, data_dir, tmp_path / "alone", progress=False)
-    assert alone.fingerprint != plain["a"].fingerprint
+    alone = train_member("a", MEMBERS["a"], TRAIN, data_dir, tmp_path / "x" / "a", progress=False)
+    assert alone.fingerprint != plain["a"].fingerprint  # a bagged member where head a was
+    (tmp_path / "x" / "a" / "grids" / "step-0000001.png").write_bytes(b"an earlier grid")
+    again = train_shared(MEMBERS, zero, data_dir, tmp_path / "x", progress=False)
+    assert again["a"].weights_sha256 == plain["a"].weights_sha256  # the run was finished
+    assert not (tmp_path / "x" / "a" / "grids" / "step-0000001.png").exists()  # re-exported
+    state = json.loads((tmp_path / "x" / "a" / "checkpoint" / "state.json").read_text())
+    assert state["fingerprint"] == plain["a"].fingerprint  # the head's weights, not the member's
+    head = load_member(tmp_path / "x" / "a")
+    assert weights_sha256(head.generator, head.discriminator) == plain["a"].weights_sha256
 
 
 @pytest.mark.parametrize(

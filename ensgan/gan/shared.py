@@ -32,7 +32,7 @@ from ensgan import stopping
 from ensgan.config import MemberConfig, TrainConfig, shared_heads_problem
 from ensgan.data.prepared import load_prepared, read_data_card
 from ensgan.errors import ConfigError, DivergedError
-from ensgan.gan.checkpoint import save_checkpoint, save_weights_only
+from ensgan.gan.checkpoint import checkpoint_state, save_checkpoint, save_weights_only
 from ensgan.gan.device import resolve_device
 from ensgan.gan.loop import training_loop
 from ensgan.gan.losses import GANLoss, make_loss
@@ -126,14 +126,21 @@ def train_shared(
     state = root / SHARED
     state.mkdir(parents=True, exist_ok=True)
     start = resume_or_reset(state, fp, train.steps, modules, optimizers, device)
+    for name in heads:  # a head's folder holding another member: none of its grids or card
+        if _exported_at(root / name, fps[name]) is None:
+            shutil.rmtree(root / name / GRIDS, ignore_errors=True)
+            (root / name / CARD).unlink(missing_ok=True)
     z_grid = fixed_latents(first.seed, GRID_IMAGES, train.z_dim).to(device)
+
+    def export_heads(step: int) -> None:
+        for i, name in enumerate(heads):
+            export_head(root / name, step, fps[name], (g.head(i), g_ema.head(i), dd.d),
+                        state / LOSSES_CSV, z_grid)  # fmt: skip
 
     def on_checkpoint(step: int) -> None:
         losses.flush()
         save_checkpoint(state, step, fp, modules, optimizers)
-        for i, name in enumerate(heads):
-            export_head(root / name, step, fps[name], (g.head(i), g_ema.head(i), dd.d),
-                        state / LOSSES_CSV, z_grid)  # fmt: skip
+        export_heads(step)
 
     t0 = time.perf_counter()
     which = WhichTerm(dd.which, g.labels(train.batch_size).to(device), train.mgan_beta)
@@ -155,6 +162,8 @@ def train_shared(
         except DivergedError as exc:
             raise DivergedError(f"{exc} in {state}") from None
     seconds = round(time.perf_counter() - t0, 2)
+    if any(_exported_at(root / n, fps[n]) != train.steps for n in heads):
+        export_heads(train.steps)  # the run was finished, a head's folder was not (replaced)
     sampler = UniformSampler(np.arange(len(real)))
     cards = {}
     for i, (name, head) in enumerate(heads.items()):
@@ -184,6 +193,12 @@ def shared_nets(
         make_pair, loss, seed=first.seed, lr_g=train.lr_g, lr_d=train.lr_d,
         betas=(train.beta1, train.beta2), device=device, channels_last=train.channels_last,
     )  # fmt: skip
+
+
+def _exported_at(head_dir: Path, fp: str) -> int | None:
+    """The step head `fp` was last exported at into `head_dir`, or None (another member's)."""
+    state = checkpoint_state(head_dir)
+    return int(state["step"]) if state and state["fingerprint"] == fp else None
 
 
 def export_head(
