@@ -165,3 +165,29 @@ def test_editing_the_sampling_code_makes_a_new_batch(dvc_repo: Path) -> None:
     after = json.loads((dvc_repo / "outputs" / "generated.json").read_text())["run_id"]
     assert after != before
     assert (dvc_repo / "outputs" / "batches" / before).is_dir()  # the old batch is kept
+
+
+def test_a_shared_run_under_dvc_repro(tmp_path: Path) -> None:
+    """train.ensemble: shared as DVC's train stage: one run trains the MGAN heads, each head a
+    member every later stage reads; a second repro finds everything up to date."""
+    members = {"a": {"arch": "mlp", "seed": 1, "width": 4}, "b": {"arch": "mlp", "seed": 2,
+                                                                   "width": 4}}  # fmt: skip
+    repo = write_tiny_project(
+        tmp_path / "proj", members=members, train={"ensemble": "shared", "steps": 10},
+        evaluate={"n_samples": 60, "n_mh": 20, "classifier_steps": 10},
+    )  # fmt: skip
+    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copy(REPO / ".gitignore", repo / ".gitignore")
+    shutil.copytree(REPO / "ensgan", repo / "ensgan", ignore=shutil.ignore_patterns("__pycache__"))
+    sh(repo, "git", "init", "-q")
+    sh(repo, "dvc", "init", "-q")
+    out = sh(repo, "dvc", "repro")
+    assert out.count("Running stage 'train'") == 1 and "Running stage 'publish'" in out
+    cards = {n: json.loads((repo / f"models/members/{n}/card.json").read_text()) for n in "ab"}
+    assert (
+        cards["a"]["bootstrap"] is False and cards["a"]["fingerprint"] != cards["b"]["fingerprint"]
+    )
+    assert (repo / "models/members/.shared/checkpoint/state.json").exists()
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert set(metrics["members"]) == {"a", "b"}
+    assert "Running stage" not in sh(repo, "dvc", "repro")
