@@ -403,11 +403,11 @@ def markdown(results: pd.DataFrame, settings: Settings, extra_notes: Sequence[st
 def _notes(settings: Settings, datasets: dict) -> list[str]:
     toy = [n for n in settings.datasets if datasets[n].kind == "points"]
     notes = [
-        f"Mean ± standard error over trials (std with ddof 1 / sqrt(n)); {PAPER} reports "
-        f"{PUBLISHED_TRIALS} trials the same way. Every row costs the same total number of "
-        "generator updates. Reverse KL is undefined for a trial without a high-quality sample; "
-        "such trials are left out of its mean, and the cell says of how many trials it is the "
-        "mean.",
+        "Mean ± standard error over trials (std with ddof 1 / sqrt(n)); PacGAN (Lin et al., "
+        f"NeurIPS 2018) reports its own rows over {PUBLISHED_TRIALS} trials the same way. "
+        "Every row costs the same total number of generator updates. Reverse KL is undefined "
+        "for a trial without a high-quality sample; such trials are left out of its mean, and "
+        "the cell says of how many trials it is the mean.",
         "Rows: " + "; ".join(_row_notes(settings)) + ".",
     ]
     if {"drs", "mh", "weighted"} & set(settings.methods):
