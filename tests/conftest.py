@@ -215,6 +215,23 @@ def staged_project(tmp_path_factory: pytest.TempPathFactory) -> dict:
 # One torch thread for modules that train tiny nets: they gain nothing from more, and the CPU
 # may be shared with other work. Use with `pytestmark = pytest.mark.usefixtures(...)`.
 # =============================================================================================
+@pytest.fixture(scope="session")
+def prepared_digits(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], Path]:
+    """The built-in digits prepared at a size, once per size and test session: `at(size)`."""
+    from ensgan.config import DataConfig
+    from ensgan.data.prepared import prepare
+
+    made: dict[int, Path] = {}
+
+    def at(size: int) -> Path:
+        if size not in made:
+            made[size] = tmp_path_factory.mktemp(f"digits-{size}") / "prepared"
+            prepare(DataConfig(image_size=size), made[size])
+        return made[size]
+
+    return at
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     import torch

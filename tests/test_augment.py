@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ensgan.config import ConfigError, DataConfig, MemberConfig, TrainConfig, parse_params
-from ensgan.data.prepared import prepare
+from ensgan.config import ConfigError, MemberConfig, TrainConfig, parse_params
 from ensgan.gan import augment
 from ensgan.gan.member import train_member
 
@@ -65,10 +64,8 @@ def test_no_policy_draws_nothing_and_changes_nothing() -> None:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("augment") / "prepared"
-    prepare(DataConfig(image_size=8), out)
-    return out
+def data_dir(prepared_digits) -> Path:
+    return prepared_digits(8)
 
 
 def test_a_member_with_diffaugment_trains_and_resumes_exactly(

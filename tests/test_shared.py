@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from ensgan import stopping
-from ensgan.config import DataConfig, MemberConfig, TrainConfig
-from ensgan.data.prepared import prepare, read_data_card
+from ensgan.config import MemberConfig, TrainConfig
+from ensgan.data.prepared import read_data_card
 from ensgan.errors import ConfigError, StopRequested
 from ensgan.gan.checkpoint import weights_sha256
 from ensgan.gan.loaded import load_member
@@ -29,10 +29,8 @@ MEMBERS = {
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("shared") / "prepared"
-    prepare(DataConfig(image_size=16), out)
-    return out
+def data_dir(prepared_digits) -> Path:
+    return prepared_digits(16)
 
 
 def test_each_head_is_a_finished_member_that_samples_and_scores(
