@@ -73,11 +73,8 @@ def _save_weights(new: Path, modules: tuple[nn.Module, ...], meta: dict[str, str
 def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
     """The state dict in standard layout, each tensor once: a name whose tensor an earlier
     name already holds (an alias) is left out."""
-    out: dict[str, torch.Tensor] = {}
-    for key, t in module.state_dict().items():
-        if key not in _aliases(module):
-            out[key] = t.detach().contiguous()
-    return out
+    aliases = _aliases(module)
+    return {k: t.detach().contiguous() for k, t in module.state_dict().items() if k not in aliases}
 
 
 def _aliases(module: nn.Module) -> set[str]:
