@@ -30,9 +30,6 @@ def test_each_configuration_validates_and_says_how_to_run_it(path: Path) -> None
     assert f"cp configs/{path.name} params.yaml" in text  # the documented way to run it
     raw = yaml.safe_load(text)
     assert set(raw["members"]) == set(params.members)
-    # The real reference PRDC uses fits its cap: nothing of the evaluate split is silently
-    # dropped beyond what the config says.
-    assert params.evaluate.prdc_real <= params.evaluate.n_samples
 
 
 @pytest.mark.parametrize("path", [*CONFIGS, REPO / "params.yaml"], ids=lambda p: p.name)
