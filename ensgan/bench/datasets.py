@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ensgan.bench import digits, toy
+from ensgan.bench import digits, mnist_reader, toy
 from ensgan.bench.mode_count import mixture_modes, triple_modes
 from ensgan.gan.models import build_pair, to_uint8, to_unit
 
@@ -124,20 +124,9 @@ def _stacked(
     )  # fmt: skip
 
 
-def _mnist_reader():
-    from ensgan.bench.mnist_reader import mnist_reader
-
-    return mnist_reader()
-
-
-def _real_mnist() -> tuple[np.ndarray, np.ndarray]:
-    from ensgan.bench.mnist_reader import real_mnist
-
-    return real_mnist()
-
-
 STACKED = _stacked("stacked-digits", digits.SIZE, digits.real_digits, digits.digit_reader)
-STACKED_MNIST = _stacked("stacked-mnist", 32, _real_mnist, _mnist_reader)
+STACKED_MNIST = _stacked("stacked-mnist", mnist_reader.SIZE, mnist_reader.real_mnist,
+                         mnist_reader.mnist_reader)  # fmt: skip
 
 DATASETS: dict[str, BenchDataset] = {
     "ring": _mixture(toy.ring()),
