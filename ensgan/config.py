@@ -154,9 +154,12 @@ class TrainConfig(_Strict):
     ray_cpus: Annotated[float, Field(gt=0)] = 1.0  # CPUs each member task asks Ray for
     ray_gpus: Annotated[float, Field(ge=0)] = 0.0  # GPUs each member task asks Ray for
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU
-    # bagging: members in parallel; boosting: AdaGAN rounds; shared: MGAN heads, one run
-    ensemble: Literal["bagging", "boosting", "shared"] = "bagging"
+    # bagging: members in parallel; boosting: AdaGAN rounds; shared: MGAN heads, one run;
+    # clustered: members in parallel, one per k-means cluster of the training split
+    ensemble: Literal["bagging", "boosting", "shared", "clustered"] = "bagging"
     mgan_beta: Annotated[float, Field(ge=0, le=100)] = 0.01  # shared: the which-generator weight
+    cluster_pca: Annotated[int, Field(ge=1, le=4096)] = 50  # clustered: pixel PCA components
+    cluster_seed: Annotated[int, Field(ge=0)] = 0  # clustered: PCA's and k-means' seed
     boosting_beta: Annotated[float, Field(gt=0, lt=1)] | None = None  # None: β_t = 1/t
     boosting_epochs: Annotated[int, Field(ge=1, le=100)] = 5  # the mixture classifier's passes
     min_members: Annotated[int, Field(ge=1)] | None = None  # None: every member must finish
@@ -385,10 +388,14 @@ class Params(_Strict):
     @model_validator(mode="after")
     def _ray_bags(self) -> Params:
         if self.train.runner == "ray" and self.train.ensemble != "bagging":
+            why = {
+                "shared": "trains them as one run",
+                "boosting": "trains them as a chain",
+                "clustered": "reads clusters computed beside the members, not staged to Ray",
+            }[self.train.ensemble]
             raise ValueError(
                 "train.runner: ray trains bagged members (independent tasks); "
-                f"train.ensemble: {self.train.ensemble} trains them as one run or a chain: "
-                "use train.runner: process"
+                f"train.ensemble: {self.train.ensemble} {why}: use train.runner: process"
             )
         return self
 
@@ -421,10 +428,11 @@ class Params(_Strict):
                 raise ValueError("combine.weights must give some member a positive weight")
             if not math.isfinite(total):
                 raise ValueError("combine.weights sum past the largest float: use smaller ones")
-            if self.train.ensemble == "boosting":
+            if self.train.ensemble in ("boosting", "clustered"):
+                who = {"boosting": "AdaGAN sets", "clustered": "the clusters' sizes set"}
                 raise ValueError(
-                    "combine.weights cannot be set with train.ensemble: boosting "
-                    "(AdaGAN sets the mixture weights); remove one of them"
+                    f"combine.weights cannot be set with train.ensemble: {self.train.ensemble} "
+                    f"({who[self.train.ensemble]} the mixture weights); remove one of them"
                 )
         return self
 

@@ -86,6 +86,8 @@ _NOT_IDENTITY = {
     "ray_gpus",
     "ensemble",
     "mgan_beta",  # a shared run's identity holds it (ensgan/gan/shared.py)
+    "cluster_pca",  # a clustered member's images are in its fingerprint (its sampler's)
+    "cluster_seed",
     "boosting_beta",
     "boosting_epochs",
     "min_members",
@@ -307,6 +309,7 @@ def member_card(
         seconds_this_run=0.0,
         weights_sha256=weights_sha256(g_ema, d),
         gman_lambda_final=_learned_lambda(loss),
+        **getattr(sampler, "card_fields", {}),  # e.g. a clustered member's cluster
     )
 
 

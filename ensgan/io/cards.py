@@ -68,6 +68,9 @@ class MemberCard(Card):
     device: str
     seconds_this_run: float
     weights_sha256: str
+    # train.ensemble: clustered: which cluster of the training split it was trained on
+    # ({index, size, sizes, pca, seed}; ensgan/ensemble/clusters.py); None otherwise
+    cluster: dict[str, int | list[int]] | None = None
 
 
 class StackerCard(Card):

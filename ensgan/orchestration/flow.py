@@ -45,6 +45,7 @@ from ensgan.orchestration.tasks import (
     train_task,
 )
 from ensgan.orchestration.versioning import INPUT_STAGES, check_dvc_params, dvc_project
+from ensgan.pipeline.clustered import assign_clusters, cluster_sampler
 from ensgan.pipeline.common import params_sha256
 from ensgan.pipeline.survivors import settle
 from ensgan.pipeline.train import failure
@@ -133,6 +134,8 @@ def _train_members(
         return _train_on_ray(params, layout, data_sha)
     if params.train.ensemble == "shared":
         return _train_shared(params, layout, params_path, root, data_sha)
+    if params.train.ensemble == "clustered":  # once, before the member processes read it
+        assign_clusters(params, layout)
     workers = worker_count(params)
     threads = max(1, (os.cpu_count() or 1) // workers)
     names, _ = plan(params, layout, workers)
@@ -141,7 +144,7 @@ def _train_members(
     futures, submitted = [], []
     # Only finished members (their tasks end Cached, or read the card back at once): a thread
     # of this process runs them, and a rerun with nothing to train starts no worker process.
-    idle = params.train.ensemble == "bagging" and all(finished.values())
+    idle = params.train.ensemble in ("bagging", "clustered") and all(finished.values())
     if idle:  # the tasks' set_num_threads must not change this process's own setting
         threads = torch.get_num_threads()
     members_runner = ThreadPoolTaskRunner(max_workers=1) if idle else make_runner(params, root)
@@ -157,6 +160,11 @@ def _train_members(
                 submitted.append(n)
                 every_core = {**fixed, "name": n, "threads": os.cpu_count() or 1}
                 futures.append(runner.submit(boost, every_core, wait_for=futures[-1:]))
+        if params.train.ensemble == "clustered":  # the cache key cannot see the clusters
+            submitted += names
+            mapped = {k: unmapped(v) for k, v in {**fixed, "threads": threads}.items()}
+            task = train_task.with_options(refresh_cache=True)
+            futures += runner.map(task, {**mapped, "name": names})
         for trusted in (True, False) if params.train.ensemble == "bagging" else ():
             group = [n for n in names if finished[n] is trusted]  # untrusted: run, cache or not
             if group:
@@ -275,6 +283,9 @@ def _finished(params: Params, layout: Layout, name: str, data_sha: str) -> bool:
     and its task runs (and fails there, to be left out, rather than failing the flow here)."""
     if params.train.ensemble == "shared":
         fp = head_fingerprints(params.members, params.train, data_sha)[name]
+    elif params.train.ensemble == "clustered":
+        seam = {"sampler": cluster_sampler(params, layout, name).identity}
+        fp = fingerprint(data_sha, params.members[name], params.train, seam)
     else:
         fp = fingerprint(data_sha, params.members[name], params.train)
     try:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:  # torch, scikit-learn and skops load only where an ensemble i
 
 # Sections that change what the pipeline produces (not where it is stored or when it runs).
 PRODUCT_SECTIONS = ("data", "members", "train", "stack", "combine", "evaluate", "generate")
-# The mixture weights: combine.weights, or AdaGAN's under boosting (Params.mixture_weights).
+# The mixture weights: combine.weights, or AdaGAN's under boosting (Params.mixture_weights),
+# or the clusters' sizes under clustered (in the member cards: `mixture_weights` below).
 MIXTURE = ("combine.weights", "train.ensemble", "train.boosting_beta")
 # The params each stage reads, as dvc.yaml lists them (tests/test_stage_contract.py checks it),
 # so that changing a knob reruns only the stages that read it.
@@ -64,10 +65,29 @@ def models_sha256(params: Params, layout: Layout) -> str:
         "stacker": stacker.model_dump(  # files_sha256: see generate.batch_run_id
             mode="json", exclude={"member_fingerprints", "inputs_sha256", "files_sha256"}
         ),
-        "mixture": params.mixture_weights(),
+        "mixture": mixture_weights(params, members),
         "combine": params.combine.model_dump(mode="json"),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def mixture_weights(params: Params, cards: dict[str, MemberCard]) -> dict[str, float]:
+    """The mixture's weights over the members: Params.mixture_weights(), except under
+    train.ensemble: clustered, where each member weighs its cluster's share of the training
+    images (over the members present: one left out takes its cluster's share with it)."""
+    if params.train.ensemble != "clustered":
+        return params.mixture_weights()
+    sizes = {}
+    for name in params.members:
+        cluster = cards[name].cluster
+        if not cluster:
+            raise ConfigError(
+                f"member {name} was not trained on a cluster (train.ensemble: clustered): "
+                f"train it again (`ensgan train {name}`)"
+            )
+        sizes[name] = float(cluster["size"])  # type: ignore[arg-type]
+    total = sum(sizes.values())
+    return {n: s / total for n, s in sizes.items()}
 
 
 def stacker_settings(params: Params) -> dict[str, object]:
@@ -106,7 +126,8 @@ def load_ensemble(params: Params, layout: Layout, *, with_stacker: bool = True) 
     device = resolve_device(params.train.device)
     names = list(params.members)
     stacker = None
-    weights = params.mixture_weights()
+    cards = {n: read_card(MemberCard, layout.member(n)) for n in names}
+    weights = mixture_weights(params, cards)
     if with_stacker:
         stacker = load_stacker(layout.stacker)
         card = stacker.card

@@ -3,7 +3,9 @@
 Bagging (the default) trains the members independently, several at once in worker processes;
 boosting (AdaGAN, ensgan/ensemble/boosting.py) trains them one after another in params order,
 each on the data reweighted toward what the mixture of the ones before it misses; shared
-(MGAN, ensgan/gan/shared.py) trains them as the heads of one generator in one run.
+(MGAN, ensgan/gan/shared.py) trains them as the heads of one generator in one run;
+clustered (ensgan/pipeline/clustered.py) trains them as bagging does, each on its own cluster
+of the training split.
 `ensgan train NAME` trains one member (under boosting, the members before it first; shared:
 the whole run, which cannot be split).
 """
@@ -31,6 +33,7 @@ from ensgan.gan.member import train_member
 from ensgan.gan.samplers import RealSampler, UniformSampler, WeightedSampler
 from ensgan.io.files import atomic_write
 from ensgan.layout import Layout
+from ensgan.pipeline.clustered import assign_clusters, cluster_sampler
 from ensgan.pipeline.survivors import finished_again, settle
 from ensgan.provenance import code_version
 
@@ -65,6 +68,8 @@ def run(
     if params.train.ensemble == "boosting":
         cards, failures = train_chain(params, layout, names, progress)
     else:
+        if params.train.ensemble == "clustered":  # once, before the member processes read it
+            assign_clusters(params, layout)
         cards, failures = train_parallel(params, layout, names)
     settle(params, layout, failures)
     return cards
@@ -121,9 +126,11 @@ def train_one(
 ) -> dict:
     """One member; under boosting, on the weights its round gives (members before it must be
     finished: `run` trains them in order)."""
-    sampler = (
-        boosting_sampler(params, layout, name) if params.train.ensemble == "boosting" else None
-    )
+    sampler: RealSampler | None = None  # bagging: the member's bootstrap
+    if params.train.ensemble == "boosting":
+        sampler = boosting_sampler(params, layout, name)
+    elif params.train.ensemble == "clustered":
+        sampler = cluster_sampler(params, layout, name)
     card = train_member(
         name,
         params.members[name],
