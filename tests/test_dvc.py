@@ -191,3 +191,26 @@ def test_a_shared_run_under_dvc_repro(tmp_path: Path) -> None:
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert set(metrics["members"]) == {"a", "b"}
     assert "Running stage" not in sh(repo, "dvc", "repro")
+
+
+def test_a_clustered_run_under_dvc_repro(tmp_path: Path) -> None:
+    """train.ensemble: clustered as DVC's train stage: the clusters beside the members in the
+    stage's output, each member on its own; a second repro finds everything up to date."""
+    repo = write_tiny_project(
+        tmp_path / "proj", train={"ensemble": "clustered", "steps": 10, "checkpoint_every": 5},
+        evaluate={"n_samples": 60, "n_mh": 20, "classifier_steps": 10},
+    )  # fmt: skip
+    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copy(REPO / ".gitignore", repo / ".gitignore")
+    shutil.copytree(REPO / "ensgan", repo / "ensgan", ignore=shutil.ignore_patterns("__pycache__"))
+    sh(repo, "git", "init", "-q")
+    sh(repo, "dvc", "init", "-q")
+    out = sh(repo, "dvc", "repro")
+    assert out.count("Running stage 'train'") == 1 and "Running stage 'publish'" in out
+    cards = {n: json.loads((repo / f"models/members/{n}/card.json").read_text()) for n in "ab"}
+    assert {cards[n]["cluster"]["index"] for n in "ab"} == {0, 1}
+    assert cards["a"]["n_unique_images"] == cards["a"]["cluster"]["size"]
+    assert (repo / "models/members/.clusters/clusters.npz").exists()
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert set(metrics["members"]) == {"a", "b"}
+    assert "Running stage" not in sh(repo, "dvc", "repro")

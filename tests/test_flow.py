@@ -388,3 +388,38 @@ def test_a_shared_run_is_one_task_and_every_head_a_member(tmp_path: Path, prefec
     assert len(trained) == 1 and trained[0].startswith("train-shared")
     again = run(params_path="params.yaml", root=str(root))
     assert "train" in again["up_to_date"] and again["members"] == summary["members"]
+
+
+def test_clustered_members_are_tasks_on_their_clusters(tmp_path: Path, prefect_server) -> None:
+    """train.ensemble: clustered in the flow: the clusters computed once, then one task per
+    member as bagging has, each card naming its cluster and the mixture weighing by its size;
+    a rerun finds every member finished."""
+    import anyio
+
+    from ensgan.orchestration.flow import run
+
+    root = write_tiny_project(tmp_path / "p", train={"ensemble": "clustered"})
+    summary = run(params_path="params.yaml", root=str(root))
+    assert set(summary["members"]) == {"a", "b"} and summary["left_out"] == {}
+    cards = {n: json.loads((root / f"models/members/{n}/card.json").read_text()) for n in "ab"}
+    sizes = cards["a"]["cluster"]["sizes"]
+    assert [cards[n]["cluster"]["index"] for n in "ab"] == [0, 1] and sum(sizes) == (
+        cards["a"]["n_train"]
+    )
+    stacker = json.loads((root / "models" / "stacker" / "card.json").read_text())
+    assert stacker["mixture_weights"] == pytest.approx({"a": sizes[0] / sum(sizes),
+                                                        "b": sizes[1] / sum(sizes)})  # fmt: skip
+    mixture = json.loads((root / "reports" / "metrics.json").read_text())["mixture"]
+    assert mixture["clusters"]["b"] == {"index": 1, "size": sizes[1]}
+    report = (root / "reports" / "index.html").read_text()
+    assert f"cluster 1: {sizes[1]} images" in report  # the report says who saw what
+    latest = max(anyio.run(_flow_runs), key=lambda r: r.start_time)
+
+    async def _task_names() -> list[str]:
+        async with get_client() as client:
+            flow_filter = FlowRunFilter(id={"any_": [latest.id]})
+            return [r.name for r in await client.read_task_runs(flow_run_filter=flow_filter)]
+
+    assert {"train-a", "train-b"} <= set(anyio.run(_task_names))
+    again = run(params_path="params.yaml", root=str(root))
+    assert "train" in again["up_to_date"] and again["members"] == summary["members"]

@@ -146,6 +146,7 @@ def _evaluate(params: Params, layout: Layout, out: Path, stamp: str) -> dict:
     metrics["inputs_sha256"] = stamp  # a rerun on the same inputs rewrites nothing
     metrics["feature_space"] = feature_space(ec.feature_space)  # which figure is in which
     metrics["left_out"] = left_out(layout)  # members that failed training, and why
+    metrics["mixture"] = mixture_details(params, ens)
     _write_report(params, layout, out, metrics, tiles)
     return metrics
 
@@ -183,6 +184,18 @@ def fit_judge(data: Prepared, ec: EvaluateConfig, earlier: Path | None = None) -
     )  # fmt: skip
     judge.real_feats = judge.features(real)
     return judge
+
+
+def mixture_details(params: Params, ens: Ensemble) -> dict:
+    """How the mixture weighs its members and why (train.ensemble), with each clustered
+    member's cluster of the training split."""
+    clusters = {
+        n: {"index": m.card.cluster["index"], "size": m.card.cluster["size"]}
+        for n, m in ens.members.items()
+        if m.card is not None and m.card.cluster
+    }
+    weights = {n: round(float(w), 6) for n, w in ens.weights.items()}
+    return {"ensemble": params.train.ensemble, "weights": weights, "clusters": clusters}
 
 
 def feature_net_details(judge: Judge) -> dict:
@@ -312,6 +325,7 @@ def _write_report(params: Params, layout: Layout, out: Path, metrics: dict, tile
         "stacker": f"{st['model']}, CV ROC AUC {st['cv_roc_auc']:.3f}, "
         f"{st['calibration']} calibration: ECE {st['ece_raw']:.3f} -> "
         f"{st['ece_calibrated']:.3f}, Brier {st['brier_raw']:.3f} -> {st['brier_calibrated']:.3f}",
+        "mixture weights": _weights_line(metrics["mixture"]),
         "left out of this run": "; ".join(f"{n}: {why}" for n, why in metrics["left_out"].items())
         or "none",
         "real row": "held-in real images vs the hold-out: the floor for every metric",
@@ -331,6 +345,20 @@ def _write_report(params: Params, layout: Layout, out: Path, metrics: dict, tile
         out / "index.html", title="ensgan report", metrics=metrics, grids=grids, charts=charts,
         extra=extra,
     )  # fmt: skip
+
+
+def _weights_line(mixture: dict) -> str:
+    clusters = mixture["clusters"]
+    parts = [
+        f"{n} {w:.3f}"
+        + (
+            f" (cluster {clusters[n]['index']}: {clusters[n]['size']} images)"
+            if n in clusters
+            else ""
+        )
+        for n, w in mixture["weights"].items()
+    ]
+    return f"{mixture['ensemble']}: " + ", ".join(parts)
 
 
 def ratio_check(
