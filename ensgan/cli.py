@@ -57,7 +57,9 @@ def _run(fn, *args, **kwargs):
     except Exception as exc:
         if not is_user_error(exc):
             raise
-        typer.echo(f"error: {printable(user_message(exc))}", err=True)  # may quote a store
+        message = user_message(exc)  # may quote a store: escaped, but for the line breaks
+        lines = message.split("\n") if isinstance(exc, ConfigError) else [message]  # of ours
+        typer.echo("error: " + "\n".join(printable(line) for line in lines), err=True)
         raise typer.Exit(2) from None
     except BaseException as exc:  # in a flow, Prefect's SIGTERM handler raises its own
         if (name := stopping.carried_signal(exc)) is None:

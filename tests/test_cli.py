@@ -99,6 +99,17 @@ def test_validate_prints_resolved_params(tmp_path: Path, monkeypatch) -> None:
     assert res.exit_code == 0 and '"steps": 30' in res.output
 
 
+def test_invalid_params_are_one_error_per_line(tmp_path: Path, monkeypatch) -> None:
+    """Validation's message is ours, one line per bad key: its line breaks are printed as line
+    breaks (the text a store supplies is escaped, newlines too: test_batches_ls_...)."""
+    monkeypatch.chdir(write_tiny_project(tmp_path, train={"steps": -1, "batch_size": 0}))
+    res = runner.invoke(app, ["validate"])
+    lines = res.output.splitlines()
+    assert res.exit_code == 2 and lines[0] == "error: invalid params:"
+    assert {line.split(":")[0].strip() for line in lines[1:]} == {"train.steps", "train.batch_size"}
+    assert "\\x0a" not in res.output
+
+
 def test_a_second_writer_in_the_same_project_is_refused(tmp_path: Path, monkeypatch) -> None:
     from ensgan.io.files import project_lock
 
