@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv pip install -q --python $(BIN)/python
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: run test test-fast setup lint repro clean
+.PHONY: run test test-fast setup lint repro clean device-check device-wheels
 
 $(VENV)/.base: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,21 @@ test-fast: $(VENV)/.dev  ## the inner loop: no test that starts a real service o
 lint: $(VENV)/.dev  ## what CI checks beside the tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# What benchmarks/device_check.sh needs on a GPU machine beyond its own Python (torch, numpy,
+# scikit-learn, pandas, typer, pyyaml, tqdm, filelock, safetensors, scikit-image): these, at the
+# versions in this venv, as CPython 3.12 manylinux wheels. Carry .wheels/ to the machine.
+DEVICE_WHEELS := pydantic pydantic-core annotated-types typing-inspection typing-extensions \
+	tabulate cronsim prdc skops pytest pluggy iniconfig packaging
+device-wheels: $(VENV)/.dev  ## download them into .wheels/
+	rm -rf .wheels
+	$(BIN)/python -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version 3.12 --implementation cp --platform manylinux_2_17_x86_64 -d .wheels \
+		$$($(BIN)/python -c 'import importlib.metadata as m, sys; print(" ".join(f"{n}=={m.version(n)}" for n in sys.argv[1:]))' $(DEVICE_WHEELS))
+	@du -sh .wheels
+
+device-check: $(VENV)/.dev  ## the GPU check (on a CPU: its CPU parts); RESULTS=dir
+	PYTHON=$(BIN)/python benchmarks/device_check.sh $(RESULTS)
 
 repro: $(VENV)/.base
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro  # stages call `ensgan` from the venv

@@ -5,7 +5,7 @@
 Trains the default five members (params.yaml) on a pool of one-thread worker processes, as the
 flow does, four times: submitted in params.yaml's order, in the reverse of it (what the order a
 user writes can do), longest first (LPT, by the measured step times), and in the order the flow
-plans (`ensgan.orchestration.schedule.plan`: the order whose simulated pool finishes first).
+plans (`ensgan.gan.schedule.plan`: the order whose simulated pool finishes first).
 Prints each member's estimated and measured seconds, and the wall time of the train phase for
 each order as a ratio to the planned one (process start-up included).
 """
@@ -23,8 +23,8 @@ import torch
 import yaml
 
 from ensgan.config import parse_params
+from ensgan.gan.schedule import plan
 from ensgan.layout import Layout
-from ensgan.orchestration.schedule import plan
 from ensgan.pipeline import prepare
 
 REPO = Path(__file__).resolve().parents[1]

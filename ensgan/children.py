@@ -24,11 +24,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ensgan import stopping
 from ensgan.errors import BusyError
 from ensgan.io.files import hold_writers_lock
+
+if TYPE_CHECKING:
+    from ensgan.gan.placement import Placement
 
 POLL_SECONDS = 0.5  # how often a member process looks for its parent
 GRACE_SECONDS = 60.0  # for the step in progress and its checkpoint, once asked to stop
@@ -37,10 +40,17 @@ STOPPED_STATUS = 128 + signal.SIGTERM  # a member process ended before it began
 PR_SET_PDEATHSIG = 1
 
 
-def init_member_process(parent: int, root: str, stop: Any) -> None:
-    """A pool's initializer, run in each member process before any task: take the writers
-    lock, follow the parent's stop, stop on SIGTERM and SIGINT (a terminal's Ctrl-C reaches
-    the members too), and end with the parent."""
+def init_member_process(
+    parent: int, root: str, stop: Any, placement: Placement | None = None, slots: Any = None
+) -> None:
+    """A pool's initializer, run in each member process before any task: on CUDA see only
+    this worker's GPU (the next slot of `slots`, a shared counter: ensgan/gan/placement.py),
+    take the writers lock, follow the parent's stop, stop on SIGTERM and SIGINT (a terminal's
+    Ctrl-C reaches the members too), and end with the parent."""
+    if placement is not None and slots is not None:
+        with slots.get_lock():
+            slot, slots.value = slots.value, slots.value + 1
+        os.environ.update(placement.env(slot))
     try:
         hold_writers_lock(Path(root))
     except BusyError:

@@ -146,7 +146,16 @@ class TrainConfig(_Strict):
     checkpoint_every: Steps = 500  # steps between resumable snapshots
     log_every: Steps = 25  # steps between loss-log rows
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    workers: Annotated[int, Field(ge=0, le=64)] = 0  # members trained at once; 0 = one per core
+    # members trained at once, at most; 0 = one per core (CPU), gpus x members_per_gpu (CUDA)
+    workers: Annotated[int, Field(ge=0, le=64)] = 0
+    # CUDA: which devices the members train on: None = every visible one, N = the first N,
+    # [i, ...] = those (indices among the visible ones); ensgan/gan/placement.py
+    gpus: Annotated[int, Field(ge=1, le=64)] | list[Annotated[int, Field(ge=0, le=63)]] | None = (
+        None
+    )
+    members_per_gpu: Annotated[int, Field(ge=1, le=64)] = 1  # CUDA: members on one GPU at once
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast's bfloat16 (weights stay fp32)
+    cudnn_benchmark: bool = False  # CUDA: autotune convolutions (a resume is then not bit-exact)
     max_loss: Annotated[float, Field(gt=0)] = 50.0  # a member whose loss passes this has diverged
     loss: Loss = "non_saturating"  # the GAN loss (ensgan/registry.py LOSSES)
     runner: Literal["process", "ray"] = "process"  # the flow's member tasks: local or Ray
@@ -163,6 +172,13 @@ class TrainConfig(_Strict):
     boosting_beta: Annotated[float, Field(gt=0, lt=1)] | None = None  # None: β_t = 1/t
     boosting_epochs: Annotated[int, Field(ge=1, le=100)] = 5  # the mixture classifier's passes
     min_members: Annotated[int, Field(ge=1)] | None = None  # None: every member must finish
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus_once(cls, v: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"must name each device once, and at least one: {v}")
+        return v
 
 
 class StackConfig(_Strict):

@@ -8,14 +8,14 @@ import pytest
 from ensgan.config import parse_params
 from ensgan.data.prepared import prepare
 from ensgan.gan.member import train_member
-from ensgan.layout import Layout
-from ensgan.orchestration.schedule import (
+from ensgan.gan.schedule import (
     EXHAUSTIVE_UP_TO,
     best_order,
     makespan,
     plan,
     remaining_steps,
 )
+from ensgan.layout import Layout
 
 
 def _params(steps: int = 6):

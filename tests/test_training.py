@@ -615,3 +615,62 @@ def test_member_is_finished_checks_card_and_checkpoint(tmp_path: Path, data_dir:
     assert checkpoint_state(out)["step"] == steps + 3
     assert member_is_finished(out, fp, steps) is None
     assert isinstance(card, MemberCard)
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+def test_bf16_member_resumes_exactly_and_is_another_member(
+    tmp_path: Path, trained: dict[str, Path], data_dir: Path, arch: str
+) -> None:
+    """train.precision: bf16 trains under autocast (on the CPU here, as on CUDA): a resumed
+    run is the uninterrupted one bit for bit, its weights stay fp32, differ from fp32's, and
+    it is a member of its own (its fingerprint), unlike where it runs."""
+    params = make_params(train={"precision": "bf16"})
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    train(params, arch, data_dir, whole, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(params, arch, data_dir, cut, callback=stop_at(10, []), progress=False)
+    train(params, arch, data_dir, cut, progress=False)
+    assert_same_weights(cut, whole)
+    assert losses(cut) == losses(whole)
+    w, ref = weights(whole), weights(trained[arch])
+    assert {t.dtype for f in w for t in w[f].values() if t.is_floating_point()} == {torch.float32}
+    assert any(not torch.equal(w["generator"][k], ref["generator"][k]) for k in w["generator"])
+
+    def fp(p: Params) -> str:
+        return fingerprint("data", p.members[arch], p.train)
+
+    assert fp(params) != fp(make_params())
+    elsewhere = {"gpus": [1], "members_per_gpu": 3, "cudnn_benchmark": True, "workers": 4}
+    assert fp(make_params(train=elsewhere)) == fp(make_params())
+
+
+def test_the_step_runs_its_forward_passes_in_bf16_and_its_losses_in_fp32() -> None:
+    """The same nets, batch and latents through one step in each precision: bf16's losses
+    differ from fp32's by bfloat16's rounding (autocast took effect), and the logits, losses
+    and gradients are fp32 either way."""
+    from ensgan.gan.loop import gan_step
+    from ensgan.gan.losses import make_loss
+    from ensgan.gan.nets import member_nets
+
+    out = {}
+    for precision in ("fp32", "bf16"):
+        cfg = TrainConfig(**TRAIN, precision=precision)
+        loss = make_loss(cfg.loss)
+        torch.manual_seed(0)
+        nets = member_nets(
+            MemberConfig(width=4), cfg, size=8, channels=1, loss=loss, device=torch.device("cpu")
+        )
+        torch.manual_seed(1)
+        real, z = torch.rand(16, 1, 8, 8) * 2 - 1, torch.randn(16, cfg.z_dim)
+        gen = torch.Generator().manual_seed(0)
+        d_loss, g_loss, d_real, d_fake = gan_step(
+            nets.generator, nets.discriminators, nets.opt_g, nets.opt_d, loss, real, z, (), gen,
+            precision=precision,
+        )  # fmt: skip
+        assert {d_loss.dtype, g_loss.dtype, d_real[0].dtype, d_fake[0].dtype} == {torch.float32}
+        grads = [p.grad for p in nets.generator.parameters()]
+        assert all(g.dtype == torch.float32 and g.isfinite().all() for g in grads)
+        out[precision] = (d_loss.item(), g_loss.item())
+    (d32, g32), (d16, g16) = out["fp32"], out["bf16"]
+    assert (d16, g16) != (d32, g32)
+    assert abs(d16 - d32) < 0.05 and abs(g16 - g32) < 0.05

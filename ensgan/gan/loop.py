@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ from ensgan.gan.augment import diff_augment
 from ensgan.gan.losses import GANLoss
 from ensgan.gan.mgan import WhichTerm
 from ensgan.gan.samplers import RealSampler
+
+Precision = Literal["fp32", "bf16"]
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -74,6 +77,11 @@ def seen_by_d(x: torch.Tensor, augment: Sequence[str], gen: torch.Generator) -> 
     return diff_augment(x, augment, gen) if augment else x
 
 
+def autocast(device: torch.device, precision: Precision) -> torch.autocast:
+    """The forward passes' autocast: bfloat16 for bf16, off (fp32) otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def gan_step(
     generator: nn.Module,
     discriminators: list[nn.Module],
@@ -85,28 +93,36 @@ def gan_step(
     augment: Sequence[str],
     gen: torch.Generator,
     which: WhichTerm | None = None,
+    precision: Precision = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """One D step, then one G step against the updated D: (d_loss, g_loss, D's real logits,
     D's fake logits). With `which` (MGAN), D also learns which generator made each fake and
-    G's loss adds beta times that cross-entropy (one pass of D gives both)."""
+    G's loss adds beta times that cross-entropy (one pass of D gives both). bf16: the forward
+    passes under autocast, the logits and losses in fp32 (the weights, gradients and optimizer
+    state stay fp32; no loss scaling: bf16 has fp32's range)."""
     # D step: real -> 1, fake -> 0; each of D's inputs augmented afresh (none: as is).
-    fake = generator(z)
-    d_real = [d(seen_by_d(real, augment, gen)) for d in discriminators]
-    if which is None:
-        d_fake, ce = [d(seen_by_d(fake.detach(), augment, gen)) for d in discriminators], 0.0
-    else:
-        d_fake, ce = which.logits_and_ce(discriminators[0], seen_by_d(fake.detach(), augment, gen))
-    d_loss = loss.d_loss(d_real, d_fake) + ce
+    with autocast(real.device, precision):
+        fake = generator(z)
+        d_real = [d(seen_by_d(real, augment, gen)).float() for d in discriminators]
+        if which is None:
+            d_fake = [d(seen_by_d(fake.detach(), augment, gen)).float() for d in discriminators]
+            ce = 0.0
+        else:
+            d_fake, ce = which.logits_and_ce(
+                discriminators[0], seen_by_d(fake.detach(), augment, gen)
+            )
+        d_loss = loss.d_loss(d_real, d_fake) + ce
     opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
     opt_d.step()
 
     # G step.
-    if which is None:
-        g_loss = loss.g_loss([d(seen_by_d(fake, augment, gen)) for d in discriminators])
-    else:
-        g_fake, ce = which.logits_and_ce(discriminators[0], seen_by_d(fake, augment, gen))
-        g_loss = loss.g_loss(g_fake) + which.beta * ce
+    with autocast(real.device, precision):
+        if which is None:
+            g_loss = loss.g_loss([d(seen_by_d(fake, augment, gen)).float() for d in discriminators])
+        else:
+            g_fake, ce = which.logits_and_ce(discriminators[0], seen_by_d(fake, augment, gen))
+            g_loss = loss.g_loss(g_fake) + which.beta * ce
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     opt_g.step()
@@ -140,6 +156,7 @@ def training_loop(
     channels_last: bool = False,  # NHWC batches (the modules are converted by the caller)
     augment: Sequence[str] = (),  # DiffAugment policies for what D sees (ensgan/gan/augment.py)
     which: WhichTerm | None = None,  # MGAN: the which-generator terms (ensgan/gan/mgan.py)
+    precision: Precision = "fp32",  # bf16: the forward passes under autocast
 ) -> None:
     device = real_images.device
     beta = ema_beta(batch_size, ema_halflife_images)
@@ -156,7 +173,7 @@ def training_loop(
         real = real_images[sampler.draw(gen, batch_size)].contiguous(memory_format=memory_format)
         z = torch.randn(batch_size, z_dim, generator=gen).to(device)
         d_loss, g_loss, d_real, d_fake = gan_step(
-            generator, discriminators, opt_g, opt_d, loss, real, z, augment, gen, which
+            generator, discriminators, opt_g, opt_d, loss, real, z, augment, gen, which, precision
         )
         ema_update(generator_ema, generator, beta)  # update the EMA
 

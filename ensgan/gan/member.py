@@ -31,7 +31,7 @@ from ensgan.gan.checkpoint import (
     save_checkpoint,
     weights_sha256,
 )
-from ensgan.gan.device import resolve_device
+from ensgan.gan.device import configure, resolve_device
 from ensgan.gan.loop import training_loop
 from ensgan.gan.losses import GANLoss, make_loss
 from ensgan.gan.losslog import LossLog, trim_log
@@ -76,6 +76,9 @@ _NOT_IDENTITY = {
     "steps",
     "device",
     "workers",
+    "gpus",
+    "members_per_gpu",
+    "cudnn_benchmark",
     "checkpoint_every",
     "log_every",
     "max_loss",
@@ -196,7 +199,7 @@ def train_member(
         return finished  # nothing to do: no networks built, no data loaded
 
     # Load dataset.
-    device = resolve_device(train.device)
+    device = configure(resolve_device(train.device), train.cudnn_benchmark)
     loss = loss or make_loss(train.loss, member.gman, member.gman_lambda)
     real = to_unit(torch.from_numpy(load_prepared(data_dir).train_images)).to(device)
     _, c, size, _ = real.shape
@@ -222,31 +225,17 @@ def train_member(
     with LossLog(out_dir / LOSSES_CSV) as losses, stopping.checked():
         try:
             training_loop(
-                name=name,
-                generator=g,
-                generator_ema=g_ema,
-                discriminators=nets.discriminators,
-                opt_g=nets.opt_g,
-                opt_d=nets.opt_d,
-                loss=loss,
-                sampler=sampler,
-                real_images=real,
-                seed=member.seed,
-                start_step=start,
-                total_steps=train.steps,
-                batch_size=train.batch_size,
-                z_dim=train.z_dim,
-                ema_halflife_images=train.ema_halflife_images,
-                max_loss=train.max_loss,
-                log_every=train.log_every,
-                checkpoint_every=train.checkpoint_every,
-                log_row=losses.append,
-                on_checkpoint=on_checkpoint,
+                name=name, generator=g, generator_ema=g_ema, discriminators=nets.discriminators,
+                opt_g=nets.opt_g, opt_d=nets.opt_d, loss=loss, sampler=sampler, real_images=real,
+                seed=member.seed, start_step=start, total_steps=train.steps,
+                batch_size=train.batch_size, z_dim=train.z_dim,
+                ema_halflife_images=train.ema_halflife_images, max_loss=train.max_loss,
+                log_every=train.log_every, checkpoint_every=train.checkpoint_every,
+                log_row=losses.append, on_checkpoint=on_checkpoint,
                 callback=stop_when_asked(name, train, on_checkpoint, callback),
-                progress=progress,
-                channels_last=train.channels_last,
-                augment=member.diffaugment,
-            )
+                progress=progress, channels_last=train.channels_last,
+                augment=member.diffaugment, precision=train.precision,
+            )  # fmt: skip
         except DivergedError as exc:
             raise DivergedError(f"{exc} in {out_dir}") from None
 

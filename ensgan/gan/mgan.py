@@ -143,4 +143,4 @@ class WhichTerm:
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """D's logits for `fake` and the head's cross-entropy on them, from one pass of D."""
         h, logit = hidden_and_logit(d, fake)
-        return [logit], F.cross_entropy(self.head(h), self.labels)
+        return [logit.float()], F.cross_entropy(self.head(h).float(), self.labels)  # bf16: fp32

@@ -1,5 +1,5 @@
 """A member's networks and optimisers, built one way for training, for timing a training step
-(ensgan/orchestration/schedule.py) and for the benchmark's GANs (ensgan/bench/methods.py).
+(ensgan/gan/schedule.py) and for the benchmark's GANs (ensgan/bench/methods.py).
 
 Its own module, not ensgan.gan.models: sampling imports the architectures, and must not import
 the training code (the loss, the optimisers) with them.

@@ -33,7 +33,7 @@ from ensgan.config import MemberConfig, TrainConfig, shared_heads_problem
 from ensgan.data.prepared import load_prepared, read_data_card
 from ensgan.errors import ConfigError, DivergedError
 from ensgan.gan.checkpoint import checkpoint_state, save_checkpoint, save_weights_only
-from ensgan.gan.device import resolve_device
+from ensgan.gan.device import configure, resolve_device
 from ensgan.gan.loop import training_loop
 from ensgan.gan.losses import GANLoss, make_loss
 from ensgan.gan.losslog import LossLog
@@ -115,7 +115,7 @@ def train_shared(
     done = {n: member_is_finished(root / n, fps[n], train.steps) for n in heads}
     if all(card is not None for card in done.values()):
         return done  # type: ignore[return-value]
-    device = resolve_device(train.device)
+    device = configure(resolve_device(train.device), train.cudnn_benchmark)
     loss = make_loss(train.loss)
     real = to_unit(torch.from_numpy(load_prepared(data_dir).train_images)).to(device)
     _, c, size, _ = real.shape
@@ -157,7 +157,7 @@ def train_shared(
                 log_row=losses.append, on_checkpoint=on_checkpoint,
                 callback=stop_when_asked("shared", train, on_checkpoint, callback),
                 progress=progress, channels_last=train.channels_last,
-                augment=first.diffaugment, which=which,
+                augment=first.diffaugment, which=which, precision=train.precision,
             )  # fmt: skip
         except DivergedError as exc:
             raise DivergedError(f"{exc} in {state}") from None

@@ -2,7 +2,7 @@
 
 Members train as mapped tasks, in parallel on the configured task runner (local processes by
 default, each with its share of the cores; see benchmarks/parallel_members.py), submitted in
-the order that finishes soonest (ensgan/orchestration/schedule.py). `flows/nightly.py`
+the order that finishes soonest (ensgan/gan/schedule.py). `flows/nightly.py`
 re-exports the flow as the file entrypoint a `prefect deploy` names (`flows/nightly.py:nightly`).
 """
 
@@ -25,12 +25,13 @@ from ensgan.config import Params, load_params
 from ensgan.errors import CardError, StopRequested
 from ensgan.eval.report import metrics_table
 from ensgan.gan.member import fingerprint, member_is_finished
+from ensgan.gan.placement import here
+from ensgan.gan.schedule import plan
 from ensgan.gan.shared import head_fingerprints
 from ensgan.io.files import project_lock, recover_outputs
 from ensgan.layout import Layout
 from ensgan.orchestration.remote import fetch_member, remote_store, request_stop, stage_data
-from ensgan.orchestration.runners import make_runner, shared_api, worker_count
-from ensgan.orchestration.schedule import plan
+from ensgan.orchestration.runners import make_runner, shared_api
 from ensgan.orchestration.tasks import (
     dvc_commit_task,
     dvc_push_task,
@@ -136,9 +137,9 @@ def _train_members(
         return _train_shared(params, layout, params_path, root, data_sha)
     if params.train.ensemble == "clustered":  # once, before the member processes read it
         assign_clusters(params, layout)
-    workers = worker_count(params)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    names, _ = plan(params, layout, workers)
+    placement = here(params.train, len(params.members))
+    threads = placement.threads
+    names, _ = plan(params, layout, placement.workers)
     finished = {n: _finished(params, layout, n, data_sha) for n in names}
     fixed = {"params_path": params_path, "root": root, "data_sha": data_sha}
     futures, submitted = [], []

@@ -19,11 +19,7 @@ from ensgan import stopping
 from ensgan.children import init_member_process
 from ensgan.config import Params
 from ensgan.errors import ConfigError
-
-
-def worker_count(params: Params) -> int:
-    n = params.train.workers or (os.cpu_count() or 1)
-    return max(1, min(n, len(params.members)))
+from ensgan.gan.placement import here, worker_slots
 
 
 class OrderedProcessPoolTaskRunner(ProcessPoolTaskRunner):
@@ -51,8 +47,9 @@ class OrderedProcessPoolTaskRunner(ProcessPoolTaskRunner):
 
 def make_runner(params: Params, root: str) -> TaskRunner:
     """The runner of the flow's member tasks: Ray's (train.runner: ray), else a process pool
-    of `train.workers` whose processes end with this one and hold the writers lock of the
-    project at `root` (ensgan/children.py), or one thread when a single worker is asked for."""
+    of the placement's workers (ensgan/gan/placement.py: on CUDA each sees only its GPU) whose
+    processes end with this one and hold the writers lock of the project at `root`
+    (ensgan/children.py), or one thread of this process when one worker here will do."""
     if params.train.runner == "ray":
         try:
             from prefect_ray import RayTaskRunner
@@ -62,14 +59,14 @@ def make_runner(params: Params, root: str) -> TaskRunner:
             ) from None
         address = params.train.ray_address or os.environ.get("RAY_ADDRESS") or None
         return RayTaskRunner(address=address)
-    n = worker_count(params)
-    if n > 1:
-        return OrderedProcessPoolTaskRunner(
-            max_workers=n,
-            initializer=init_member_process,
-            initargs=(os.getpid(), root, stopping.shared_event()),
-        )
-    return ThreadPoolTaskRunner(max_workers=1)
+    placement = here(params.train, len(params.members))
+    if placement.in_process:
+        return ThreadPoolTaskRunner(max_workers=1)
+    return OrderedProcessPoolTaskRunner(
+        max_workers=placement.workers,
+        initializer=init_member_process,
+        initargs=(os.getpid(), root, stopping.shared_event(), placement, worker_slots()),
+    )
 
 
 @contextmanager

@@ -30,7 +30,9 @@ from ensgan.config import Params
 from ensgan.data.prepared import load_prepared, read_data_card
 from ensgan.errors import ConfigError
 from ensgan.gan.member import train_member
+from ensgan.gan.placement import claim_first_gpu, here, worker_slots
 from ensgan.gan.samplers import RealSampler, UniformSampler, WeightedSampler
+from ensgan.gan.schedule import plan
 from ensgan.io.files import atomic_write
 from ensgan.layout import Layout
 from ensgan.pipeline.clustered import assign_clusters, cluster_sampler
@@ -57,6 +59,8 @@ def run(
     names = list(params.members)
     if name is not None and name not in params.members:
         raise ConfigError(f"unknown member {name!r}; params.yaml lists {sorted(names)}")
+    if params.train.ensemble in ("shared", "boosting") or name is not None:
+        claim_first_gpu(params.train)  # trained in this process
     if params.train.ensemble == "shared":
         return train_heads(params, layout, progress=progress, callback=callback)
     if name is not None:
@@ -150,14 +154,15 @@ def _worker(params: Params, root: str, name: str, threads: int) -> dict:
 
 
 def train_parallel(params: Params, layout: Layout, names: list[str]) -> tuple[dict, dict[str, str]]:
-    """Bagging: independent members, `train.workers` at once (0 = one per core), each with
-    its share of the cores (benchmarks/parallel_members.py measures the gain). Returns the
+    """Bagging: independent members, as many at once as the placement has workers
+    (ensgan/gan/placement.py: `train.workers`, 0 = one per core; on CUDA each sees its GPU),
+    each with its share of the cores (benchmarks/parallel_members.py measures the gain). Returns the
     cards of those that finished and why the others did not. The member processes end with
     this one (ensgan/children.py); a stop (SIGTERM) ends each at its next step, checkpointed."""
-    workers = max(1, min(params.train.workers or (os.cpu_count() or 1), len(names)))
+    placement = here(params.train, len(names))
     cards: dict = {}
     failures: dict[str, str] = {}
-    if workers == 1:
+    if placement.in_process:
         for n in names:
             try:
                 cards[n] = train_one(params, layout, n)
@@ -165,13 +170,15 @@ def train_parallel(params: Params, layout: Layout, names: list[str]) -> tuple[di
                 log.exception("member %s failed", n)
                 failures[n] = failure(exc)
         return cards, failures
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = placement.threads
     root = str(layout.root.resolve())
+    order, _ = plan(params, layout, placement.workers)  # the flow's order: the earliest end
+    names = [n for n in order if n in names]
     pool = ProcessPoolExecutor(
-        workers,
+        placement.workers,
         mp_context=get_context("spawn"),
         initializer=init_member_process,
-        initargs=(os.getpid(), root, stopping.shared_event()),
+        initargs=(os.getpid(), root, stopping.shared_event(), placement, worker_slots()),
     )
     try:
         with stopping.spreading():

@@ -19,6 +19,7 @@ import torch
 
 from ensgan.config import MemberConfig, Params, TrainConfig
 from ensgan.gan.device import resolve_device
+from ensgan.gan.loop import gan_step
 from ensgan.gan.losses import make_loss
 from ensgan.gan.member import fingerprint, resumable_step
 from ensgan.gan.nets import member_nets
@@ -31,9 +32,9 @@ EXHAUSTIVE_UP_TO = 8
 def step_seconds(
     member: MemberConfig, train: TrainConfig, size: int, channels: int, steps: int = 3
 ) -> float:
-    """Seconds per training step of this member on its device (one thread on a CPU): a D step
-    and a G step at the real batch size on random data, after one warm-up step. The caller's
-    random state is left as it was."""
+    """Seconds per training step of this member on its device (one thread on a CPU): the
+    training loop's own step (ensgan/gan/loop.py gan_step) at the real batch size and
+    precision on random data, after one warm-up step. The caller's random state is kept."""
     device = resolve_device(train.device)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -59,19 +60,14 @@ def _time_steps(
     fmt = torch.channels_last if train.channels_last else torch.contiguous_format
     real = torch.rand(train.batch_size, channels, size, size, device=device)
     real = real.contiguous(memory_format=fmt)
+    gen = torch.Generator().manual_seed(0)  # DiffAugment's draws
     for i in range(steps + 1):
         if i == 1:
             _sync(device)
             t0 = time.perf_counter()
-        fake = g(torch.randn(train.batch_size, train.z_dim, device=device))
-        d_loss = loss.d_loss([x(real) for x in ds], [x(fake.detach()) for x in ds])
-        opt_d.zero_grad()
-        d_loss.backward()
-        opt_d.step()
-        g_loss = loss.g_loss([x(fake) for x in ds])
-        opt_g.zero_grad()
-        g_loss.backward()
-        opt_g.step()
+        z = torch.randn(train.batch_size, train.z_dim, device=device)
+        augment = member.diffaugment
+        gan_step(g, ds, opt_g, opt_d, loss, real, z, augment, gen, precision=train.precision)
     _sync(device)
     return (time.perf_counter() - t0) / steps
 
