@@ -11,7 +11,8 @@ It needs no Prefect, DVC or boto3, prints one table, and writes its figures to D
    16, 32 and 64 px for each architecture, fp32 against bf16, batch 64 and 256;
 3. 1, 2, 4 and 8 members sharing one GPU at once, trained by `ensgan train`'s own pool
    (ensgan/pipeline/train.py `train_parallel`): the aggregate images per second against one;
-4. the toy benchmark (`ensgan bench modes`' own run) on the ring for one method, with its time.
+4. the toy benchmark (`ensgan bench modes`' own run) on the ring, the mixture row, batched at
+   the paper's length (5 trials of 400,000 updates), and unbatched at a tenth, with times.
 Without CUDA it says "no CUDA device" and runs the same parts at CPU sizes (16 px, batch 64,
 a few steps; 1 and 2 members; a short toy run), and exits 0: CI runs it so (tests/
 test_device_check.py). `--quick` cuts the CUDA sizes too, for a first look.
@@ -51,15 +52,16 @@ class Sizes:
     sharing: tuple[int, ...]
     sharing_steps: int
     toy_steps: int
+    toy_trials: int = 5
     width: int = 32  # the members' base width (the CPU's is smaller: the check, not a figure)
 
     @classmethod
     def for_device(cls, cuda: bool, quick: bool) -> Sizes:
         if cuda and not quick:
-            return cls("cuda", (16, 32, 64), (64, 256), 20, (1, 2, 4, 8), 400, 20_000)
+            return cls("cuda", (16, 32, 64), (64, 256), 20, (1, 2, 4, 8), 400, 400_000)
         if cuda:
-            return cls("cuda", (32,), (64,), 10, (1, 2), 100, 2_000)
-        return cls("cpu", (16,), (64,), 2, (1, 2), 20, 200, width=8)
+            return cls("cuda", (32,), (64,), 10, (1, 2), 100, 20_000)
+        return cls("cpu", (16,), (64,), 2, (1, 2), 20, 200, toy_trials=2, width=8)
 
 
 def gpu_tests(out: Path) -> dict:
@@ -136,18 +138,25 @@ def sharing(sizes: Sizes, work: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def toy(sizes: Sizes, work: Path) -> dict:
-    """`ensgan bench modes`' own run: the ring, one trial, one GAN, `toy_steps` updates."""
+def toy(sizes: Sizes, work: Path) -> pd.DataFrame:
+    """`ensgan bench modes`' own run on the ring, the mixture row (K members): batched (every
+    trial's members one stacked model) at `toy_steps` updates per trial (on CUDA the paper's
+    400,000), and unbatched, one trial at a tenth of that, for the speed of each."""
     from ensgan.bench.modes import resolve, run
 
-    settings = resolve("ring", 1, steps=sizes.toy_steps, methods=["gan"], device=sizes.device)
-    t0 = time.perf_counter()
-    results = run(settings, work / "modes", log=lambda line: None)
-    seconds = time.perf_counter() - t0
-    row = results.iloc[0].to_dict()
-    return {"dataset": "ring", "method": "gan", "updates": sizes.toy_steps,
-            "seconds": round(seconds, 1), "updates_per_s": round(sizes.toy_steps / seconds),
-            **{k: v for k, v in row.items() if k not in SHOWN}}  # fmt: skip
+    rows = []
+    for batched, trials, steps in ((True, sizes.toy_trials, sizes.toy_steps),
+                                   (False, 1, sizes.toy_steps // 10)):  # fmt: skip
+        settings = resolve("ring", trials, steps=steps, methods=["mixture"],
+                           device=sizes.device, batched=batched)  # fmt: skip
+        t0 = time.perf_counter()
+        results = run(settings, work / f"modes-{batched}", log=lambda line: None)
+        seconds = time.perf_counter() - t0
+        mean = results.drop(columns=list(SHOWN & set(results.columns))).mean().to_dict()
+        rows.append({"batched": batched, "trials": trials, "updates": steps,
+                     "seconds": round(seconds, 1),
+                     "updates_per_s": round(steps * trials / seconds), **mean})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def machine() -> dict:
@@ -203,15 +212,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         steps = part("step times", step_times, sizes)
         shared = part("members sharing one device", sharing, sizes, Path(tmp))
-        report["toy"] = part("toy benchmark", toy, sizes, Path(tmp))
+        toys = part("toy benchmark", toy, sizes, Path(tmp))
     report["step_times"] = steps.to_dict(orient="records")
     report["sharing"] = shared.to_dict(orient="records")
+    report["toy"] = toys.to_dict(orient="records")
     (a.out / "device_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     md = [f"# Device check, {info['date']}: {info['device']}", "", json.dumps(info), "",
           "## pytest -m gpu", "", report["pytest_gpu"]["summary"], "", "## Step times", "",
           steps.to_markdown(index=False), "", "## Members sharing one device", "",
           shared.to_markdown(index=False), "", "## Toy benchmark", "",
-          pd.DataFrame([report["toy"]]).to_markdown(index=False), ""]  # fmt: skip
+          toys.to_markdown(index=False), ""]  # fmt: skip
     (a.out / "device_check.md").write_text("\n".join(md))
     print(f"written: {a.out / 'device_check.md'}, {a.out / 'device_check.json'}")
     failed = info["gpus"] and report["pytest_gpu"]["rc"] != 0

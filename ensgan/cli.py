@@ -370,6 +370,14 @@ def bench_modes(
             help="a params.yaml whose train, stack and combine sections the rows run under"
         ),
     ] = None,
+    batched: Annotated[
+        bool | None,
+        typer.Option(
+            "--batched/--no-batched",
+            help="train the 2-D datasets' GANs of every trial as one stacked model"
+            " (default: on CUDA)",
+        ),
+    ] = None,
 ) -> None:
     """Mode collapse of a GAN and of GAN ensembles under PacGAN's protocol (Table 1).
 
@@ -397,7 +405,7 @@ def bench_modes(
         dev = resolve_device(device)
         settings = modes.resolve(
             dataset, trials, full=full, steps=steps, k=members, methods=method, seed=seed,
-            device=str(dev), params_file=params,
+            device=str(dev), params_file=params, batched=batched,
         )  # fmt: skip
         modes.check_out(out, force)
         if dev.type == "cpu":

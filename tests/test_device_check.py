@@ -31,7 +31,8 @@ def test_the_device_check_runs_its_cpu_parts_without_cuda(tmp_path: Path) -> Non
     assert timed == {(a, p) for a in ARCHS for p in ("fp32", "bf16")}
     assert [r["members"] for r in report["sharing"]] == [1, 2]
     assert all(r["images_per_s"] > 0 for r in report["sharing"])
-    assert report["toy"]["updates"] == 200 and report["toy"]["seconds"] > 0
-    assert {"modes", "hq", "kl"} <= set(report["toy"])
+    toy = {r["batched"]: r for r in report["toy"]}
+    assert (toy[True]["trials"], toy[True]["updates"], toy[False]["updates"]) == (2, 200, 20)
+    assert all(r["seconds"] > 0 and {"modes", "hq", "kl"} <= set(r) for r in toy.values())
     md = (out / "device_check.md").read_text()
     assert md.startswith("# Device check") and "## Members sharing one device" in md

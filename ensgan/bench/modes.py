@@ -149,6 +149,7 @@ class Settings:
     combine: CombineConfig = CombineConfig()  # the samplers' section (params.yaml `combine`)
     train: TrainConfig = TrainConfig()  # boosting's keys (params.yaml `train.boosting_*`)
     params_file: str | None = None  # where the three came from (None: the pipeline's defaults)
+    batched: bool = False  # train the 2-D datasets' GANs of every trial stacked (bench/batched.py)
 
 
 def resolve(
@@ -162,6 +163,7 @@ def resolve(
     seed: int = 0,
     device: str = "cpu",
     params_file: Path | None = None,
+    batched: bool | None = None,
 ) -> Settings:
     """Check the arguments (BenchError names a bad one; ConfigError a bad params file) and
     fill in the defaults."""
@@ -195,6 +197,7 @@ def resolve(
     return Settings(
         names, trials, methods, k, budget, full, seed, steps is not None, device,
         stack, combine, train, None if params_file is None else str(params_file),
+        device.startswith("cuda") if batched is None else batched,
     )  # fmt: skip
 
 
@@ -221,22 +224,38 @@ def run(
 ) -> pd.DataFrame:
     """Train, sample, score and save every (dataset, trial, method); write the table.
     Returns one row per dataset, method and trial."""
+    from ensgan.bench.batched import prefetch
     from ensgan.bench.datasets import DATASETS
     from ensgan.bench.methods import METHODS
     from ensgan.bench.trial import Trial
 
     check_out(out, force)
     t_start = time.perf_counter()
-    rows = []
+    rows, batched_seconds = [], {}
     with atomic_dir(out) as stage:
         for name in settings.datasets:
             data = DATASETS[name]
-            for t in range(1, settings.trials + 1):
-                trial = Trial(
-                    data, t, seed=settings.seed * 100_003 + t, budget=settings.steps[name],
-                    k=settings.k, device=settings.device, stack=settings.stack,
-                    combine=settings.combine, train_params=settings.train,
+            trials = (
+                Trial(
+                    data,
+                    t,
+                    seed=settings.seed * 100_003 + t,
+                    budget=settings.steps[name],
+                    k=settings.k,
+                    device=settings.device,
+                    stack=settings.stack,
+                    combine=settings.combine,
+                    train_params=settings.train,
                 )  # fmt: skip
+                for t in range(1, settings.trials + 1)
+            )
+            if settings.batched and data.kind == "points":  # every trial's GANs, stacked
+                trials, t0 = list(trials), time.perf_counter()
+                prefetch(trials, settings.methods)
+                batched_seconds[name] = round(time.perf_counter() - t0, 2)
+                log(f"{name}: every trial's GANs trained stacked ({batched_seconds[name]:.0f} s)")
+            for trial in trials:
+                t = trial.index
                 for method in settings.methods:
                     t0, before = time.perf_counter(), trial.steps_trained
                     samples = METHODS[method](trial)
@@ -254,7 +273,7 @@ def run(
                     log(f"{name} trial {t}/{settings.trials} {method}: {shown} ({seconds:.0f} s)")
         results = pd.DataFrame(rows)
         results.to_csv(stage / "results.csv", index=False)
-        card = _card(settings, results, time.perf_counter() - t_start)
+        card = _card(settings, results, time.perf_counter() - t_start, batched_seconds)
         extra = [*_extra_notes(settings), _timing_note(card)]
         (stage / "table.md").write_text(markdown(results, settings, extra))
         (stage / MARKER).write_text(json.dumps(card, indent=2) + "\n")
@@ -273,12 +292,15 @@ def _keep_if_refused(stage: Path, out: Path, force: bool) -> None:
         raise BenchError(f"{exc} (this run is kept in {kept})") from None
 
 
-def _card(settings: Settings, results: pd.DataFrame, total: float) -> dict:
+def _card(settings: Settings, results: pd.DataFrame, total: float, batched: dict) -> dict:
+    """The run's record; seconds per step count the stacked training (`batched`: seconds by
+    dataset, spent before its rows) with the rows' own."""
     import torch
 
     steps = results[results.steps_trained > 0]
     by = steps.groupby("dataset", sort=False)
-    per_step = by.seconds.sum() / by.steps_trained.sum()
+    stacked = pd.Series(batched, dtype=float).reindex(by.seconds.sum().index, fill_value=0.0)
+    per_step = (by.seconds.sum() + stacked) / by.steps_trained.sum()
     return {
         "command": "ensgan bench modes",
         "datasets": list(settings.datasets),
@@ -293,6 +315,8 @@ def _card(settings: Settings, results: pd.DataFrame, total: float) -> dict:
         "stack": settings.stack.model_dump(mode="json"),
         "combine": settings.combine.model_dump(mode="json"),
         "boosting": {k: getattr(settings.train, k) for k in ("boosting_beta", "boosting_epochs")},
+        "batched": settings.batched,
+        "seconds_batched_training": batched,
         "seconds_total": round(total, 1),
         "seconds_per_step": {k: round(float(v), 5) for k, v in per_step.items()},
         "torch": torch.__version__,
@@ -305,10 +329,11 @@ def _card(settings: Settings, results: pd.DataFrame, total: float) -> dict:
 def _timing_note(card: dict) -> str:
     per = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in card["seconds_per_step"].items())
     where = card["device"] if card["device"] != "cpu" else f"{card['cpus']} CPU cores"
+    stacked = " (the 2-D datasets' GANs of every trial trained stacked)" if card["batched"] else ""
     return (
         f"Timing: {card['seconds_total']:,.0f} s for the whole run on {where} "
-        f"({card['torch_threads']} torch thread(s)); per generator update, training and "
-        f"sampling: {per}."
+        f"({card['torch_threads']} torch thread(s)){stacked}; per generator update, training "
+        f"and sampling: {per}."
     )
 
 

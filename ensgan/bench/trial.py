@@ -177,6 +177,7 @@ class Trial:
     real: np.ndarray = field(init=False, repr=False)
     steps_trained: int = field(default=0, init=False)
     _cache: dict = field(default_factory=dict, init=False, repr=False)
+    _adopted: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.n_samples is None:
@@ -199,10 +200,23 @@ class Trial:
         return self._cache["real"]
 
     def cached(self, key: str, make: Callable[[], T]) -> T:
-        """What `make()` returns, made once per trial and shared by every row that asks."""
+        """What `make()` returns, made once per trial and shared by every row that asks (or
+        what was adopted for `key`, its updates counted against the row that first asks)."""
         if key not in self._cache:
-            self._cache[key] = make()
+            if key in self._adopted:
+                self._cache[key], steps = self._adopted.pop(key)
+                self.steps_trained += steps
+            else:
+                self._cache[key] = make()
         return self._cache[key]
+
+    def adopt(self, key: str, value: object, steps: int) -> None:
+        """Hand the trial what `cached(key, ...)` would have made, trained elsewhere
+        (ensgan.bench.batched: stacked with other trials' GANs) for `steps` updates."""
+        self._adopted[key] = (value, steps)
+
+    def has(self, key: str) -> bool:
+        return key in self._cache or key in self._adopted
 
     def train(self, steps: int, seed: int, *, label: str, **kwargs) -> TrainedGAN:
         """A GAN trained now (not cached) for `steps` updates; kwargs go to train_gan."""
