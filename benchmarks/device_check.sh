@@ -24,6 +24,12 @@ py="${PYTHON:-python3}"
 site="$PWD/.device-site"
 needs="import pydantic, pytest, tabulate, cronsim"
 if ! "$py" -c "$needs" 2>/dev/null && compgen -G ".wheels/*.whl" >/dev/null; then
+  tag="$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+  if ! compgen -G ".wheels/*-${tag}-*.whl" >/dev/null; then
+    echo "device_check: .wheels/ holds no wheels for this Python ($tag, $py): run it with the" \
+      "Python they were downloaded for (PYTHON=...), or download them for $tag" >&2
+    exit 2
+  fi
   "$py" -m pip install -q --disable-pip-version-check --no-index --no-deps --upgrade \
     --target "$site" .wheels/*.whl
   export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"

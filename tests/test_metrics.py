@@ -402,7 +402,9 @@ def test_a_saved_feature_net_is_taken_again_only_for_the_same_training(
         f.training_key(images, labels, **{**how, "seed": 1}),
         f.training_key(images, (labels + 1) % 3, **how),
         f.training_key(images[:59], labels[:59], **how),
+        f.training_key(images, labels, **how, device="cuda"),  # a GPU's kernels: other weights
     ]
+    assert f.training_key(images, labels, **how, device="cpu") == key
     assert key not in other and all(f.earlier_feature_net(path, k) is None for k in other)
     assert f.earlier_feature_net(tmp_path / "absent.safetensors", key) is None
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")

@@ -137,14 +137,24 @@ def pseudo_labels(images: np.ndarray, n_classes: int = 10, seed: int = 0) -> np.
 
 
 def training_key(
-    images: np.ndarray, labels: np.ndarray, *, n_classes: int, steps: int, seed: int
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_classes: int,
+    steps: int,
+    seed: int,
+    device: str = "cpu",
 ) -> str:
-    """What `train_feature_net` makes a net from, as a sha256: the same key, the same net."""
+    """What `train_feature_net` makes a net from, as a sha256: the same key, the same net.
+    A device other than the CPU is part of it (its kernels give other weights); the CPU's
+    keys stay what they were before nets trained anywhere else."""
     h = hashlib.sha256(FORMAT.encode())
     for part in (images, np.asarray(labels, np.int64)):
         h.update(repr((part.dtype.str, part.shape)).encode())
         h.update(np.ascontiguousarray(part).tobytes())
     h.update(json.dumps([n_classes, steps, seed]).encode())
+    if device != "cpu":
+        h.update(device.encode())
     return h.hexdigest()
 
 
@@ -165,7 +175,7 @@ def save_feature_net(net: FeatureNet, path: str | Path, trained_on: str = "") ->
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def earlier_feature_net(path: Path, trained_on: str) -> FeatureNet | None:
+def earlier_feature_net(path: Path, trained_on: str, device: str = "cpu") -> FeatureNet | None:
     """The net saved at `path` when it was trained on exactly `trained_on` (a
     `training_key`), else None: evaluate then trains it again. Only safetensors is read."""
     try:
@@ -173,7 +183,7 @@ def earlier_feature_net(path: Path, trained_on: str) -> FeatureNet | None:
             meta = json.loads((f.metadata() or {}).get("ensgan", "{}"))
         if not isinstance(meta, dict) or meta.get("trained_on") != trained_on:
             return None
-        return load_feature_net(path)
+        return load_feature_net(path, device)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError):  # not one
         return None
 

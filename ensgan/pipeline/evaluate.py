@@ -38,6 +38,7 @@ from ensgan.eval.metrics import evaluate_images, frechet_distance
 from ensgan.eval.prdc import NEAREST_K
 from ensgan.eval.report import write_html
 from ensgan.eval.table import PLOTTED, feature_space
+from ensgan.gan.device import resolve_device
 from ensgan.io.files import atomic_dir, atomic_write, staged_outputs, write_json
 from ensgan.io.images import save_grid
 from ensgan.layout import Layout
@@ -132,7 +133,8 @@ def _evaluate(params: Params, layout: Layout, out: Path, stamp: str) -> dict:
     data = load_prepared(layout.prepared)
     ens = load_ensemble(params, layout)  # fails before any report file is touched
     out.mkdir(parents=True, exist_ok=True)
-    judge = fit_judge(data, ec, earlier=layout.reports / "feature_net.safetensors")
+    device = resolve_device(params.train.device).type
+    judge = fit_judge(data, ec, earlier=layout.reports / "feature_net.safetensors", device=device)
     save_feature_net(judge.net, out / "feature_net.safetensors", judge.trained_on)
     tiles: Tiles = {}
     metrics: dict = {"real": score_real(ens, data, ec, judge)}
@@ -151,13 +153,17 @@ def _evaluate(params: Params, layout: Layout, out: Path, stamp: str) -> dict:
     return metrics
 
 
-def fit_judge(data: Prepared, ec: EvaluateConfig, earlier: Path | None = None) -> Judge:
+def fit_judge(
+    data: Prepared, ec: EvaluateConfig, earlier: Path | None = None, device: str = "cpu"
+) -> Judge:
     """The feature space: a small classifier trained on the real training split (a domain
     FID), on the data's labels or, without usable ones, on k-means clusters of the images;
     with `feature_space: inception` the FID Inception-v3's features, the classifier's classes
     (loaded first: a missing or altered network fails before anything is trained). `earlier`:
     the last evaluation's net, taken instead of training when it was trained on the same
-    images, labels, steps and seed (training gives the same weights for those)."""
+    images, labels, steps and seed (training gives the same weights for those). `device`:
+    where the classifier trains and embeds (the members' device: on a GPU, evaluation runs
+    there too, in the batches `features_and_classes` is given)."""
     inception = InceptionFeatures() if ec.feature_space == "inception" else None
     if data.labels is not None and len(np.unique(data.labels)) >= 2:
         labels, n_classes, labels_from = data.labels, data.n_classes, "data"
@@ -172,10 +178,10 @@ def fit_judge(data: Prepared, ec: EvaluateConfig, earlier: Path | None = None) -
         )
     images, y = data.images[train_mask], labels[train_mask]
     how = {"n_classes": n_classes, "steps": ec.classifier_steps, "seed": ec.seed}
-    key = training_key(images, y, **how)
-    net = earlier_feature_net(earlier, key) if earlier is not None else None
+    key = training_key(images, y, **how, device=device)
+    net = earlier_feature_net(earlier, key, device) if earlier is not None else None
     if net is None:
-        net = train_feature_net(images, y, **how)
+        net = train_feature_net(images, y, **how, device=device)
     real = data.images[eval_mask]
     judge = Judge(
         net, real, np.empty(0), labels[eval_mask], n_classes, inception,
