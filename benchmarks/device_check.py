@@ -12,7 +12,9 @@ It needs no Prefect, DVC or boto3, prints one table, and writes its figures to D
 3. 1, 2, 4 and 8 members sharing one GPU at once, trained by `ensgan train`'s own pool
    (ensgan/pipeline/train.py `train_parallel`): the aggregate images per second against one;
 4. the toy benchmark (`ensgan bench modes`' own run) on the ring, the mixture row, batched at
-   the paper's length (5 trials of 400,000 updates), and unbatched at a tenth, with times.
+   the paper's length (5 trials of 400,000 updates), and unbatched at a tenth, with times;
+5. a step eager against under `torch.compile` (DCGAN and upsample, 32 px, batch 256).
+The figures are written after every part, so a run cut off by its limit keeps what it has.
 Without CUDA it says "no CUDA device" and runs the same parts at CPU sizes (16 px, batch 64,
 a few steps; 1 and 2 members; a short toy run), and exits 0: CI runs it so (tests/
 test_device_check.py). `--quick` cuts the CUDA sizes too, for a first look.
@@ -101,6 +103,35 @@ def step_times(sizes: Sizes) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def compile_times(sizes: Sizes) -> pd.DataFrame:
+    """ms per training step eager against under `torch.compile` (step_seconds' `compiled`),
+    for the convolutional members at the check's largest batch: whether compiling helps (on
+    CUDA at 32 px, fp32 and bf16; on a CPU one DCGAN at its sizes, which also proves the
+    path)."""
+    from ensgan.gan.schedule import step_seconds
+
+    cuda = sizes.device == "cuda"
+    archs = ("dcgan", "upsample") if cuda and len(sizes.image_sizes) > 1 else ("dcgan",)
+    size, batch = (32 if cuda else sizes.image_sizes[0]), sizes.batches[-1]
+    rows = []
+    for arch in archs:
+        for precision in ("fp32", "bf16") if cuda else ("fp32",):
+            train = TrainConfig(device=sizes.device, batch_size=batch, precision=precision)
+            member = MemberConfig(arch=arch, width=sizes.width)
+            row = {"arch": arch, "px": size, "batch": batch, "precision": precision}
+            try:
+                eager = step_seconds(member, train, size, 1, sizes.timed_steps)
+                t0 = time.perf_counter()
+                comp = step_seconds(member, train, size, 1, sizes.timed_steps, compiled=True)
+                row |= {"eager_ms": round(eager * 1000, 2), "compiled_ms": round(comp * 1000, 2),
+                        "speedup": round(eager / comp, 2),
+                        "compile_and_time_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - no compiler, no Triton: the row says so
+                row |= {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def sharing(sizes: Sizes, work: Path) -> pd.DataFrame:
     """n DCGAN members on one device at once through `ensgan train`'s pool: each member's
     images per second between its first and last loss-log rows (its training loop alone, not
@@ -183,6 +214,29 @@ def _commit() -> str:
     return sha or os.environ.get("ENSGAN_COMMIT", "unknown")
 
 
+PARTS = (  # report key, title: in the order they run (the cheap and decisive ones first)
+    ("step_times", "Step times"),
+    ("sharing", "Members sharing one device"),
+    ("toy", "Toy benchmark"),
+    ("compile", "torch.compile"),
+)
+
+
+def write_report(report: dict, out: Path) -> None:
+    """device_check.json and .md as far as the check has got: rewritten after every part,
+    so a run stopped by its time limit still leaves what it measured."""
+    (out / "device_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    info = report["machine"]
+    md = [f"# Device check, {info['date']}: {info['device']}", "", json.dumps(info), "",
+          "## pytest -m gpu", "", report["pytest_gpu"]["summary"], ""]  # fmt: skip
+    for key, title in PARTS:
+        if key in report:
+            seconds = report["part_seconds"][key]
+            md += [f"## {title} ({seconds} s)", "", pd.DataFrame(report[key]).to_markdown(
+                index=False), ""]  # fmt: skip
+    (out / "device_check.md").write_text("\n".join(md))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("ENSGAN_DEVICE_RESULTS",
@@ -196,33 +250,25 @@ def main() -> int:
           f"torch {info['torch']}, commit {info['commit']})", flush=True)  # fmt: skip
     if not info["gpus"]:
         print("no CUDA device: the CPU-runnable parts only, at CPU sizes", flush=True)
-    report: dict = {"machine": info, "sizes": sizes.__dict__}
+    report: dict = {"machine": info, "sizes": sizes.__dict__, "part_seconds": {}}
     report["pytest_gpu"] = gpu_tests(a.out) if info["gpus"] else {"summary": "no CUDA device"}
     print(f"pytest -m gpu: {report['pytest_gpu']['summary']}", flush=True)
-    seconds = report["part_seconds"] = {}
-
-    def part(name: str, fn, *args):  # noqa: ANN001, ANN202
-        t0 = time.perf_counter()
-        result = fn(*args)
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        shown = result if isinstance(result, pd.DataFrame) else pd.DataFrame([result])
-        print(f"\n{name} ({seconds[name]} s)\n{shown.to_markdown(index=False)}", flush=True)
-        return result
-
+    write_report(report, a.out)
     with tempfile.TemporaryDirectory() as tmp:
-        steps = part("step times", step_times, sizes)
-        shared = part("members sharing one device", sharing, sizes, Path(tmp))
-        toys = part("toy benchmark", toy, sizes, Path(tmp))
-    report["step_times"] = steps.to_dict(orient="records")
-    report["sharing"] = shared.to_dict(orient="records")
-    report["toy"] = toys.to_dict(orient="records")
-    (a.out / "device_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    md = [f"# Device check, {info['date']}: {info['device']}", "", json.dumps(info), "",
-          "## pytest -m gpu", "", report["pytest_gpu"]["summary"], "", "## Step times", "",
-          steps.to_markdown(index=False), "", "## Members sharing one device", "",
-          shared.to_markdown(index=False), "", "## Toy benchmark", "",
-          toys.to_markdown(index=False), ""]  # fmt: skip
-    (a.out / "device_check.md").write_text("\n".join(md))
+        work = Path(tmp)
+        calls = {
+            "step_times": lambda: step_times(sizes),
+            "sharing": lambda: sharing(sizes, work),
+            "toy": lambda: toy(sizes, work),
+            "compile": lambda: compile_times(sizes),
+        }
+        for key, title in PARTS:
+            t0 = time.perf_counter()
+            result = calls[key]()
+            seconds = report["part_seconds"][key] = round(time.perf_counter() - t0, 1)
+            report[key] = result.to_dict(orient="records")
+            print(f"\n{title} ({seconds} s)\n{result.to_markdown(index=False)}", flush=True)
+            write_report(report, a.out)
     print(f"written: {a.out / 'device_check.md'}, {a.out / 'device_check.json'}")
     failed = info["gpus"] and report["pytest_gpu"]["rc"] != 0
     return 1 if failed else 0

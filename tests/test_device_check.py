@@ -34,5 +34,8 @@ def test_the_device_check_runs_its_cpu_parts_without_cuda(tmp_path: Path) -> Non
     toy = {r["batched"]: r for r in report["toy"]}
     assert (toy[True]["trials"], toy[True]["updates"], toy[False]["updates"]) == (2, 200, 20)
     assert all(r["seconds"] > 0 and {"modes", "hq", "kl"} <= set(r) for r in toy.values())
+    (compiled,) = report["compile"]  # one DCGAN on a CPU: the compiled path runs
+    assert compiled["arch"] == "dcgan" and compiled["compiled_ms"] > 0, compiled
     md = (out / "device_check.md").read_text()
     assert md.startswith("# Device check") and "## Members sharing one device" in md
+    assert "## torch.compile" in md

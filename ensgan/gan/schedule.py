@@ -30,18 +30,26 @@ EXHAUSTIVE_UP_TO = 8
 
 
 def step_seconds(
-    member: MemberConfig, train: TrainConfig, size: int, channels: int, steps: int = 3
+    member: MemberConfig,
+    train: TrainConfig,
+    size: int,
+    channels: int,
+    steps: int = 3,
+    compiled: bool = False,
 ) -> float:
     """Seconds per training step of this member on its device (one thread on a CPU): the
     training loop's own step (ensgan/gan/loop.py gan_step) at the real batch size and
-    precision on random data, after one warm-up step. The caller's random state is kept."""
+    precision on random data, after one warm-up step. The caller's random state is kept.
+    `compiled`: the nets under `torch.compile` (nn.Module.compile: state dict keys kept),
+    after three warm-up steps (compiling, and recompiling once shapes settle); the device
+    check measures whether it helps."""
     device = resolve_device(train.device)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
-            return _time_steps(member, train, size, channels, steps, device)
+            return _time_steps(member, train, size, channels, steps, device, compiled)
     finally:
         torch.set_num_threads(threads)
 
@@ -53,16 +61,20 @@ def _time_steps(
     channels: int,
     steps: int,
     device: torch.device,
+    compiled: bool = False,
 ) -> float:
     loss = make_loss(train.loss, member.gman, member.gman_lambda)
     nets = member_nets(member, train, size=size, channels=channels, loss=loss, device=device)
     g, ds, opt_g, opt_d = nets.generator, nets.discriminators, nets.opt_g, nets.opt_d
+    warm = 3 if compiled else 1
+    for net in (g, *ds) if compiled else ():
+        net.compile()
     fmt = torch.channels_last if train.channels_last else torch.contiguous_format
     real = torch.rand(train.batch_size, channels, size, size, device=device)
     real = real.contiguous(memory_format=fmt)
     gen = torch.Generator().manual_seed(0)  # DiffAugment's draws
-    for i in range(steps + 1):
-        if i == 1:
+    for i in range(steps + warm):
+        if i == warm:
             _sync(device)
             t0 = time.perf_counter()
         z = torch.randn(train.batch_size, train.z_dim, device=device)
