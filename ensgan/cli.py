@@ -95,11 +95,12 @@ def _stage(stage: str, params: Path, *args):
 def validate(params: ParamsOpt = Path("params.yaml")) -> None:
     """Check params.yaml (and that prefect.yaml beside it runs on its schedule), print the
     resolved configuration, and say where the members would train on this machine."""
-    from ensgan.gan.placement import explain
+    from ensgan.gan.placement import check_runner, explain
     from ensgan.orchestration.deployment import check_prefect_yaml
     from ensgan.orchestration.versioning import check_dvc_params
 
     p, layout = _run(_load, params)
+    _run(check_runner, p.train)
     _run(check_prefect_yaml, params.parent / "prefect.yaml", p.schedule)
     _run(check_dvc_params, Path("."), str(params))
     placement = _run(explain, p, layout)

@@ -48,9 +48,10 @@ def local_cluster() -> Iterator[str]:
     working directory of its own; yields the cluster's address, also set as RAY_ADDRESS (what
     a driver started from here finds it by). For tests/ray_stop.py too: one start-up, one
     place that knows how. Ends with the API; the Ray processes end with the PID namespace."""
-    from ensgan.orchestration.runners import shared_api
+    from ensgan.orchestration.runners import own_ray_auth, shared_api
 
     work = Path(tempfile.mkdtemp(prefix="ensgan-ray-"))
+    own_ray_auth(work / "auth")  # whatever ~/.ray holds: the nodes and driver inherit it
     head_dir, worker_dir = work / "head", work / "worker"
     head_dir.mkdir()
     worker_dir.mkdir()

@@ -163,3 +163,46 @@ def test_validate_refuses_gpus_it_cannot_see(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.chdir(write_tiny_project(tmp_path, train={"device": "cuda"}))
     res = CliRunner().invoke(app, ["validate"])
     assert res.exit_code == 2 and "no CUDA device is visible" in res.output
+
+
+HIDE_RAY = (  # the `ray` extra absent: find_spec answers None for a module set to None
+    "import sys; sys.modules['prefect_ray'] = None; from ensgan.cli import app; app()"
+)
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_ray_runner_without_the_ray_extra_is_refused_in_one_line(
+    tmp_path: Path, command: str
+) -> None:
+    """`ensgan validate` refuses it, and `ensgan run` before a server starts or data is
+    prepared: one line naming the install, not a traceback at the members."""
+    import subprocess
+    import sys
+
+    root = write_tiny_project(tmp_path, train={"runner": "ray"})
+    res = subprocess.run([sys.executable, "-c", HIDE_RAY, command], cwd=root,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "error: train.runner: ray needs prefect_ray, which this Python lacks: "
+        "pip install 'ensgan[ray]' (or set train.runner: process)"
+    ]
+    assert not (root / "data").exists() and res.stdout == ""
+
+
+def test_a_ray_cluster_started_here_gets_a_token_of_its_own(tmp_path: Path) -> None:
+    """What a local Ray cluster (ensgan's ray.init, the tests' nodes) is started with: token
+    auth and a token file of its own, kept across runs; auth a user configured is theirs."""
+    from ensgan.orchestration.runners import own_ray_auth
+
+    env: dict[str, str] = {"HOME": str(tmp_path)}
+    own_ray_auth(tmp_path / "auth", env)
+    token = Path(env["RAY_AUTH_TOKEN_PATH"])
+    assert env["RAY_AUTH_MODE"] == "token" and token.parent == (tmp_path / "auth").resolve()
+    assert len(token.read_text()) == 64 and token.stat().st_mode & 0o777 == 0o600
+    first = token.read_text()
+    own_ray_auth(tmp_path / "auth", again := {"HOME": str(tmp_path)})
+    assert again["RAY_AUTH_TOKEN_PATH"] == str(token) and token.read_text() == first
+    users = {"RAY_AUTH_MODE": "disabled"}
+    own_ray_auth(tmp_path / "other", users)
+    assert users == {"RAY_AUTH_MODE": "disabled"} and not (tmp_path / "other").exists()

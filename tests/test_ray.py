@@ -6,6 +6,7 @@ and the flow stacks, evaluates and publishes as on one machine."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,12 +23,18 @@ pytestmark = pytest.mark.e2e
 
 def in_namespaces(command: str, out: Path, timeout: float) -> dict:
     """`command` (from the repository root) in a network and PID namespace of its own, as
-    tests/ray_cluster.py describes; the JSON it wrote to `out`."""
+    tests/ray_cluster.py describes; the JSON it wrote to `out`. Its HOME holds a Ray token
+    from some other use of Ray (~/.ray/auth_token), as a user's may: the cluster must not
+    read it."""
     assert shutil.which("unshare"), "unshare (util-linux) is needed for a private network"
+    home = out.parent / "home"
+    (home / ".ray").mkdir(parents=True, exist_ok=True)
+    (home / ".ray" / "auth_token").write_text("a-token-from-some-other-cluster\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     res = subprocess.run(
         ["unshare", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
          "sh", "-c", f"ip link set lo up && exec {command}"],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env | {"HOME": str(home)},
     )  # fmt: skip
     assert res.returncode == 0 and out.is_file(), (res.stdout + res.stderr)[-6000:]
     return json.loads(out.read_text())

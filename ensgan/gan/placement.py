@@ -18,6 +18,7 @@ CUDA in the parent (NVML), so the spawned workers start clean.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -152,6 +153,22 @@ def describe(placement: Placement, planned: dict[str, int]) -> list[str]:
 
 def _on(planned: dict[str, int], slot: int) -> list[str]:
     return [n for n, s in planned.items() if s == slot]
+
+
+RAY_MODULES = ("ray", "prefect_ray")  # what the `ray` extra installs and the Ray runner needs
+
+
+def check_runner(train: TrainConfig) -> None:
+    """Refuse `train.runner: ray` where the `ray` extra is not installed, in one line, where
+    validation and the flow start: not after a server has started and the data is prepared."""
+    if train.runner != "ray":
+        return
+    missing = [m for m in RAY_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"train.runner: ray needs {' and '.join(missing)}, which this Python lacks: "
+            "pip install 'ensgan[ray]' (or set train.runner: process)"
+        )
 
 
 def explain(params: Params, layout: Layout) -> list[str]:

@@ -25,7 +25,7 @@ from ensgan.config import Params, load_params
 from ensgan.errors import CardError, StopRequested
 from ensgan.eval.report import metrics_table
 from ensgan.gan.member import fingerprint, member_is_finished
-from ensgan.gan.placement import here
+from ensgan.gan.placement import check_runner, here
 from ensgan.gan.schedule import plan
 from ensgan.gan.shared import head_fingerprints
 from ensgan.io.files import project_lock, recover_outputs
@@ -326,7 +326,8 @@ def _dvc_line(dvc: dict) -> str:
 
 def run(params_path: str = "params.yaml", root: str = ".") -> dict:
     """Run the flow once, members in parallel processes when there is more than one worker."""
-    load_params(Path(root) / params_path)  # invalid params stop here, before a server starts
+    params = load_params(Path(root) / params_path)  # invalid params stop here, before a
+    check_runner(params.train)  # server starts: a Ray runner without Ray too
     check_dvc_params(Path(root), params_path)
     with shared_api():
         return nightly(params_path=params_path, root=root)
@@ -343,6 +344,7 @@ def serve(params_path: str = "params.yaml", root: str = ".") -> None:
     from prefect.schedules import Cron
 
     params = load_params(Path(root) / params_path)
+    check_runner(params.train)
     nightly.serve(
         name="nightly",
         schedule=Cron(params.schedule.cron, timezone=params.schedule.timezone),

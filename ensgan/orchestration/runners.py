@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Self
 
 from prefect.logging.handlers import APILogWorker
@@ -45,8 +47,31 @@ class OrderedProcessPoolTaskRunner(ProcessPoolTaskRunner):
         return self
 
 
+RAY_AUTH = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")  # Ray's token auth
+RAY_TOKEN_DIR = ".ensgan-ray"  # under the project: the token of the Ray ensgan starts there
+
+
+def own_ray_auth(token_dir: Path, env: MutableMapping[str, str] = os.environ) -> None:
+    """Token auth with a token of its own for a Ray cluster started here (ray.init without
+    an address, or tests/ray_cluster.py's nodes), set in `env` before any Ray process starts,
+    which they inherit: Ray otherwise reads ~/.ray/auth_token, and a token left there by
+    other use of Ray locks a fresh cluster's own driver out (InvalidAuthToken). Auth the
+    user configured (any RAY_AUTH_* set) is left as it is. The token file is mode 0600."""
+    if any(env.get(k) for k in RAY_AUTH):
+        return
+    token_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = token_dir / "auth_token"
+    if not token.is_file() or not token.read_text().strip():
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN_PATH"] = str(token.resolve())
+
+
 def make_runner(params: Params, root: str) -> TaskRunner:
-    """The runner of the flow's member tasks: Ray's (train.runner: ray), else a process pool
+    """The runner of the flow's member tasks: Ray's (train.runner: ray; without an address it
+    starts Ray here, with auth of its own: own_ray_auth), else a process pool
     of the placement's workers (ensgan/gan/placement.py: on CUDA each sees only its GPU) whose
     processes end with this one and hold the writers lock of the project at `root`
     (ensgan/children.py), or one thread of this process when one worker here will do."""
@@ -58,6 +83,8 @@ def make_runner(params: Params, root: str) -> TaskRunner:
                 "train.runner: ray needs Ray and prefect-ray: pip install 'ensgan[ray]'"
             ) from None
         address = params.train.ray_address or os.environ.get("RAY_ADDRESS") or None
+        if address is None:  # ray.init starts a cluster on this machine: auth of its own
+            own_ray_auth(Path(root) / RAY_TOKEN_DIR)
         return RayTaskRunner(address=address)
     placement = here(params.train, len(params.members))
     if placement.in_process:

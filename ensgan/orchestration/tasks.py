@@ -19,6 +19,7 @@ from prefect.context import TaskRunContext
 
 from ensgan.config import Params, load_params
 from ensgan.errors import is_user_error
+from ensgan.gan.placement import check_runner
 from ensgan.layout import Layout
 from ensgan.orchestration import versioning
 from ensgan.orchestration.logs import quiet_user_tracebacks
@@ -26,7 +27,10 @@ from ensgan.orchestration.results import PLAIN_JSON, guard_cached_record
 
 
 def setup(params_path: str, root: str) -> tuple[Params, Layout]:
-    return load_params(Path(root) / params_path), Layout(Path(root))
+    """The params and layout a flow run starts from; a Ray runner without Ray stops it here."""
+    params = load_params(Path(root) / params_path)
+    check_runner(params.train)
+    return params, Layout(Path(root))
 
 
 def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
