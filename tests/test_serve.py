@@ -132,14 +132,39 @@ async def _poll(api: str, fn, timeout: float, what: str, logs: list[Path]):
             await anyio.sleep(0.5)
 
 
-@pytest.mark.timeout(240)
+def _copy_deployment_files(root: Path) -> None:
+    import shutil
+
+    shutil.copy(REPO / "prefect.yaml", root / "prefect.yaml")
+    (root / "flows").mkdir()
+    shutil.copy(REPO / "flows" / "nightly.py", root / "flows" / "nightly.py")
+
+
+def _prefect_cli(root: Path, env: dict[str, str]):  # noqa: ANN202
+    def prefect(*args: str) -> str:
+        res = subprocess.run([_prefect(), "--no-prompt", *args], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert res.returncode == 0, f"prefect {' '.join(args)}:\n{res.stdout}\n{res.stderr}"
+        return res.stdout
+
+    return prefect
+
+
+@pytest.mark.timeout(300)
 def test_serve_registers_the_cron_schedule_on_a_real_server(tmp_path: Path) -> None:
+    """`ensgan serve` beside prefect.yaml's deployment: its own `nightly/serve` gets the
+    cron, and the worker's `nightly/nightly` stays as `prefect deploy` made it (its pool, its
+    entrypoint, unpaused), also after `serve` has stopped."""
     t0 = time.monotonic()
     root = write_tiny_project(tmp_path / "project", schedule={"cron": CRON, "timezone": TZ})
+    _copy_deployment_files(root)
     with _prefect_server(tmp_path) as api:
         t_server = time.monotonic() - t0
         serve_log = tmp_path / "serve.log"
         env = _clean_env(PREFECT_HOME=str(tmp_path / "serve-home"), PREFECT_API_URL=api)
+        prefect = _prefect_cli(root, env)
+        prefect("work-pool", "create", "ensgan", "--type", "process")
+        prefect("deploy", "--name", "nightly")
         cmd = [*_ensgan(), "serve", "--params", "params.yaml"]
         with _spawn(cmd, serve_log, root, env) as serve:
             logs = [serve_log, tmp_path / "server.log"]
@@ -147,7 +172,7 @@ def test_serve_registers_the_cron_schedule_on_a_real_server(tmp_path: Path) -> N
             async def deployment(client):
                 if serve.poll() is not None:
                     pytest.fail(f"ensgan serve exited ({serve.returncode}):\n{_tail(serve_log)}")
-                return await client.read_deployment_by_name("nightly/nightly")
+                return await client.read_deployment_by_name("nightly/serve")
 
             async def scheduled_runs(client, dep_id):
                 return await client.read_flow_runs(
@@ -160,7 +185,7 @@ def test_serve_registers_the_cron_schedule_on_a_real_server(tmp_path: Path) -> N
                 )
 
             async def check() -> tuple[object, list]:
-                dep = await _poll(api, deployment, 60, "deployment nightly/nightly", logs)
+                dep = await _poll(api, deployment, 60, "deployment nightly/serve", logs)
                 runs = await _poll(
                     api, lambda c: scheduled_runs(c, dep.id), 30, "scheduled flow runs", logs
                 )
@@ -169,8 +194,13 @@ def test_serve_registers_the_cron_schedule_on_a_real_server(tmp_path: Path) -> N
             dep, runs = anyio.run(check)
             t_done = time.monotonic() - t0
             assert serve.poll() is None, _tail(serve_log)  # still serving, nothing ran
+            during = anyio.run(lambda: _read_deployment(api, "nightly/nightly"))
+        after = anyio.run(lambda: _read_deployment(api, "nightly/nightly"))  # serve stopped
 
-    assert dep.name == "nightly"
+    for worker_dep in (during, after):
+        assert worker_dep.work_pool_name == "ensgan" and not worker_dep.paused
+        assert worker_dep.entrypoint == "flows/nightly.py:nightly"
+    assert dep.name == "serve" and dep.id != after.id
     assert len(dep.schedules) == 1
     sched = dep.schedules[0]
     assert isinstance(sched.schedule, CronSchedule)
@@ -194,6 +224,11 @@ def test_serve_registers_the_cron_schedule_on_a_real_server(tmp_path: Path) -> N
         assert (when.weekday(), when.hour, when.minute) == (0, 3, 17), when
         assert fr.expected_start_time.timestamp() > time.time()
     print(f"server healthy after {t_server:.1f} s, deployment and runs after {t_done:.1f} s")
+
+
+async def _read_deployment(api: str, name: str):  # noqa: ANN202
+    async with PrefectClient(api) as client:
+        return await client.read_deployment_by_name(name)
 
 
 def test_serve_rejects_an_invalid_cron_without_a_server(tmp_path: Path) -> None:
@@ -224,21 +259,13 @@ def test_a_worker_runs_the_deployment_from_prefect_yaml(tmp_path: Path) -> None:
     """`prefect deploy` reads prefect.yaml; a real worker of a process pool picks up a run of
     the `nightly` deployment, which trains, evaluates and publishes a tiny project."""
     import json
-    import shutil
 
     root = write_tiny_project(tmp_path / "project")
-    shutil.copy(REPO / "prefect.yaml", root / "prefect.yaml")
-    (root / "flows").mkdir()
-    shutil.copy(REPO / "flows" / "nightly.py", root / "flows" / "nightly.py")
+    _copy_deployment_files(root)
     assert subprocess.run([*_ensgan(), "validate"], cwd=root, capture_output=True).returncode == 0
     with _prefect_server(tmp_path) as api:
         env = _clean_env(PREFECT_HOME=str(tmp_path / "client-home"), PREFECT_API_URL=api)
-
-        def prefect(*args: str) -> str:
-            res = subprocess.run([_prefect(), "--no-prompt", *args], cwd=root, env=env,
-                                 capture_output=True, text=True, timeout=120)  # fmt: skip
-            assert res.returncode == 0, f"prefect {' '.join(args)}:\n{res.stdout}\n{res.stderr}"
-            return res.stdout
+        prefect = _prefect_cli(root, env)
 
         prefect("work-pool", "create", "ensgan", "--type", "process")
         prefect("deploy", "--name", "nightly")

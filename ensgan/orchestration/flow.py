@@ -51,6 +51,7 @@ from ensgan.pipeline.common import params_sha256
 from ensgan.pipeline.survivors import settle
 from ensgan.pipeline.train import failure
 
+SERVE_DEPLOYMENT = "serve"  # `ensgan serve`'s deployment, nightly/serve (prefect.yaml: nightly)
 RAY_WAIT_SECONDS = 1.0  # how often the driver, waiting on its member tasks, looks for a stop
 
 
@@ -339,6 +340,9 @@ def serve(params_path: str = "params.yaml", root: str = ".") -> None:
     The deployment names the flow by module path (`ensgan.orchestration.flow.nightly`), which
     imports wherever the package is installed; a file entrypoint would be a path relative to
     the directory `serve` happened to start in. `prefect deploy` names `flows/nightly.py:nightly`.
+    Its name is `nightly/serve`, not prefect.yaml's `nightly/nightly`: a served deployment has
+    no work pool and is paused when `serve` stops, so under one name either would replace the
+    other, and a worker would get nothing after `serve` had run.
     """
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
@@ -346,7 +350,7 @@ def serve(params_path: str = "params.yaml", root: str = ".") -> None:
     params = load_params(Path(root) / params_path)
     check_runner(params.train)
     nightly.serve(
-        name="nightly",
+        name=SERVE_DEPLOYMENT,
         schedule=Cron(params.schedule.cron, timezone=params.schedule.timezone),
         parameters={"params_path": params_path, "root": str(Path(root).resolve())},
         entrypoint_type=EntrypointType.MODULE_PATH,
