@@ -30,6 +30,17 @@ batches_app = typer.Typer(no_args_is_help=True, help="List and download publishe
 app.add_typer(batches_app, name="batches")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to use")]
+_VERBOSE = {"on": False}  # ensgan -v: the libraries' INFO logs too
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also the libraries' INFO logs (botocore...)")
+    ] = False,
+) -> None:
+    """Train, combine, evaluate and publish an ensemble of GANs."""
+    _VERBOSE["on"] = verbose
 
 
 def _load(params: Path) -> tuple[Params, Layout]:
@@ -44,7 +55,10 @@ def _run(fn, *args, **kwargs):
     signal gives."""
     from ensgan import stopping
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # ensgan's own INFO lines; the libraries' (botocore's "Found credentials ...") with -v only
+    level = logging.INFO if _VERBOSE["on"] else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ensgan").setLevel(logging.INFO)
     try:
         with stopping.on_stop_signals():
             return fn(*args, **kwargs)

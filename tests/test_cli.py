@@ -284,3 +284,36 @@ def test_batches_ls_and_show_print_store_text_escaped(tmp_path: Path) -> None:
     res = runner.invoke(app, ["batches", "show", "night-2", *where])
     assert res.exit_code == 2 and "\x1b" not in res.output
     assert "member_weights_sha256.g\\x1b[2J" in res.output
+
+
+@E2E
+def test_third_party_info_logs_stay_out_of_the_terminal_unless_verbose(
+    seaweedfs, s3_bucket: Callable, tmp_path: Path
+) -> None:
+    """botocore's "Found credentials in environment variables" on every S3 command is a
+    library's INFO line: shown with `ensgan -v` only. The command's own output is the same."""
+    import os
+    import subprocess
+
+    from tests.helpers import venv_tool
+
+    ensgan = venv_tool("ensgan")
+    assert ensgan, "the ensgan command is not installed beside this Python"
+    bucket = s3_bucket(seaweedfs)
+    args = ["batches", "ls", "--store", f"s3://{bucket}/nightly",
+            "--endpoint-url", seaweedfs.endpoint_url]  # fmt: skip
+    ran = {}
+    for flags in ([], ["-v"]):
+        res = subprocess.run(
+            [ensgan, *flags, *args],
+            cwd=tmp_path,
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        ran[bool(flags)] = res
+    assert "Found credentials" not in ran[False].stderr
+    assert "Found credentials" in ran[True].stderr
+    assert ran[False].stdout == ran[True].stdout
