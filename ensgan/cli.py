@@ -170,16 +170,16 @@ def publish_cmd(
 @app.command("run")
 def run_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
     """Run the nightly Prefect flow once, now, and print where the results are."""
-    from ensgan.eval.report import metrics_table
+    from ensgan.eval.report import TERMINAL_COLUMNS, metrics_table
     from ensgan.orchestration.flow import run
+    from ensgan.orchestration.summary import night_summary
 
     s = _run(lambda: run(params_path=str(params)))
-    pub = s["published"]
-    typer.echo(f"\nbatch:     {s['batch']['path']} ({s['batch']['n_images']} images)")
-    typer.echo(f"published: {pub['status']} -> {pub.get('url') or pub.get('prefix')}")
-    typer.echo(f"report:    {s['report']}")
+    typer.echo("\n" + "\n".join(night_summary(s)))
+    typer.echo(f"batch:     {s['batch']['path']}")
     typer.echo(f"stacker:   CV ROC AUC {s['stacker_cv_roc_auc']:.3f}\n")
-    typer.echo(metrics_table(s["metrics"]))
+    typer.echo(metrics_table(s["metrics"], TERMINAL_COLUMNS))
+    typer.echo("(the key figures; every figure: the report, or reports/metrics.json)")
 
 
 @app.command("serve")

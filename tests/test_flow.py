@@ -21,7 +21,7 @@ from ensgan.config import ConfigError
 from ensgan.ensemble.combinations import METHODS
 from ensgan.io.batches import list_batches, pull_batch
 from ensgan.io.storage import LocalStore
-from tests.helpers import write_tiny_project
+from tests.helpers import TINY_FLOW, write_tiny_project
 
 pytestmark = pytest.mark.e2e  # real services: Prefect, DVC, S3 servers
 
@@ -143,6 +143,12 @@ def test_second_run_rewrites_and_publishes_nothing(flow_project: dict) -> None:
     assert again["batch"]["run_id"] == flow_project["summary"]["batch"]["run_id"]
     assert again["published"]["status"] == "already-published"
     assert again["published"]["gate"]["latest"] == again["batch"]["run_id"]
+    from ensgan.orchestration.summary import night_summary
+
+    assert "published: " + again["batch"]["run_id"] in night_summary(again)[0]
+    assert "already published (unchanged night)" in night_summary(again)[0]
+    unchanged = "unchanged: prepare, train, stack, evaluate, generate, publish (inputs unchanged)"
+    assert unchanged in night_summary(again)
     assert (
         again["metrics"]["ensemble"].keys() == flow_project["summary"]["metrics"]["ensemble"].keys()
     )
@@ -153,6 +159,38 @@ def test_second_run_rewrites_and_publishes_nothing(flow_project: dict) -> None:
     latest = max(runs, key=lambda r: r.start_time)
     states = anyio.run(_task_states, latest.id)
     assert states["train-a"] == ["Cached"] and states["train-b"] == ["Cached"]
+
+
+def test_the_night_summary_says_what_was_published_first(flow_project: dict) -> None:
+    """`ensgan run`'s first lines, from the flow's own summary: the batch, its method and
+    count, the gate's word, where it went, and each stage's time; then a table a terminal
+    shows (the key figures only)."""
+    from ensgan.eval.report import TERMINAL_COLUMNS, metrics_table
+    from ensgan.orchestration.summary import night_summary
+
+    s = flow_project["summary"]
+    run_id, receipt = s["batch"]["run_id"], s["published"]
+    lines = night_summary(s)
+    assert lines[0] == (
+        f"published: {run_id} ({TINY_FLOW['generate']['method']}, {s['batch']['n_images']} "
+        "images): published; "
+        f"promoted: `latest` is now {run_id}"
+    )
+    assert lines[1] == f"where:     {receipt.get('url') or receipt['prefix']}"
+    assert lines[2] == f"report:    {s['report']}"
+    (took,) = [line for line in lines if line.startswith("time:")]
+    stages = ("prepare", "train", "stack", "evaluate", "generate", "publish")
+    assert list(s["stage_seconds"]) == list(stages) and all(f"{n} " in took for n in stages)
+    assert all(v >= 0 for v in s["stage_seconds"].values())
+    table = metrics_table(s["metrics"], TERMINAL_COLUMNS).splitlines()
+    assert max(map(len, table)) <= 100 and table[0].split()[:4] == ["model", "kind", "fd", "kid"]
+    assert "density" not in table[0] and "density" in metrics_table(s["metrics"]).splitlines()[0]
+    candidate = {**s, "published": {**receipt, "gate": {"decision": "candidate", "latest":
+                 "night-1", "reasons": ["fd 12.0 is worse than the champion's 10.0"]}}}  # fmt: skip
+    assert night_summary(candidate)[0].endswith(
+        "a candidate, not promoted (fd 12.0 is worse than the champion's 10.0); `latest` stays "
+        "night-1"
+    )
 
 
 def test_invalid_params_stop_the_flow_before_any_work(tmp_path: Path, prefect_server) -> None:

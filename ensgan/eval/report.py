@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -133,9 +133,16 @@ def _best(frame: pd.DataFrame) -> dict[str, object]:
     return best
 
 
-def metrics_table(metrics: Mapping[str, object]) -> str:
-    """The report's table as plain text, for the end of a run's log."""
+# The figures people compare, in a width a terminal shows; the rest are in the report.
+TERMINAL_COLUMNS = ("fd", "kid", "precision", "recall", "coverage", "class_kl", "n_images")
+
+
+def metrics_table(metrics: Mapping[str, object], columns: Sequence[str] | None = None) -> str:
+    """The report's table as plain text, for the end of a run's log; `columns`: only those
+    (the ones present), beside the model and its kind."""
     frame = metrics_frame(metrics)
+    if columns is not None:
+        frame = frame[["model", "kind", *(c for c in columns if c in frame.columns)]]
     align = ["left", "left"] + ["right"] * (len(frame.columns) - 2)
     cells = frame.map(fmt)
     cells[["model", "kind"]] = frame[["model", "kind"]]

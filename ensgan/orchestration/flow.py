@@ -68,11 +68,14 @@ def nightly(params_path: str = "params.yaml", root: str = ".") -> dict:
 def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
     root = str(layout.root.resolve())
     check_dvc_params(layout.root, params_path)
-    data = prepare_task(params_path, root)
+    took: dict[str, float] = {}  # seconds per stage, for the night's summary
+    data = _timed(took, "prepare", prepare_task, params_path, root)
     members_done = all(_finished(params, layout, n, data["sha256"]) for n in params.members)
+    t0 = time.perf_counter()
     cards, failures = _train_members(params, layout, params_path, root, data["sha256"])
     settle(params, layout, failures)
-    stack = stack_task(params_path, root)
+    took["train"] = round(time.perf_counter() - t0, 1)
+    stack = _timed(took, "stack", stack_task, params_path, root)
     unversioned = dvc_project(layout.root, params_path)
     t_dvc = time.perf_counter()
     if unversioned is None:  # before generate: the batch's lineage names what dvc.lock holds
@@ -80,9 +83,9 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
     else:
         get_run_logger().info("not recorded in DVC: %s", unversioned)
     t_dvc = time.perf_counter() - t_dvc
-    metrics = evaluate_task(params_path, root)
-    batch = generate_task(params_path, root)
-    receipt = publish_task(params_path, root, batch["run_id"])
+    metrics = _timed(took, "evaluate", evaluate_task, params_path, root)
+    batch = _timed(took, "generate", generate_task, params_path, root)
+    receipt = _timed(took, "publish", publish_task, params_path, root, batch["run_id"])
     dvc = _record(root, unversioned)
     dvc["seconds"] = round(t_dvc + dvc["seconds"], 2)  # recording and pushing, all told
     report = layout.reports.resolve() / "index.html"
@@ -102,7 +105,9 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
         "trained_on": {c["name"]: c["trained_on"]["node"] for c in cards if "trained_on" in c},
         "stacker_cv_roc_auc": stack["cv_roc_auc"],
         "batch": batch,
+        "method": params.generate.method,
         "published": receipt,
+        "stage_seconds": took,
         "report": str(report),
         "metrics": metrics,
         "dvc": dvc,
@@ -123,6 +128,14 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
         description="members and combinations side by side",
     )
     return summary
+
+
+def _timed(took: dict[str, float], stage: str, fn, *args):  # noqa: ANN001, ANN202
+    """fn(*args), its wall seconds recorded under `stage`."""
+    t0 = time.perf_counter()
+    result = fn(*args)
+    took[stage] = round(time.perf_counter() - t0, 1)
+    return result
 
 
 def _train_members(

@@ -1,0 +1,47 @@
+"""What a night did, in the first lines `ensgan run` prints: which batch was published, whether
+the gate made it `latest` and why, where it went, who was left out, and how long each stage
+took. The flow's summary dict is the input, so the lines say what the run returned."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{seconds:.1f} s"
+
+
+def gate_line(receipt: Mapping[str, Any]) -> str:
+    """promoted, or a candidate and the gate's reasons (or an already-published batch)."""
+    gate = receipt.get("gate") or {}
+    if receipt.get("status") == "already-published":
+        head = "already published (unchanged night)"
+    else:
+        head = str(receipt.get("status", "?"))
+    if gate.get("decision") == "promoted":
+        return f"{head}; promoted: `latest` is now {gate.get('latest')}"
+    why = "; ".join(gate.get("reasons") or ["no verdict"])
+    return f"{head}; a candidate, not promoted ({why}); `latest` stays {gate.get('latest')}"
+
+
+def night_summary(summary: Mapping[str, Any]) -> list[str]:
+    """The lines, in the order a person asks: what was published, is it what consumers get,
+    where, who was missing, how long."""
+    batch, receipt = summary["batch"], summary["published"]
+    took: Mapping[str, float] = summary.get("stage_seconds") or {}
+    lines = [
+        f"published: {batch['run_id']} ({summary.get('method', '?')}, "
+        f"{batch['n_images']} images): {gate_line(receipt)}",
+        f"where:     {receipt.get('url') or receipt.get('prefix')}",
+        f"report:    {summary['report']}",
+    ]
+    for name, why in (summary.get("left_out") or {}).items():
+        lines.append(f"left out:  member {name}: {why}")
+    if summary.get("up_to_date"):
+        lines.append(f"unchanged: {', '.join(summary['up_to_date'])} (inputs unchanged)")
+    if took:
+        stages = ", ".join(f"{k} {_duration(v)}" for k, v in took.items())
+        lines.append(f"time:      {_duration(sum(took.values()))} ({stages})")
+    return lines
