@@ -146,7 +146,7 @@ def test_second_run_rewrites_and_publishes_nothing(flow_project: dict) -> None:
     from ensgan.orchestration.summary import night_summary
 
     assert "published: " + again["batch"]["run_id"] in night_summary(again)[0]
-    assert "already published (unchanged night)" in night_summary(again)[0]
+    assert night_summary(again)[0].endswith("; already published: an unchanged night)")
     unchanged = "unchanged: prepare, train, stack, evaluate, generate, publish (inputs unchanged)"
     assert unchanged in night_summary(again)
     assert (
@@ -173,11 +173,11 @@ def test_the_night_summary_says_what_was_published_first(flow_project: dict) -> 
     lines = night_summary(s)
     assert lines[0] == (
         f"published: {run_id} ({TINY_FLOW['generate']['method']}, {s['batch']['n_images']} "
-        "images): published; "
-        f"promoted: `latest` is now {run_id}"
+        "images; published)"
     )
-    assert lines[1] == f"where:     {receipt.get('url') or receipt['prefix']}"
-    assert lines[2] == f"report:    {s['report']}"
+    assert lines[1] == f"gate:      {run_id}: promoted; latest is {run_id}"
+    assert lines[2] == f"where:     {receipt.get('url') or receipt['prefix']}"
+    assert lines[3] == f"report:    {s['report']}"
     (took,) = [line for line in lines if line.startswith("time:")]
     stages = ("prepare", "train", "stack", "evaluate", "generate", "publish")
     assert list(s["stage_seconds"]) == list(stages) and all(f"{n} " in took for n in stages)
@@ -187,9 +187,9 @@ def test_the_night_summary_says_what_was_published_first(flow_project: dict) -> 
     assert "density" not in table[0] and "density" in metrics_table(s["metrics"]).splitlines()[0]
     candidate = {**s, "published": {**receipt, "gate": {"decision": "candidate", "latest":
                  "night-1", "reasons": ["fd 12.0 is worse than the champion's 10.0"]}}}  # fmt: skip
-    assert night_summary(candidate)[0].endswith(
-        "a candidate, not promoted (fd 12.0 is worse than the champion's 10.0); `latest` stays "
-        "night-1"
+    assert night_summary(candidate)[1] == (
+        f"gate:      {run_id}: not promoted (fd 12.0 is worse than the champion's 10.0); "
+        "latest stays night-1"
     )
 
 

@@ -7,33 +7,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ensgan.pipeline.publish import verdict_line
+
 
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes} min {secs:02d} s" if minutes else f"{seconds:.1f} s"
 
 
-def gate_line(receipt: Mapping[str, Any]) -> str:
-    """promoted, or a candidate and the gate's reasons (or an already-published batch)."""
-    gate = receipt.get("gate") or {}
-    if receipt.get("status") == "already-published":
-        head = "already published (unchanged night)"
-    else:
-        head = str(receipt.get("status", "?"))
-    if gate.get("decision") == "promoted":
-        return f"{head}; promoted: `latest` is now {gate.get('latest')}"
-    why = "; ".join(gate.get("reasons") or ["no verdict"])
-    return f"{head}; a candidate, not promoted ({why}); `latest` stays {gate.get('latest')}"
-
-
 def night_summary(summary: Mapping[str, Any]) -> list[str]:
-    """The lines, in the order a person asks: what was published, is it what consumers get,
-    where, who was missing, how long."""
+    """The lines, in the order a person asks: what was published, is it what consumers get
+    (the gate's word as the report's first screen gives it), where, who was missing, how
+    long."""
     batch, receipt = summary["batch"], summary["published"]
     took: Mapping[str, float] = summary.get("stage_seconds") or {}
+    status = receipt.get("status")
+    if status == "already-published":
+        status = "already published: an unchanged night"
     lines = [
         f"published: {batch['run_id']} ({summary.get('method', '?')}, "
-        f"{batch['n_images']} images): {gate_line(receipt)}",
+        f"{batch['n_images']} images; {status})",
+        f"gate:      {verdict_line(batch['run_id'], receipt['gate'])}",
         f"where:     {receipt.get('url') or receipt.get('prefix')}",
         f"report:    {summary['report']}",
     ]
