@@ -83,8 +83,21 @@ def _run(fn, *args, **kwargs):
         raise typer.Exit(stopping.exit_status()) from None
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON, for machines")]
+
+
 def _echo(obj: dict) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _report(stage: str, result: dict, as_json: bool) -> None:
+    """A stage's outcome: a line or two (ensgan/outcome.py), or with --json the whole result."""
+    from ensgan.outcome import outcome
+
+    if as_json:
+        _echo(result)
+    else:
+        typer.echo("\n".join(printable(line) for line in outcome(stage, result).splitlines()))
 
 
 def _stage(stage: str, params: Path, *args):
@@ -123,48 +136,55 @@ def validate(params: ParamsOpt = Path("params.yaml")) -> None:
 
 
 @app.command("prepare")
-def prepare_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+def prepare_cmd(params: ParamsOpt = Path("params.yaml"), as_json: JsonOpt = False) -> None:
     """Read the configured dataset into data/prepared/."""
-    _echo(_stage("prepare", params))
+    _report("prepare", _stage("prepare", params), as_json)
 
 
 @app.command("train")
 def train_cmd(
     member: Annotated[str | None, typer.Argument(help="one member; all when left out")] = None,
     params: ParamsOpt = Path("params.yaml"),
+    as_json: JsonOpt = False,
 ) -> None:
     """Train (or resume) the members into models/members/ (bagging: several at once;
     boosting: in order). With MEMBER, that one (boosting: and the members before it)."""
-    _echo(_stage("train", params, member))
+    _report("train", _stage("train", params, member), as_json)
 
 
 @app.command("stack")
-def stack_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+def stack_cmd(params: ParamsOpt = Path("params.yaml"), as_json: JsonOpt = False) -> None:
     """Fit the stacking meta-learner over the members' discriminators."""
-    _echo(_stage("stack", params))
+    _report("stack", _stage("stack", params), as_json)
 
 
 @app.command("evaluate")
-def evaluate_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+def evaluate_cmd(params: ParamsOpt = Path("params.yaml"), as_json: JsonOpt = False) -> None:
     """Evaluate members and combinations: reports/metrics.json, grids, report."""
-    from ensgan.eval.report import metrics_table
+    from ensgan.eval.report import TERMINAL_COLUMNS, metrics_table
 
-    typer.echo(metrics_table(_stage("evaluate", params)))
+    metrics = _stage("evaluate", params)
+    if as_json:
+        return _echo(metrics)
+    typer.echo(metrics_table(metrics, TERMINAL_COLUMNS))
+    report = Layout(Path(".")).reports / "index.html"
+    typer.echo(f"(the key figures; every figure: {report}, or reports/metrics.json)")
 
 
 @app.command("generate")
-def generate_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+def generate_cmd(params: ParamsOpt = Path("params.yaml"), as_json: JsonOpt = False) -> None:
     """Generate a batch (shards + manifest) into outputs/batches/RUN_ID/."""
-    _echo(_stage("generate", params))
+    _report("generate", _stage("generate", params), as_json)
 
 
 @app.command("publish")
 def publish_cmd(
     params: ParamsOpt = Path("params.yaml"),
     run_id: Annotated[str | None, typer.Option(help="batch to publish; default: current")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Upload a generated batch to the store (manifest last)."""
-    _echo(_stage("publish", params, run_id))
+    _report("publish", _stage("publish", params, run_id), as_json)
 
 
 @app.command("run")

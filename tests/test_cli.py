@@ -55,7 +55,7 @@ def test_publish_ls_pull_roundtrip(
 
     res = runner.invoke(app, ["publish", "--params", f"params-{backend}.yaml"])
     assert res.exit_code == 0, res.output
-    assert '"status": "published"' in res.output
+    assert f"published: batch {run_id}" in res.output
 
     res = runner.invoke(app, ["batches", "ls", *store_args])
     assert res.exit_code == 0, res.output
@@ -68,7 +68,7 @@ def test_publish_ls_pull_roundtrip(
 
     # Publishing the same batch again changes nothing.
     res = runner.invoke(app, ["publish", "--params", f"params-{backend}.yaml"])
-    assert res.exit_code == 0 and "already-published" in res.output
+    assert res.exit_code == 0 and f"already published: batch {run_id}" in res.output
 
 
 def test_pull_unknown_batch_is_a_clear_error(staged_project: dict, tmp_path: Path) -> None:

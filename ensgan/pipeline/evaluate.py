@@ -36,6 +36,7 @@ from ensgan.eval.kid import SUBSET_SIZE as KID_SUBSET_SIZE
 from ensgan.eval.kid import SUBSETS as KID_SUBSETS
 from ensgan.eval.metrics import evaluate_images, frechet_distance
 from ensgan.eval.prdc import NEAREST_K
+from ensgan.eval.progress import model_bar
 from ensgan.eval.report import write_html
 from ensgan.eval.table import PLOTTED, feature_space
 from ensgan.gan.device import resolve_device
@@ -58,7 +59,9 @@ OUTPUTS = (
 )
 
 
-def run(params: Params, layout: Layout) -> dict:
+def run(params: Params, layout: Layout, *, progress: bool | None = None) -> dict:
+    """Evaluate, or return the last metrics when nothing they came from changed; `progress`:
+    a bar per row (None: on a terminal only)."""
     params = survivors(params, layout)  # without the members training left out
     stamp = inputs_sha256("evaluate", params, layout)
     before = _earlier_metrics(layout)
@@ -68,7 +71,7 @@ def run(params: Params, layout: Layout) -> dict:
         return before | {"up_to_date": True}
     rel = layout.reports.relative_to(layout.root).as_posix()
     with staged_outputs(layout.root, "evaluate", [f"{rel}/{o}" for o in OUTPUTS]) as stage:
-        return _evaluate(params, layout, stage / rel, stamp)
+        return _evaluate(params, layout, stage / rel, stamp, progress)
 
 
 def _earlier_metrics(layout: Layout) -> dict | None:
@@ -105,6 +108,7 @@ class Judge:
     seed: int = 0  # KID's subsets: the same draws for every row
     trained_on: str = ""  # the feature net's training_key
     labels_from: str = "data"  # what the feature net was trained on: data | k-means clusters
+    progress: bool | None = None  # a bar per row (ensgan/eval/progress.py): None = on a terminal
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """Features in the evaluation feature space."""
@@ -127,7 +131,7 @@ class Judge:
 Tiles = dict[str, tuple[str, np.ndarray]]  # grid caption -> (file stem, images)
 
 
-def _evaluate(params: Params, layout: Layout, out: Path, stamp: str) -> dict:
+def _evaluate(params: Params, layout: Layout, out: Path, stamp: str, progress: bool | None) -> dict:
     """Measure, and write every output under `out` (the staging copy of reports/)."""
     ec = params.evaluate
     data = load_prepared(layout.prepared)
@@ -135,6 +139,7 @@ def _evaluate(params: Params, layout: Layout, out: Path, stamp: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(params.train.device).type
     judge = fit_judge(data, ec, earlier=layout.reports / "feature_net.safetensors", device=device)
+    judge.progress = progress
     save_feature_net(judge.net, out / "feature_net.safetensors", judge.trained_on)
     tiles: Tiles = {}
     metrics: dict = {"real": score_real(ens, data, ec, judge)}
@@ -222,8 +227,12 @@ def score_real(ens: Ensemble, data: Prepared, ec: EvaluateConfig, judge: Judge) 
     pick = np.random.default_rng(ec.seed + 1).choice(
         len(held_in), min(ec.n_samples, len(held_in)), replace=False
     )
-    reference = held_in[np.sort(pick)]
-    return judge.measure(reference, ens.score(reference))
+    with model_bar("real", len(pick), judge.progress) as phase_done:
+        reference = held_in[np.sort(pick)]
+        phase_done()
+        row = judge.measure(reference, ens.score(reference))
+        phase_done()
+    return row
 
 
 def score_members(ens: Ensemble, ec: EvaluateConfig, judge: Judge, tiles: Tiles) -> dict:
@@ -240,8 +249,12 @@ def score_member(
 ) -> tuple[dict, np.ndarray]:
     """One member's row on `n` images from `seed`'s latents (every member gets the same
     ones), and the images; benchmarks/eval_count.py scores it at other counts and seeds."""
-    images = ens.member_sample(name, np.random.default_rng(seed).integers(0, 2**31 - 1, size=n))
-    row = judge.measure(images, ens.score(images))
+    with model_bar(name, n, judge.progress) as phase_done:
+        seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=n)
+        images = ens.member_sample(name, seeds)
+        phase_done()
+        row = judge.measure(images, ens.score(images))
+        phase_done()
     row["collapsed"] = collapse(images) is not None
     return row, images
 
@@ -256,8 +269,11 @@ def score_combination(
 ) -> tuple[dict, Sample]:
     """One combination's row on `n` of its images drawn with `seed`, and the sample (a
     StackerError when it cannot draw them)."""
-    s = ens.sample(method, n, seed=seed)
-    row = judge.measure(s.images, s.scores) | {k: round(v, 6) for k, v in s.stats.items()}
+    with model_bar(method, n, judge.progress) as phase_done:
+        s = ens.sample(method, n, seed=seed)
+        phase_done()
+        row = judge.measure(s.images, s.scores) | {k: round(v, 6) for k, v in s.stats.items()}
+        phase_done()
     return row, s
 
 
