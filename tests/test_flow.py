@@ -461,3 +461,50 @@ def test_clustered_members_are_tasks_on_their_clusters(tmp_path: Path, prefect_s
     assert {"train-a", "train-b"} <= set(anyio.run(_task_names))
     again = run(params_path="params.yaml", root=str(root))
     assert "train" in again["up_to_date"] and again["members"] == summary["members"]
+
+
+def test_the_night_leaves_a_summary_a_metrics_table_and_links_in_prefect(
+    flow_project: dict,
+) -> None:
+    """Prefect's own artifact kinds, on the real server: the summary as markdown (the lines
+    `ensgan run` prints), the key figures as a table artifact, links to the batch and report."""
+    import anyio
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from ensgan.orchestration.artifacts import KEYS
+    from ensgan.orchestration.summary import night_summary
+
+    s = flow_project["summary"]
+
+    async def artifacts() -> dict:
+        async with get_client() as client:
+            only = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[s["flow_run_id"]]))
+            return {a.key: a for a in await client.read_artifacts(artifact_filter=only)}
+
+    found = anyio.run(artifacts)
+    assert set(found) == set(KEYS.values())
+    summary = found[KEYS["summary"]]
+    assert summary.type == "markdown" and "```" not in summary.data
+    assert f"- **gate**: {night_summary(s)[1].partition(':')[2].strip()}" in summary.data
+    table = found[KEYS["metrics"]]
+    assert table.type == "table"
+    rows = json.loads(table.data)
+    models = [*s["metrics"]["members"], *s["metrics"]["ensemble"], "real"]
+    assert [r["model"] for r in rows] == models
+    assert {"fd", "kid", "recall", "coverage", "n_images"} <= set(rows[0])
+    assert "density" not in rows[0]  # the key figures: the rest are in the report
+    batch, report = found[KEYS["batch"]], found[KEYS["report"]]
+    batch_uri = Path(s["published"]["url"]).resolve().as_uri()  # a local store here
+    assert batch.data == f"[batch {s['batch']['run_id']}]({batch_uri})"  # Prefect's link
+    assert report.data == f"[report]({Path(s['report']).as_uri()})"
+
+
+def test_a_batch_link_opens_where_the_batch_is() -> None:
+    from ensgan.orchestration.artifacts import batch_link
+
+    s3 = {"url": "s3://nightly/ens gan/batches/2026-12-06/r1/"}
+    assert batch_link(s3, "http://127.0.0.1:8333/") == (
+        "http://127.0.0.1:8333/nightly/ens%20gan/batches/2026-12-06/r1/"
+    )
+    assert batch_link(s3, None) == s3["url"]
+    assert batch_link({"url": "/srv/store/batches/r1/"}, None) == "file:///srv/store/batches/r1"

@@ -16,20 +16,20 @@ from pathlib import Path
 
 import torch
 from prefect import flow, get_run_logger, unmapped
-from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ensgan import stopping
 from ensgan.children import GRACE_SECONDS
 from ensgan.config import Params, load_params
 from ensgan.errors import CardError, StopRequested
-from ensgan.eval.report import metrics_table
 from ensgan.gan.member import fingerprint, member_is_finished
 from ensgan.gan.placement import check_runner, here
 from ensgan.gan.schedule import plan
 from ensgan.gan.shared import head_fingerprints
 from ensgan.io.files import project_lock, recover_outputs
 from ensgan.layout import Layout
+from ensgan.orchestration.artifacts import publish_artifacts
 from ensgan.orchestration.remote import fetch_member, remote_store, request_stop, stage_data
 from ensgan.orchestration.runners import make_runner, shared_api
 from ensgan.orchestration.tasks import (
@@ -111,22 +111,9 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
         "report": str(report),
         "metrics": metrics,
         "dvc": dvc,
+        "flow_run_id": str(flow_run.get_id()),  # where its artifacts and logs are in Prefect
     }
-    create_markdown_artifact(
-        key="ensgan-nightly",
-        markdown=(
-            f"# ensgan nightly\n\nbatch `{batch['run_id']}` ({batch['n_images']} images), "
-            f"published: {receipt['status']} at `{receipt.get('url', receipt.get('prefix'))}`\n\n"
-            f"{_gate_line(receipt['gate'])}\n\n"
-            + "".join(f"- **left out**: member `{n}`: {why}\n" for n, why in failures.items())
-            + "\n"
-            f"data `{data['sha256'][:12]}`, params `{summary['params_sha256'][:12]}`, "
-            f"stacker CV ROC AUC {stack['cv_roc_auc']:.3f}\n\n"
-            f"```\n{metrics_table(metrics)}\n```\n\nreport: `{report}`\n\n"
-            f"DVC: {_dvc_line(dvc)}\n"
-        ),
-        description="members and combinations side by side",
-    )
+    publish_artifacts(summary, _dvc_line(dvc), params.storage.endpoint_url)
     return summary
 
 
@@ -320,13 +307,6 @@ def _record(root: str, unversioned: str | None) -> dict:
     remote = dvc_push_task(root)
     seconds = time.perf_counter() - t0
     return {"recorded": True, "status": changed, "pushed_to": remote, "seconds": seconds}
-
-
-def _gate_line(verdict: dict) -> str:
-    if verdict["decision"] == "promoted":
-        return f"**promoted** by the gate; `latest` (what consumers get) is `{verdict['latest']}`"
-    why = "; ".join(verdict["reasons"])
-    return f"**not promoted** (a candidate; `latest` stays `{verdict['latest']}`): {why}"
 
 
 def _dvc_line(dvc: dict) -> str:
