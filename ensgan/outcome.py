@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ensgan.pipeline.publish import verdict_line
+from ensgan.io.promotion import verdict_line
 
 Result = Mapping[str, Any]
 

@@ -24,10 +24,10 @@ from ensgan.io.promotion import (
     resolve,
     statuses,
     verdict,
+    verdict_line,
 )
 from ensgan.io.s3 import S3Store
 from ensgan.io.storage import LocalStore, Store
-from ensgan.pipeline.publish import verdict_line
 from tests.helpers import S3Server, make_batch
 
 GOOD = {"fd": 100.0, "kid": 0.01, "kid_std": 0.002, "recall": 0.95, "coverage": 0.80,
@@ -203,12 +203,19 @@ def test_a_worse_batch_stays_a_candidate_until_promoted_by_hand(tmp_path: Path) 
         "champion": None,
         "not_compared": [],
         "latest": "night-1",
+        "figures": [],  # no champion to compare with
     }
     assert latest(store).how == "first"
 
     worse = _publish(store, tmp_path, "night-2", {**GOOD, "coverage": 0.5}, seed=2)
     assert worse["decision"] == "candidate" and worse["latest"] == "night-1"
     assert worse["reasons"] == ["coverage 0.5 < 0.8 - 0.02"] and worse["champion"] == "night-1"
+    by_figure = {f["figure"]: f for f in worse["figures"]}  # the report's figure-by-figure
+    assert by_figure["coverage"] == {
+        "figure": "coverage", "batch": 0.5, "champion": 0.8, "lower_is_better": False,
+        "bound": pytest.approx(0.78), "how": "0.8 - 0.02", "passed": False,
+    }  # fmt: skip
+    assert all(f["passed"] for name, f in by_figure.items() if name != "coverage")
     assert resolve(store, "latest") == "night-1"
     why = "candidate: coverage 0.5 < 0.8 - 0.02"
     assert statuses(store) == {"night-1": "latest", "night-2": why}

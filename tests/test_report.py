@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -58,10 +60,11 @@ def test_write_html(tmp_path) -> None:
         assert f"<td>{name}</td>" in html
     for metric in ("fd", "classes_covered", "class_kl", "accept_rate"):
         assert f"<th>{metric}</th>" in html
-    assert html.count("<img ") == 4  # three grids and the history chart (publish draws it)
-    assert 'src="history.svg"' in html
-    # the gate's verdict (the history chart's title) is on the first screen, before the table
-    assert html.index('src="history.svg"') < html.index("<h2>Metrics</h2>")
+    assert html.count("<img ") == 5  # three grids, tonight's card and the history (publish's)
+    assert 'src="history.svg"' in html and 'src="tonight.svg"' in html
+    # what was published and the gate's verdict (tonight's card) come first, before the table
+    assert html.index('src="tonight.svg"') < html.index("<h2>Metrics</h2>")
+    assert html.index("<h2>Metrics</h2>") < html.index('src="history.svg"')
     assert '<svg id="chart"><text>g</text></svg>' in html  # our chart, inline and unescaped
     for src in grids.values():
         assert f'src="{src}"' in html
@@ -81,6 +84,59 @@ def test_write_html_marks_best_generator(tmp_path) -> None:
     )
     assert '<td class="num best">8.25</td>' in html  # lowest fd among generators
     assert '<td class="num best">1.5</td>' not in html  # the real baseline never wins
+
+
+def _bold(html: str) -> list[str]:
+    return re.findall(r'<td class="num best">([^<]*)</td>', html)
+
+
+def test_best_is_crowned_only_among_rows_that_compare(tmp_path) -> None:
+    """mh on fewer images, mean (a blend) and a narrowing vote are never the bold best,
+    whatever their figures, and the page says which rows were left out and why."""
+    row = {"fd": 50.0, "precision": 0.5, "recall": 0.9, "coverage": 0.9, "n_images": 1000}
+    metrics = {
+        "members": {"a": row, "b": {**row, "fd": 60.0, "collapsed": True, "precision": 0.99}},
+        "ensemble": {
+            "mixture": {**row, "fd": 40.0, "narrows": False},
+            "mean": {**row, "fd": 3106.0, "precision": 0.97, "narrows": False},
+            "vote": {**row, "precision": 0.95, "recall": 0.99, "coverage": 0.99, "narrows": True},
+            "mh": {**row, "fd": 30.0, "n_images": 600, "narrows": False},
+        },
+        "real": {**row, "fd": 1.0, "precision": 1.0},
+    }
+    html = report.write_html(tmp_path / "i.html", title="t", metrics=metrics, grids={})
+    text = html.read_text(encoding="utf-8")
+    assert _bold(text) == ["0.5", "0.9", "0.9", "40", "0.5", "0.9", "0.9"]  # a, then mixture
+    note = re.search(r'<p class="best-note">([^<]*)</p>', text).group(1)
+    for name, why in [("b", "collapsed"), ("mean", "blend"), ("vote", "narrows"),
+                      ("mh", "scored on 600 images, not 1000")]:  # fmt: skip
+        assert re.search(rf"\b{name} \([^)]*{why}", note), (name, note)
+    assert "mixture (" not in note and "a (" not in note
+
+
+def test_the_main_table_holds_the_key_figures_and_the_rest_follow() -> None:
+    metrics = {"ensemble": {"mixture": {"fd": 1.0, "recall": 0.5, "accept_rate": 1.0}}}
+    tables = re.findall(r"<table>.*?</table>", _html(metrics), re.S)
+    assert "<th>fd</th>" in tables[0] and "<th>accept_rate</th>" not in tables[0]
+    assert "<th>accept_rate</th>" in tables[1] and "<th>fd</th>" not in tables[1]
+
+
+def test_list_tables_are_headed_by_class_names(tmp_path) -> None:
+    metrics = {"members": {"a": {"fd": 1.0, "coverage_per_class": [0.5, 0.25]}}}
+    html = _html(metrics, class_names=["T-shirt/top", "Trouser"])
+    assert "<th>T-shirt/top</th><th>Trouser</th>" in html
+    assert "<th>0</th><th>1</th>" in _html(metrics)  # without names: the class index
+    assert "<th>0</th><th>1</th>" in _html(metrics, class_names=["only one"])  # not one each
+
+
+def _html(metrics: dict, **kwargs: object) -> str:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = report.write_html(Path(tmp) / "i.html", title="t", metrics=metrics, grids={},
+                                 **kwargs)  # fmt: skip
+        return path.read_text(encoding="utf-8")
 
 
 def test_metrics_table_lists_all_rows() -> None:
@@ -138,3 +194,56 @@ def test_the_metrics_chart_draws_kid_with_its_standard_deviation() -> None:
     assert "recall (lower" not in svg
     without = metrics_chart(table.drop(columns="kid_std"))
     assert svg.count("<path") > without.count("<path")  # the error bars
+
+
+def _panel_limits(table) -> dict[str, tuple[str, tuple[float, float]]]:
+    """Each metrics-chart panel's x scale and limits, drawn as the report draws them."""
+    import matplotlib.pyplot as plt
+
+    from ensgan.eval import charts
+
+    captured = {}
+    real_svg = charts._svg
+
+    def grab(fig):  # noqa: ANN001, ANN202 - the figure, before it is closed
+        for ax in fig.axes:
+            captured[ax.get_title().split(" ")[0]] = (ax.get_xscale(), ax.get_xlim())
+        return real_svg(fig)
+
+    charts._svg = grab
+    try:
+        charts.metrics_chart(table)
+    finally:
+        charts._svg = real_svg
+        plt.close("all")
+    return captured
+
+
+def test_the_metrics_chart_fits_each_axis_to_its_data() -> None:
+    """One blurred row's FD of thousands takes a log axis instead of squashing the others;
+    recall 0.97 against 0.98 is drawn on an axis zoomed to them, not 0-1."""
+    import pandas as pd
+
+    rows = [("a", "member", 30.0, 0.97), ("b", "member", 35.0, 0.975),
+            ("mean", "ensemble", 3106.0, 0.98)]  # fmt: skip
+    table = pd.DataFrame([{"model": m, "kind": k, "fd": fd, "kid": 0.01, "recall": r,
+                           "coverage": r} for m, k, fd, r in rows])  # fmt: skip
+    panels = _panel_limits(table)
+    assert panels["fd"][0] == "log"
+    scale, (left, right) = panels["recall"]
+    assert scale == "linear" and 0.9 < left < 0.97 and 0.98 < right <= 1.0
+    close = table.assign(fd=[30.0, 35.0, 40.0])
+    assert _panel_limits(close)["fd"][0] == "linear"
+
+
+def test_one_night_of_history_spans_days_not_years() -> None:
+    import pandas as pd
+
+    from ensgan.eval.charts import history_chart
+
+    night = {"run_id": ["r1"], "decision": ["promoted"], "model": "ensemble", "fd": [10.0],
+             "kid": [0.1], "recall": [0.9], "coverage": [0.8]}  # fmt: skip
+    frame = pd.DataFrame({"at": pd.to_datetime(["2026-03-04T02:00:00"], utc=True), **night})
+    svg = history_chart(frame, "r1: promoted; latest is r1")
+    assert "2025" not in svg and "2027" not in svg  # matplotlib's default spanned years
+    assert "Mar" in svg or "03-0" in svg

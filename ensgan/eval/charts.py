@@ -52,21 +52,53 @@ def loss_chart(losses: Mapping[str, pd.DataFrame]) -> str:
         return _svg(fig)
 
 
+SHARES = ("precision", "recall", "coverage")  # figures in [0, 1]
+LOG_SPREAD = 20.0  # a panel whose largest value is this many times its smallest: log axis
+
+
+def _scale(ax: plt.Axes, values: pd.Series, figure: str) -> str:
+    """Fit the axis to the data, so close figures stay apart: a log axis for a positive figure
+    spanning more than LOG_SPREAD (one blurred row's FD would squash every other bar), a
+    zoomed axis for a share (recall 0.97 against 0.98 on a 0-1 axis looks equal), the data's
+    span otherwise. Returns the note for the panel's title."""
+    vals = values.dropna()
+    if vals.empty:
+        return ""
+    lo, hi = float(vals.min()), float(vals.max())
+    if lo > 0 and hi / lo > LOG_SPREAD:
+        ax.set_xscale("log")
+        return " (log scale)"
+    pad = max((hi - lo) * 0.08, abs(hi) * 0.002, 1e-6)
+    left, right = lo - pad, hi + pad
+    if figure in SHARES:
+        left, right = max(0.0, left), min(1.0, right)
+    ax.set_xlim(left, right)
+    return " (zoomed)" if figure in SHARES and (left > 0 or right < 1) else ""
+
+
 def metrics_chart(table: pd.DataFrame) -> str:
     """FD, KID (with its standard deviation), recall and coverage of every model (members,
-    combinations, real), one panel each.
+    combinations, real), one panel each: a dot per model on an axis fitted to the data
+    (`_scale`), so no zero baseline is implied.
 
     `table` has a `model` column and one column per figure (reports/plots/fd.csv)."""
     with plt.rc_context(_STYLE):
         fig, axes = plt.subplots(1, len(FIGURES), figsize=(9, 0.25 * len(table) + 1.2))
         colors = table["kind"].map({"member": "C0", "ensemble": "C1", "real": "C2"}).fillna("C7")
+        y = range(len(table))
         for ax, figure in zip(axes, FIGURES, strict=True):
             spread = table.get(f"{figure}_std")  # kid: its standard deviation over subsets
-            err = None if spread is None else spread.astype(float)
-            ax.barh(table["model"], table[figure].astype(float), xerr=err, color=list(colors))
+            values = table[figure].astype(float)
+            if spread is not None:
+                ax.errorbar(values, y, xerr=spread.astype(float), fmt="none", ecolor="0.4",
+                            elinewidth=1, capsize=2)  # fmt: skip
+            ax.hlines(y, 0, 1, transform=ax.get_yaxis_transform(), color="0.92", linewidth=0.8)
+            ax.scatter(values, y, c=list(colors), s=28, zorder=3)
+            note = _scale(ax, values, figure)
             lower = METRICS[figure].lower_is_better
-            ax.set_title(figure + (" (lower is better)" if lower else ""))
-            ax.invert_yaxis()
+            ax.set_title(figure + (" (lower is better)" if lower else "") + note, fontsize=8)
+            ax.set_yticks(list(y), list(table["model"]))
+            ax.set_ylim(len(table) - 0.5, -0.5)
             ax.grid(axis="x", alpha=0.3)
         for ax in axes[1:]:
             ax.tick_params(labelleft=False)
@@ -98,10 +130,25 @@ def history_chart(history: pd.DataFrame, verdict: str | None = None) -> str:
             ax.set_title(figure)
             ax.grid(alpha=0.3)
             ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+            _night_axis(ax, history["at"])
         handles, labels = axes[-1].get_legend_handles_labels()
         axes[-1].legend(handles, labels, fontsize=7, loc="best")
         _title(fig, verdict)
         return _svg(fig)
+
+
+def _night_axis(ax: plt.Axes, at: pd.Series) -> None:
+    """Dates a person reads: concise labels, and an axis that spans the nights (a day either
+    side of a single night, where matplotlib's default spans years)."""
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator(maxticks=6)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    times = pd.to_datetime(at, utc=True).dropna()
+    if not times.empty and times.min() == times.max():
+        day = pd.Timedelta(days=1)
+        ax.set_xlim(times.min() - day, times.max() + day)
 
 
 def _title(fig: plt.Figure, verdict: str | None) -> None:

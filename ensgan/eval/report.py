@@ -19,7 +19,7 @@ from jinja2 import Environment
 from markupsafe import Markup
 from tabulate import tabulate
 
-from ensgan.eval.table import METRICS, NOTES
+from ensgan.eval.table import METRICS, NOT_A_SAMPLE, NOTES
 from ensgan.io.files import atomic_write
 
 MISSING = "—"
@@ -65,12 +65,12 @@ def _is_list(value: object) -> bool:
     return isinstance(value, list | tuple)
 
 
-def _list_tables(rows: list[Row]) -> list[dict]:
+def _list_tables(rows: list[Row], names_of: Sequence[str] | None = None) -> list[dict]:
     """One table per list-valued metric (e.g. coverage per class): a row per model, a column
-    per position."""
-    names = dict.fromkeys(str(k) for _, _, vals in rows for k, v in vals.items() if _is_list(v))
+    per position, headed by `names_of` (class names) when there is one for each."""
+    metrics = dict.fromkeys(str(k) for _, _, vals in rows for k, v in vals.items() if _is_list(v))
     tables = []
-    for metric in names:
+    for metric in metrics:
         body = [
             (name, kind, vals[metric]) for name, kind, vals in rows if _is_list(vals.get(metric))
         ]
@@ -78,7 +78,10 @@ def _list_tables(rows: list[Row]) -> list[dict]:
         tables.append(
             {
                 "metric": metric,
-                "columns": [str(i) for i in range(width)],
+                "columns": [
+                    str(names_of[i]) if names_of and len(names_of) == width else str(i)
+                    for i in range(width)
+                ],
                 "rows": [
                     {
                         "name": n,
@@ -119,13 +122,35 @@ def metrics_frame(metrics: Mapping[str, object]) -> pd.DataFrame:
     return pd.DataFrame(body, columns=["model", "kind", *columns], dtype=object)
 
 
+def comparable(frame: pd.DataFrame) -> tuple[pd.Series, dict[str, str]]:
+    """Which generator rows may be crowned best, and why each other one may not: a figure is
+    compared only between rows scored on the same image count (FD falls with the count), and
+    never for a row that narrows (a selection trading diversity for fidelity), a collapsed
+    member or a blend (NOT_A_SAMPLE: its images are no model's samples)."""
+    generators = frame["kind"] != "real"
+    counts = pd.to_numeric(frame.get("n_images", pd.Series(dtype=float))[generators])
+    usual = counts.mode().max() if counts.notna().any() else None  # the count most rows have
+    why: dict[str, str] = {}
+    for row in frame[generators].to_dict("records"):
+        name, n = str(row["model"]), row.get("n_images")
+        if row["kind"] == "ensemble" and name in NOT_A_SAMPLE:
+            why[name] = NOT_A_SAMPLE[name]
+        elif row.get("narrows") is True:
+            why[name] = "narrows: recall or coverage below the plain mixture's"
+        elif row.get("collapsed") is True:
+            why[name] = "collapsed"
+        elif usual is not None and isinstance(n, int | float) and n != usual:
+            why[name] = f"scored on {fmt(n)} images, not {fmt(usual)}"
+    return generators & ~frame["model"].astype(str).isin(why), why
+
+
 def _best(frame: pd.DataFrame) -> dict[str, object]:
-    """Best value per known-direction column among generators (members and ensembles)."""
+    """Best value per known-direction column among the comparable generator rows."""
     best: dict[str, object] = {}
-    generators = frame[frame["kind"] != "real"]
+    rows = frame[comparable(frame)[0]]
     for col in (c for c in frame.columns if c in _BETTER):
         vals = [
-            v for v in generators[col]
+            v for v in rows[col]
             if isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v)
         ]  # fmt: skip
         if len(vals) > 1:
@@ -152,15 +177,23 @@ def metrics_table(metrics: Mapping[str, object], columns: Sequence[str] | None =
     )  # fmt: skip
 
 
+# The report's main table: the figures a night is read by; the others follow in a second table,
+# so neither is wider than the page.
+MAIN_COLUMNS = (
+    "fd", "kid", "kid_std", "precision", "recall", "density", "coverage", "classes_covered",
+    "class_kl", "n_images", "narrows",
+)  # fmt: skip
+
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:1em 0}
-th,td{border:1px solid #ccc;padding:.3em .7em}
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1180px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .5em}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.real td{color:#666;font-style:italic}
 td.best{font-weight:bold;background:#e6f4e6}
+.wide{overflow-x:auto}
 .grids{display:flex;flex-wrap:wrap;gap:1.5em}
 figure{margin:0}figcaption{text-align:center;font-size:.9em}
 img{image-rendering:pixelated;border:1px solid #ccc;width:280px;height:auto}
@@ -168,33 +201,38 @@ img{image-rendering:pixelated;border:1px solid #ccc;width:280px;height:auto}
 dt{font-weight:bold}dd{margin:0 0 .5em 1em;font-family:monospace;word-break:break-all}
 </style></head><body>
 <h1>{{ title }}</h1>
-{% if history %}<h2>Promotion gate and history</h2>
-<p>Above the chart: whether the promotion gate made tonight's batch <code>latest</code>, or why
-not. Below it: FD, recall and coverage per night, for the published combination and each
-member (✕: not promoted by the gate). Drawn by <code>publish</code> from the store's history,
-so tonight's verdict and row appear once the batch is published.</p>
-<img class="chart" src="{{ history }}" alt="no verdict yet: it is drawn when a batch is published">
+{% if tonight %}<h2>Tonight</h2>
+<p>Drawn by <code>publish</code>: the batch published, the promotion gate's verdict against the
+champion figure by figure, who was left out, the time, and real images beside the batch's.</p>
+<img class="chart" src="{{ tonight }}" alt="not published yet: publish draws this">
 {% endif %}
 <h2>Metrics</h2>
-{% if rows %}<table>
-<tr><th>model</th><th>kind</th>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
-{% for r in rows %}<tr class="{{ r.kind }}"><td>{{ r.name }}</td><td>{{ r.kind }}</td>
+{% for t in tables %}{% if t.rows and t.columns %}<div class="wide"><table>
+<tr><th>model</th><th>kind</th>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in t.rows %}<tr class="{{ r.kind }}"><td>{{ r.name }}</td><td>{{ r.kind }}</td>
 {% for cell in r.cells %}<td class="num{{ ' best' if cell.best }}">{{ cell.text }}</td>{% endfor %}
 </tr>
-{% endfor %}</table>
+{% endfor %}</table></div>
+{% if loop.first %}<p class="best-note">{{ best_note }}</p>{% endif %}
+{% endif %}{% else %}<p>No metrics.</p>{% endfor %}
 {% if notes %}<ul>{% for k, note in notes %}<li><b>{{ k }}</b>: {{ note }}</li>{% endfor %}</ul>
 {% endif %}
-{% else %}<p>No metrics.</p>{% endif %}
+{% for name, svg in charts %}<h2>{{ name | capitalize }}</h2>
+<div class="chart">{{ svg }}</div>
+{% endfor %}
+{% if history %}<h2>History</h2>
+<p>FD, recall and coverage per night, for the published combination and each member (✕: not
+promoted by the gate), with the last night's verdict above. Drawn by <code>publish</code> from
+the store's history.</p>
+<img class="chart" src="{{ history }}" alt="no history yet: it is drawn when a batch is published">
+{% endif %}
 {% for t in list_tables %}<h3>{{ t.metric }}</h3>
 {% if t.metric in notes_by_name %}<p>{{ notes_by_name[t.metric] }}</p>{% endif %}
-<table>
+<div class="wide"><table>
 <tr><th>model</th><th>kind</th>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for r in t.rows %}<tr class="{{ r.kind }}"><td>{{ r.name }}</td><td>{{ r.kind }}</td>
 {% for cell in r.cells %}<td class="num">{{ cell }}</td>{% endfor %}</tr>
-{% endfor %}</table>
-{% endfor %}
-{% for name, svg in charts %}<h2>{{ name | capitalize }}</h2>
-<div class="chart">{{ svg }}</div>
+{% endfor %}</table></div>
 {% endfor %}
 {% if grids %}<h2>Samples</h2>
 <div class="grids">{% for name, src in grids %}
@@ -207,6 +245,38 @@ so tonight's verdict and row appear once the batch is published.</p>
 _ENV = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
 
 
+def _table(frame: pd.DataFrame, columns: list[str], best: Mapping[str, object]) -> dict:
+    """One HTML table's columns and cells, the best value of each column marked in the rows
+    that compare (`comparable`)."""
+    eligible = comparable(frame)[0]
+    rows = [
+        {
+            "name": row["model"],
+            "kind": row["kind"],
+            "cells": [
+                {
+                    "text": fmt(row[c]),
+                    "best": ok and c in best and row[c] == best[c],
+                }
+                for c in columns
+            ],
+        }
+        for row, ok in zip(frame.to_dict("records"), eligible, strict=True)
+    ]
+    return {"columns": columns, "rows": rows}
+
+
+def best_note(frame: pd.DataFrame) -> str:
+    """What the bold cells mean, and which rows they leave out and why."""
+    why = comparable(frame)[1]
+    left = "; ".join(f"{name} ({reason})" for name, reason in why.items())
+    return (
+        "Bold: the best value of each figure among members and combinations scored on the "
+        "same number of images, leaving out rows that narrow, collapsed members and blends"
+        + (f". Left out here: {left}." if left else ".")
+    )
+
+
 def write_html(
     path: str | Path,
     *,
@@ -216,35 +286,28 @@ def write_html(
     extra: Mapping[str, object] | None = None,
     charts: Mapping[str, str] | None = None,
     history: str | None = "history.svg",
+    tonight: str | None = "tonight.svg",
+    class_names: Sequence[str] | None = None,
 ) -> Path:
-    """Render the one-page report (autoescaped, so names cannot inject markup), atomically."""
+    """Render the one-page report (autoescaped, so names cannot inject markup), atomically.
+    `history` and `tonight`: the charts publish draws beside it; `class_names`: the list
+    tables' column headers (class indices without them)."""
     frame = metrics_frame(metrics)
     columns = list(frame.columns[2:])
+    main = [c for c in MAIN_COLUMNS if c in columns]
+    rest = [c for c in columns if c not in main]
     best = _best(frame)
-    table = [
-        {
-            "name": row["model"],
-            "kind": row["kind"],
-            "cells": [
-                {
-                    "text": fmt(row[c]),
-                    "best": row["kind"] != "real" and c in best and row[c] == best[c],
-                }
-                for c in columns
-            ],
-        }
-        for row in frame.to_dict("records")
-    ]
     html = _ENV.from_string(_TEMPLATE).render(
         title=title,
-        columns=columns,
-        rows=table,
+        tables=[_table(frame, main, best), _table(frame, rest, best)] if columns else [],
+        best_note=best_note(frame),
         grids=[(name, Path(src).as_posix()) for name, src in grids.items()],
         notes=[(c, NOTES[c]) for c in columns if c in NOTES],
         notes_by_name=NOTES,
-        list_tables=_list_tables(_rows(metrics)),
+        list_tables=_list_tables(_rows(metrics), class_names),
         extra=[(k, fmt(v)) for k, v in (extra or {}).items()],
         charts=[(k, Markup(v)) for k, v in (charts or {}).items()],  # our own SVG, inline
         history=history,
+        tonight=tonight,
     )
     return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))

@@ -114,6 +114,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in _ENTRIES}
 PLOTTED = tuple(m.name for m in _ENTRIES if m.plotted)
 CHARTED = tuple(m.name for m in _ENTRIES if m.charted)
 GATED = tuple(m.name for m in _ENTRIES if m.gated)
+# Combinations whose images are no model's samples: never crowned best in the report, and why.
+NOT_A_SAMPLE = {"mean": "a pixel blend of the members, not a sample of any"}
 # Details about the stacker, shown beside the table (not a model's figure).
 NOTES = {m.name: m.note for m in _ENTRIES} | {
     "ratio_mean_shift_reweighted": "||mean feature − real mean||² of mixture samples "

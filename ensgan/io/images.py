@@ -22,10 +22,10 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def save_grid(
-    images: np.ndarray, path: str | Path, nrow: int | None = None, pad: int = 1, scale: int = 4
-) -> Path:
-    """Tile uint8 (N, C, H, W) images into a PNG, `nrow` per row, upscaled by nearest.
+def grid_image(
+    images: np.ndarray, nrow: int | None = None, pad: int = 1, scale: int = 4
+) -> Image.Image:
+    """Tile uint8 (N, C, H, W) images, `nrow` per row, upscaled by nearest.
 
     The result is (rows*(H+pad)+pad)*scale pixels high and (nrow*(W+pad)+pad)*scale wide.
     """
@@ -43,5 +43,19 @@ def save_grid(
         y, x = pad + (i // cols) * (h + pad), pad + (i % cols) * (w + pad)
         grid[y : y + h, x : x + w] = img.transpose(1, 2, 0)
     pil = Image.fromarray(grid[..., 0] if c == 1 else grid, "L" if c == 1 else "RGB")
-    pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
+    return pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
+
+
+def save_grid(
+    images: np.ndarray, path: str | Path, nrow: int | None = None, pad: int = 1, scale: int = 4
+) -> Path:
+    """`grid_image` as a PNG file, written atomically."""
+    pil = grid_image(images, nrow, pad, scale)
     return atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def png_image(data: bytes) -> np.ndarray:
+    """PNG bytes -> (C, H, W) uint8, the inverse of `png_bytes` for L and RGB images."""
+    with Image.open(io.BytesIO(data)) as im:
+        pixels = np.asarray(im.convert("L" if im.mode in ("L", "1", "P") else "RGB"))
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)

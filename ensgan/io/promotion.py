@@ -90,19 +90,20 @@ def figures(row: dict | None, space: str | None = None) -> dict[str, float | str
     return out if space is None else out | {SPACE_KEY: space}
 
 
-def judge(candidate: dict | None, champion: dict | None, tol: GateConfig) -> list[str]:
-    """Why `candidate` must not replace `champion` (empty: it may). A figure with a tolerance
-    that cannot be compared (`not_compared`) is a reason too: the gate fails closed."""
-    if champion is None:
-        return []
-    if candidate is None:
-        return ["no evaluation of this batch (run `ensgan evaluate` before publishing)"]
+def compare(candidate: dict, champion: dict, tol: GateConfig) -> list[dict]:
+    """The gate figure by figure: for each figure with a tolerance, this batch's value, the
+    champion's, the bound it may not cross (and how it was set), whether it passed, or why it
+    could not be compared. What `judge` gives its reasons from, and the report shows."""
     skip = _uncomparable(candidate, champion, tol)
-    reasons = [f"{name} not compared: {why}" for name, why in skip.items()]
+    rows = []
     for name, lower_is_better in _LOWER_IS_BETTER.items():
         limit, new, old = getattr(tol, name), candidate.get(name), champion.get(name)
-        if limit is None or new is None or old is None or name in skip:
+        row = {"figure": name, "batch": new, "champion": old, "lower_is_better": lower_is_better}
+        if name in skip:
+            rows.append(row | {"passed": False, "not_compared": skip[name]})
             continue
+        if limit is None or new is None or old is None:
+            continue  # not gated, or measured on neither side
         if name == "fd":
             bound, how = old * (1 + limit), f"{old:.4g} + {limit:.0%}"
         elif name == "kid":  # in sds of the difference of two estimates as noisy as the
@@ -112,8 +113,23 @@ def judge(candidate: dict | None, champion: dict | None, tol: GateConfig) -> lis
         else:
             bound = old + limit if lower_is_better else old - limit
             how = f"{old:.4g} {'+' if lower_is_better else '-'} {limit:g}"
-        if (new > bound) if lower_is_better else (new < bound):
-            reasons.append(f"{name} {new:.4g} {'>' if lower_is_better else '<'} {how}")
+        passed = new <= bound if lower_is_better else new >= bound
+        rows.append(row | {"bound": bound, "how": how, "passed": passed})
+    return rows
+
+
+def judge(candidate: dict | None, champion: dict | None, tol: GateConfig) -> list[str]:
+    """Why `candidate` must not replace `champion` (empty: it may). A figure with a tolerance
+    that cannot be compared (`not_compared`) is a reason too: the gate fails closed."""
+    if champion is None:
+        return []
+    if candidate is None:
+        return ["no evaluation of this batch (run `ensgan evaluate` before publishing)"]
+    rows = compare(candidate, champion, tol)
+    reasons = [f"{r['figure']} not compared: {r['not_compared']}" for r in rows if "bound" not in r]
+    for r in (r for r in rows if "bound" in r and not r["passed"]):
+        sign = ">" if r["lower_is_better"] else "<"
+        reasons.append(f"{r['figure']} {r['batch']:.4g} {sign} {r['how']}")
     return reasons
 
 
@@ -254,6 +270,9 @@ def gate(
     champion, problem = read_champion(store)
     before = _earlier_verdict(store, run_id)
     current = champion.run_id if champion else None
+    figures: list[dict] = []  # figure by figure, when this very verdict compared them
+    if before is None and metrics and champion and champion.metrics and current != run_id:
+        figures = compare(metrics, champion.metrics, tol)
     digest = manifest or manifest_sha256(store, prefix)
     if before is not None:
         record = before.model_dump(mode="json")
@@ -286,7 +305,7 @@ def gate(
     _put_json(store, f"{HISTORY}{row['at'].replace(':', '')}-{run_id}.json", row)
     now = read_champion(store)[0]
     kept = {k: record.get(k, []) for k in ("decision", "reasons", "champion", "not_compared")}
-    return {**kept, "latest": now and now.run_id}
+    return {**kept, "latest": now and now.run_id, "figures": figures}
 
 
 def promote(store: Store, run_id: str) -> dict:
@@ -378,3 +397,12 @@ def history(store: Store) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["at", "run_id", "decision", "model", *FIGURES])
     frame["at"] = pd.to_datetime(frame["at"], utc=True)
     return frame.sort_values("at", kind="stable", ignore_index=True)  # then by key: run, model
+
+
+def verdict_line(run_id: str, verdict: dict) -> str:
+    """The gate's word on this batch, for the report's first screen: promoted, or why not
+    (a figure it could not compare is among the reasons, with the command to re-baseline)."""
+    if verdict["decision"] == "promoted":
+        return f"{run_id}: promoted; latest is {verdict['latest']}"
+    why = "; ".join(verdict["reasons"])
+    return f"{run_id}: not promoted ({why}); latest stays {verdict['latest']}"

@@ -85,7 +85,7 @@ def _nightly(params: Params, layout: Layout, params_path: str) -> dict:
     t_dvc = time.perf_counter() - t_dvc
     metrics = _timed(took, "evaluate", evaluate_task, params_path, root)
     batch = _timed(took, "generate", generate_task, params_path, root)
-    receipt = _timed(took, "publish", publish_task, params_path, root, batch["run_id"])
+    receipt = _timed(took, "publish", publish_task, params_path, root, batch["run_id"], dict(took))
     dvc = _record(root, unversioned)
     dvc["seconds"] = round(t_dvc + dvc["seconds"], 2)  # recording and pushing, all told
     report = layout.reports.resolve() / "index.html"

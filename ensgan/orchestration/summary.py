@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ensgan.pipeline.publish import verdict_line
+from ensgan.io.promotion import verdict_line
 
 
 def _duration(seconds: float) -> str:

@@ -157,10 +157,12 @@ def generate_task(params_path: str, root: str) -> dict:
 
 
 @task(name="publish", retries=3, retry_delay_seconds=[2, 10, 30], **RETRY)
-def publish_task(params_path: str, root: str, run_id: str) -> dict:
+def publish_task(
+    params_path: str, root: str, run_id: str, took: dict[str, float] | None = None
+) -> dict:
     from ensgan.pipeline import publish
 
-    return publish.run(*setup(params_path, root), run_id)
+    return publish.run(*setup(params_path, root), run_id, took=took)
 
 
 @task(name="dvc-commit", retries=2, retry_delay_seconds=[5, 30])  # DVC's repo lock may be held

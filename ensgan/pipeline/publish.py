@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pandas as pd
 from ensgan.config import Params
 from ensgan.io.batches import BATCH_JSON, publish_batch
 from ensgan.io.files import atomic_write, write_json
-from ensgan.io.promotion import figures, gate, history
+from ensgan.io.promotion import figures, gate, history, verdict_line
 from ensgan.io.storage import open_store
 from ensgan.layout import Layout
 from ensgan.pipeline.freshness import inputs_sha256, up_to_date
@@ -22,6 +23,7 @@ from ensgan.pipeline.freshness import inputs_sha256, up_to_date
 log = logging.getLogger(__name__)
 
 HISTORY_CHART = "history.svg"  # under reports/: the report's <img> names it
+TONIGHT_CARD = "tonight.svg"  # under reports/: the report's first screen
 
 
 def batch_metrics(layout: Layout, run_id: str) -> tuple[dict | None, dict[str, dict]]:
@@ -42,8 +44,16 @@ def batch_metrics(layout: Layout, run_id: str) -> tuple[dict | None, dict[str, d
     return figures((metrics.get("ensemble") or {}).get(meta.get("method")), space), members
 
 
-def run(params: Params, layout: Layout, run_id: str | None = None) -> dict:
-    """Without a run_id, the batch the last `generate` wrote (outputs/generated.json)."""
+def run(
+    params: Params,
+    layout: Layout,
+    run_id: str | None = None,
+    *,
+    took: Mapping[str, float] | None = None,
+) -> dict:
+    """Without a run_id, the batch the last `generate` wrote (outputs/generated.json).
+    `took`: each earlier stage's seconds, for the report's first screen (the flow knows them;
+    `dvc repro` does not)."""
     if run_id is None:
         if not layout.generated.exists():
             raise FileNotFoundError(f"no {layout.generated}: run `ensgan generate` first")
@@ -72,6 +82,7 @@ def run(params: Params, layout: Layout, run_id: str | None = None) -> dict:
         why = "; ".join(result["gate"]["reasons"])
         log.warning("batch %s published as a candidate, not promoted: %s", run_id, why)
     write_history_chart(layout, history(store), verdict_line(run_id, result["gate"]))
+    write_tonight_card(params, layout, result, took or {})
     result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(layout.published, result)
     return result
@@ -85,15 +96,6 @@ def _earlier_receipt(layout: Layout) -> dict:
     return receipt if isinstance(receipt, dict) else {}
 
 
-def verdict_line(run_id: str, verdict: dict) -> str:
-    """The gate's word on this batch, for the report's first screen: promoted, or why not
-    (a figure it could not compare is among the reasons, with the command to re-baseline)."""
-    if verdict["decision"] == "promoted":
-        return f"{run_id}: promoted; latest is {verdict['latest']}"
-    why = "; ".join(verdict["reasons"])
-    return f"{run_id}: not promoted ({why}); latest stays {verdict['latest']}"
-
-
 def write_history_chart(layout: Layout, frame: pd.DataFrame, verdict: str | None = None) -> Path:
     """reports/history.svg, the report's history chart, from the store's rows (every night
     published there, whichever machine ran it)."""
@@ -101,4 +103,36 @@ def write_history_chart(layout: Layout, frame: pd.DataFrame, verdict: str | None
 
     svg = history_chart(frame, verdict)
     path = layout.reports / HISTORY_CHART
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
+
+
+def write_tonight_card(
+    params: Params, layout: Layout, result: dict, took: Mapping[str, float]
+) -> Path:
+    """reports/tonight.svg, the report's first screen: the night's lines (as `ensgan run`
+    prints them, less the report's own path), the gate figure by figure, and real images of
+    the evaluate split beside the published batch's first ones."""
+    import numpy as np
+
+    from ensgan.data.prepared import load_prepared
+    from ensgan.eval.tonight import batch_images, tonight_card
+    from ensgan.orchestration.summary import night_summary
+    from ensgan.pipeline.survivors import left_out
+
+    batch_dir = layout.batches / result["run_id"]
+    meta = json.loads((batch_dir / BATCH_JSON).read_text())
+    summary = {
+        "batch": {"run_id": result["run_id"], "n_images": result["n_images"]},
+        "published": result, "method": meta.get("method"), "report": "",
+        "left_out": left_out(layout), "stage_seconds": dict(took),
+    }  # fmt: skip
+    lines = [line for line in night_summary(summary) if not line.startswith("report:")]
+    n = params.evaluate.grid_size**2
+    real = load_prepared(layout.prepared).images_of("evaluate")
+    pick = np.sort(np.random.default_rng(params.evaluate.seed).permutation(len(real))[:n])
+    svg = tonight_card(
+        lines, result["gate"].get("figures") or [], result["gate"]["decision"] == "promoted",
+        real[pick], batch_images(batch_dir, n),
+    )  # fmt: skip
+    path = layout.reports / TONIGHT_CARD
     return atomic_write(path, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
