@@ -179,6 +179,20 @@ def test_class_subfolders_give_labels(tmp_path: Path) -> None:
     assert np.allclose(means[3:6], 200, atol=3)  # JPEG: lossy
 
 
+def test_the_classes_are_named_after_their_folders(tmp_path: Path) -> None:
+    from ensgan.config import DataConfig
+    from ensgan.data.sources import class_names
+
+    for i in range(4):
+        write_image(tmp_path / "data" / "cat" / f"{i}.png", 50)
+        write_image(tmp_path / "data" / "dog" / f"{i}.png", 200)
+    cfg = DataConfig(source="folder", path="data", image_size=8)
+    assert class_names(cfg, tmp_path, 2) == ["cat", "dog"]
+    _, labels = read_folder(tmp_path / "data", 8, 1)
+    assert labels.max() + 1 == len(class_names(cfg, tmp_path, 2))  # one name per label
+    assert class_names(DataConfig(source="digits"), tmp_path, 10) is None  # digits name themselves
+
+
 def test_images_mixed_into_root_and_subfolders_have_no_labels(tmp_path: Path) -> None:
     write_image(tmp_path / "a" / "0.png", 1)
     write_image(tmp_path / "b" / "0.png", 2)

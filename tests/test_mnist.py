@@ -167,5 +167,6 @@ def test_prepare_writes_a_fashion_mnist_subset_with_its_classes(tmp_path: Path) 
     card = prepare(cfg, tmp_path / "prepared")
     assert card.source == "fashion_mnist" and card.shape == [500, 1, 32, 32]
     assert card.labels and card.n_classes == 10
+    assert card.class_names[0] == "T-shirt/top" and card.class_names[9] == "Ankle boot"
     data = load_prepared(tmp_path / "prepared")
     assert len(np.unique(data.labels[data.mask("evaluate")])) == 10  # stratified splits

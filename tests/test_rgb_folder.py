@@ -50,6 +50,9 @@ def test_a_folder_of_64px_rgb_pngs_runs_every_stage(tmp_path: Path) -> None:
     assert done["prepare"]["shape"] == [48, 3, 64, 64] and done["prepare"]["n_classes"] == 2
     metrics = json.loads((root / "reports/metrics.json").read_text())
     assert set(metrics["members"]) == {"r", "d"}
+    assert done["prepare"]["class_names"] == metrics["class_names"] == ["blue", "red"]
+    html = (root / "reports/index.html").read_text()
+    assert "<th>blue</th><th>red</th>" in html  # coverage per class, by folder name
     assert all(np.isfinite(row["fd"]) for row in metrics["members"].values())
     assert (root / "reports/grids/r.png").is_file()
     shards = sorted(root.glob("outputs/batches/*/*.tar"))

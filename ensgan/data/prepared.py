@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ensgan.config import DataConfig
-from ensgan.data.sources import load_source
+from ensgan.data.sources import class_names, load_source
 from ensgan.errors import CardError, DataError
 from ensgan.io.arrays import load_npy
 from ensgan.io.cards import DataCard, read_card, write_card
@@ -126,15 +126,17 @@ def prepare(cfg: DataConfig, out_dir: Path, root: Path = Path(".")) -> DataCard:
         raise DataError(f"need at least 10 images, found {len(images)}")
     split = assign_splits(len(images), labels, cfg.splits.model_dump(), cfg.seed)
     counts = {f"n_{name}": int((split == k).sum()) for k, name in enumerate(SPLITS)}
+    n_classes = int(labels.max()) + 1 if labels is not None else 0
     card = DataCard(
         source=cfg.source,
         path=cfg.path,
         shape=list(images.shape),
         dtype="uint8",
         labels=labels is not None,
-        n_classes=int(labels.max()) + 1 if labels is not None else 0,
+        n_classes=n_classes,
         **counts,
         sha256=sha256_arrays(images, labels, split),
+        class_names=class_names(cfg, root, n_classes),
     )
     if _prepared_already(out_dir, card):
         return card

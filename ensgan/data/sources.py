@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ensgan.config import DataConfig
+from ensgan.data.mnist import FASHION_MNIST_CLASSES
 from ensgan.data.shaping import fit_image, kept, subset_of
 from ensgan.errors import DataError
 from ensgan.io.arrays import NPY_MAGIC, magic, npz_array
@@ -26,6 +27,7 @@ from ensgan.io.reading import open_regular
 from ensgan.registry import SOURCES
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+CLASS_NAMES = {"fashion_mnist": FASHION_MNIST_CLASSES}  # the sources whose labels have names
 EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"}
 CHANNELS = (1, 3, 4)  # gray, RGB, RGBA: the last axis of an (N, H, W, C) array
 # Pixels one source image may have: a large photo fits; past it, decoding one image would
@@ -47,21 +49,47 @@ def read_folder(
     """Every PNG/JPEG under `path` (or `kept`'s subset of them) as uint8 (N, C, size, size),
     each resized as soon as it is read: a folder of large photos never holds more than one
     of them at full size."""
+    files = folder_files(path, max_images, seed)
+    images = np.empty((len(files), channels, size, size), dtype=np.uint8)
+    for i, f in enumerate(files):
+        images[i] = fit_image(_read_image(f), size, channels)
+    classes = folder_classes(path, files)
+    labels = None
+    if classes is not None:
+        index = {c: i for i, c in enumerate(classes)}
+        labels = np.array([index[f.parent.relative_to(path).as_posix()] for f in files])
+    return images, labels
+
+
+def folder_files(path: Path, max_images: int | None, seed: int) -> list[Path]:
+    """The image files of a folder source that are used (`kept`'s subset), in order."""
     if not path.is_dir():
         raise DataError(f"image folder not found: {path}")
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"no PNG/JPEG images under {path}")
-    files = [files[i] for i in kept(len(files), max_images, seed)]
-    images = np.empty((len(files), channels, size, size), dtype=np.uint8)
-    for i, f in enumerate(files):
-        images[i] = fit_image(_read_image(f), size, channels)
+    return [files[i] for i in kept(len(files), max_images, seed)]
+
+
+def folder_classes(path: Path, files: list[Path]) -> list[str] | None:
+    """The classes of a folder's images, their label order: the sub-folder names, when every
+    image sits in one and there are two or more (None: unlabelled)."""
     classes = sorted({f.parent.relative_to(path).as_posix() for f in files})
-    labels = None
-    if all(f.parent != path for f in files) and len(classes) > 1:
-        index = {c: i for i, c in enumerate(classes)}
-        labels = np.array([index[f.parent.relative_to(path).as_posix()] for f in files])
-    return images, labels
+    return classes if all(f.parent != path for f in files) and len(classes) > 1 else None
+
+
+def class_names(cfg: DataConfig, root: Path, n_classes: int) -> list[str] | None:
+    """What each label means, for the report: a folder's sub-folder names, Fashion-MNIST's
+    garments; None where the label is its own name (digits) or there are no labels."""
+    if n_classes < 2:
+        return None
+    if cfg.source == "folder":
+        assert cfg.path is not None
+        path = Path(root) / cfg.path
+        names = folder_classes(path, folder_files(path, cfg.max_images, cfg.seed))
+    else:
+        names = list(CLASS_NAMES.get(cfg.source, ())) or None
+    return names[:n_classes] if names and len(names) >= n_classes else None
 
 
 def _read_image(f: Path) -> np.ndarray:

@@ -25,7 +25,7 @@ from ensgan.io.files import atomic_write
 MISSING = "—"
 _KIND = {"members": "member", "ensemble": "ensemble", "real": "real"}
 _ORDER = ("members", "ensemble", "real")
-NOT_ROWS = {"stacker", "feature_space", "feature_net", "mixture"}  # about the run: shown as details
+NOT_ROWS = {"stacker", "feature_space", "feature_net", "mixture", "class_names"}  # details
 # Which way is better, to highlight the best generator per column (real rows excluded).
 _BETTER = {
     m.name: max if m.higher_is_better else min

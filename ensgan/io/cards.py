@@ -40,6 +40,7 @@ class DataCard(Card):
     n_calibrate: int
     n_evaluate: int
     sha256: str
+    class_names: list[str] | None = None  # what each label means (None: the label itself)
 
 
 class MemberCard(Card):

@@ -154,6 +154,7 @@ def _evaluate(params: Params, layout: Layout, out: Path, stamp: str, progress: b
     metrics["feature_space"] = feature_space(ec.feature_space)  # which figure is in which
     metrics["left_out"] = left_out(layout)  # members that failed training, and why
     metrics["mixture"] = mixture_details(params, ens)
+    metrics["class_names"] = data.card.class_names if judge.labels_from == "data" else None
     _write_report(params, layout, out, metrics, tiles)
     return metrics
 
@@ -365,7 +366,7 @@ def _write_report(params: Params, layout: Layout, out: Path, metrics: dict, tile
     }
     write_html(
         out / "index.html", title="ensgan report", metrics=metrics, grids=grids, charts=charts,
-        extra=extra,
+        extra=extra, class_names=metrics["class_names"],
     )  # fmt: skip
 
 
