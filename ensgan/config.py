@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import posixpath
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -276,13 +277,62 @@ class GateConfig(_Strict):
     class_kl: Tolerance = 0.016  # may rise by this much
 
 
+def _store_url(v: str) -> str:
+    """A store's url (storage.url, storage.work_url): a directory or s3://bucket[/prefix],
+    never with credentials (echoed, they would end up in logs)."""
+    if not v.strip():
+        raise ValueError("must not be empty")
+    if "://" in v and "@" in urlsplit(v).netloc:
+        raise ValueError(
+            "must not contain credentials (user:password@): use the AWS environment "
+            "variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or a profile"
+        )
+    if v.startswith("s3://"):
+        bucket = v[5:].split("/", 1)[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise ValueError(f"invalid bucket name {short(bucket)} (3-63 lowercase, digits, . -)")
+    elif "://" in v:
+        raise ValueError(
+            f"unsupported scheme in {short(redact_url(v))}: use a directory or s3://bucket"
+        )
+    return v
+
+
+def _url_parts(url: str) -> tuple[str, list[str]]:
+    """("s3", [bucket, folders...]) or ("local", [folders...]) of a store url; a relative
+    local url starts with "." (relative to the project root), so it never equals an
+    absolute one's parts."""
+    if url.startswith("s3://"):
+        return "s3", [p for p in url[5:].split("/") if p]
+    path = posixpath.normpath(url)
+    head = "/" if path.startswith("/") else "."
+    return "local", [head, *(p for p in path.split("/") if p and p != ".")]
+
+
+def stores_overlap(a: str, b: str) -> bool:
+    """Whether one store url is the other or lies inside it (then one store's files would be
+    listed as the other's). Local urls are compared as written: resolve them first to compare
+    a relative one with an absolute one."""
+    (kind_a, parts_a), (kind_b, parts_b) = _url_parts(a), _url_parts(b)
+    n = min(len(parts_a), len(parts_b))
+    return kind_a == kind_b and parts_a[:n] == parts_b[:n]
+
+
+WORK_SUFFIX = "-work"  # the default work store: storage.url's sibling, STORE-work
+
+
 class StorageConfig(_Strict):
-    """Where batches go. The S3 waits are bounded: a stalled endpoint (connected, sending
+    """Where batches go, and where `train.runner: ray` stages its working files (the prepared
+    data, members in flight, stop requests): never inside the published store, which consumers
+    list and may read whole. The S3 waits are bounded: a stalled endpoint (connected, sending
     nothing) fails after max_attempts tries of read_timeout each rather than hang the night;
     ENSGAN_S3_CONNECT_TIMEOUT, ENSGAN_S3_READ_TIMEOUT and ENSGAN_S3_MAX_ATTEMPTS override
-    them for one run (ensgan/io/storage.py)."""
+    them for one run (ensgan/io/storage.py). work_url shares the endpoint and credentials."""
 
     url: str = "store"  # a local directory, or s3://bucket[/prefix]
+    # train.runner: ray's staging: a directory or s3://bucket[/prefix] outside url; None: url's
+    # sibling (store -> store-work, s3://b/p -> s3://b/p-work)
+    work_url: str | None = None
     endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, Ceph, R2, SeaweedFS)
     region: str | None = None
     connect_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0  # seconds to connect
@@ -308,27 +358,33 @@ class StorageConfig(_Strict):
             raise ValueError(f"invalid region {v!r}: lowercase words and dashes, e.g. us-east-1")
         return v
 
-    @field_validator("url")
+    @field_validator("url", "work_url")
     @classmethod
-    def _url(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be empty")
-        if "://" in v and "@" in urlsplit(v).netloc:  # echoed, it would end up in logs
+    def _url(cls, v: str | None) -> str | None:
+        return v if v is None else _store_url(v)
+
+    @model_validator(mode="after")
+    def _work_apart(self) -> StorageConfig:
+        if self.work_url is not None and stores_overlap(self.url, self.work_url):
             raise ValueError(
-                "must not contain credentials (user:password@): use the AWS environment "
-                "variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or a profile"
+                f"storage.work_url {short(redact_url(self.work_url))} overlaps storage.url "
+                f"{short(redact_url(self.url))} (one is, or lies inside, the other): consumers "
+                "would list the staged files as published; name a prefix or bucket of its own"
             )
-        if v.startswith("s3://"):
-            bucket = v[5:].split("/", 1)[0]
-            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
-                raise ValueError(
-                    f"invalid bucket name {short(bucket)} (3-63 lowercase, digits, . -)"
-                )
-        elif "://" in v:
-            raise ValueError(
-                f"unsupported scheme in {short(redact_url(v))}: use a directory or s3://bucket"
-            )
-        return v
+        return self
+
+    def work_location(self) -> str | None:
+        """Where train.runner: ray stages its files: work_url, else url's sibling STORE-work
+        (beside the published store, never in it); None when url has no sibling to name (a
+        whole bucket, a root folder): work_url must then be set."""
+        if self.work_url is not None:
+            return self.work_url
+        kind, parts = _url_parts(self.url)
+        if len(parts) < 2 or parts[-1] == "..":
+            return None
+        if kind == "s3":
+            return "s3://" + "/".join(parts) + WORK_SUFFIX
+        return posixpath.normpath(self.url) + WORK_SUFFIX
 
 
 class ScheduleConfig(_Strict):
@@ -412,6 +468,16 @@ class Params(_Strict):
             raise ValueError(
                 "train.runner: ray trains bagged members (independent tasks); "
                 f"train.ensemble: {self.train.ensemble} {why}: use train.runner: process"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ray_work_store(self) -> Params:
+        if self.train.runner == "ray" and self.storage.work_location() is None:
+            raise ValueError(
+                f"train.runner: ray needs storage.work_url: storage.url "
+                f"{short(redact_url(self.storage.url))} has no sibling to stage in; name a "
+                "prefix or bucket of its own, outside storage.url"
             )
         return self
 

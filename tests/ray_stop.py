@@ -51,10 +51,10 @@ def _until(check: Callable[[], T], timeout: float) -> tuple[T | None, float | No
 
 
 def member_folders(project: Path) -> dict[str, Path]:
-    """Each member's upload in the store (work/members/NAME/FINGERPRINT/, with its files.json:
-    ensgan/orchestration/remote.py); one fingerprint each, as train.steps is not part of it."""
+    """Each member's upload in the work store (store-work/members/NAME/FINGERPRINT/, with its
+    files.json: ensgan/orchestration/remote.py); one fingerprint each, as train.steps is not part of it."""
     found = {}
-    for listing in (project / "store/work/members").glob("*/*/files.json"):
+    for listing in (project / "store-work/members").glob("*/*/files.json"):
         found[listing.parent.parent.name] = listing.parent
     return found
 
@@ -84,7 +84,7 @@ def last_rows(project: Path) -> dict[str, int]:
 def snapshot(project: Path) -> dict[str, tuple[int, int]]:
     """Every member file in the store, its size and modification time: what a writer changes."""
     out = {}
-    for path in (project / "store/work/members").rglob("*"):
+    for path in (project / "store-work/members").rglob("*"):
         try:
             stat = path.stat()
         except OSError:  # replaced in between
@@ -153,9 +153,9 @@ def intact(project: Path) -> dict[str, bool]:
     from ensgan.io.storage import LocalStore
     from ensgan.orchestration.remote import download_tree
 
-    store, out = LocalStore(project / "store"), {}
+    store, out = LocalStore(project / "store-work"), {}
     for name, folder in member_folders(project).items():
-        prefix = folder.relative_to(project / "store").as_posix() + "/"
+        prefix = folder.relative_to(project / "store-work").as_posix() + "/"
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 out[name] = download_tree(store, prefix, Path(tmp) / name)

@@ -149,6 +149,68 @@ def test_valid_storage_urls(url: str) -> None:
     assert parse_params(with_({"storage": {"url": url}})).storage.url == url
 
 
+@pytest.mark.parametrize(
+    ("url", "work_url"),
+    [
+        ("store", "store"),
+        ("store", "./store/work"),  # inside the published store
+        ("store/published", "store"),  # the published store inside it
+        ("/srv/store", "/srv/store/"),
+        ("s3://my-bucket/ensgan", "s3://my-bucket/ensgan/work"),
+        ("s3://my-bucket/ensgan", "s3://my-bucket"),
+        ("s3://my-bucket", "s3://my-bucket/work"),  # a whole bucket is all published
+    ],
+)
+def test_a_work_url_overlapping_the_published_store_is_refused(url: str, work_url: str) -> None:
+    raw = with_({"storage": {"url": url, "work_url": work_url}})
+    with pytest.raises(ConfigError, match=r"storage.work_url .* overlaps storage.url") as info:
+        parse_params(raw)
+    assert len(str(info.value).splitlines()) == 2  # "invalid params:" and the one error
+
+
+@pytest.mark.parametrize(
+    ("work_url", "why"),
+    [
+        ("gs://my-bucket/work", "unsupported scheme"),
+        ("s3://AB/work", "invalid bucket name"),
+        ("s3://AKIA:secret@my-bucket/work", "must not contain credentials"),
+        (" ", "must not be empty"),
+    ],
+)
+def test_a_bad_work_url_is_refused_by_name(work_url: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=f"storage.work_url: .*{why}") as info:
+        parse_params(with_({"storage": {"work_url": work_url}}))
+    assert "secret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "work_url", "where"),
+    [
+        ("store", None, "store-work"),  # the default: a sibling, never read as published
+        ("./store/", None, "store-work"),
+        ("/srv/store", None, "/srv/store-work"),
+        ("s3://my-bucket/ensgan/", None, "s3://my-bucket/ensgan-work"),
+        ("s3://my-bucket/ensgan", "s3://other-bucket", "s3://other-bucket"),
+        ("s3://my-bucket/ensgan", "s3://my-bucket/ensgan-staging", "s3://my-bucket/ensgan-staging"),
+        ("store", "/scratch/ensgan", "/scratch/ensgan"),
+        ("s3://my-bucket", None, None),  # no sibling: ray needs work_url
+        (".", None, None),
+    ],
+)
+def test_where_the_ray_runner_stages(url: str, work_url: str | None, where: str | None) -> None:
+    storage = {"url": url} if work_url is None else {"url": url, "work_url": work_url}
+    p = parse_params(with_({"storage": storage}))
+    assert p.storage.work_location() == where
+
+
+def test_the_ray_runner_needs_a_work_url_beside_a_whole_bucket() -> None:
+    raw = with_({"storage": {"url": "s3://my-bucket"}, "train": {"runner": "ray"}})
+    with pytest.raises(ConfigError, match="train.runner: ray needs storage.work_url"):
+        parse_params(raw)
+    raw["storage"]["work_url"] = "s3://my-bucket-work"
+    assert parse_params(raw).storage.work_location() == "s3://my-bucket-work"
+
+
 def test_folder_source_with_path_is_valid() -> None:
     p = parse_params(with_({"data": {"source": "folder", "path": "imgs", "image_size": 32}}))
     assert p.data.path == "imgs" and p.data.image_size == 32

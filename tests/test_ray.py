@@ -56,7 +56,7 @@ def test_the_flow_trains_members_on_a_ray_cluster(tmp_path: Path) -> None:
     for name in ("a", "b"):  # picked up from the store, and they load
         card = json.loads((root / "models/members" / name / "card.json").read_text())
         assert card["steps"] == 30 and (root / "models/members" / name / "checkpoint").is_dir()
-        assert (root / "store/work/members" / name).is_dir()
+        assert (root / "store-work/members" / name).is_dir()
     print(f"cluster up in {result['cluster_seconds']:.1f} s, flow {result['flow_seconds']:.1f} s")
 
 
@@ -126,28 +126,28 @@ def test_a_member_in_the_store_is_the_cache_across_machines(tmp_path: Path) -> N
     params = parse_params(yaml.safe_load(tiny_params()))
     driver = Layout(tmp_path / "driver")
     data = prepare(params.data, driver.prepared)
-    store = LocalStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "work")  # the work store (storage.work_url)
     remote.stage_data(store, driver, data.sha256)
-    storage = StorageConfig(url=str(tmp_path / "store")).model_dump(mode="json")
+    storage = StorageConfig(url=str(tmp_path / "work")).model_dump(mode="json")
     dump = params.model_dump(mode="json")
     first = remote.train_elsewhere("a", dump, storage, data.sha256, threads=1)
-    keys = {k: (tmp_path / "store" / k).stat().st_mtime_ns for k in store.list_keys("work/")}
+    keys = {k: (tmp_path / "work" / k).stat().st_mtime_ns for k in store.list_keys("members/")}
     second = remote.train_elsewhere("a", dump, storage, data.sha256, threads=1)
     assert {k: v for k, v in first.items() if k != "trained_on"} == {
         k: v for k, v in second.items() if k != "trained_on"
     }
-    (listing,) = (tmp_path / "store/work/members/a").glob("*/files.json")
+    (listing,) = (tmp_path / "work/members/a").glob("*/files.json")
     files = json.loads(listing.read_text())["files"]
-    upload = listing.parent.relative_to(tmp_path / "store").as_posix()
+    upload = listing.parent.relative_to(tmp_path / "work").as_posix()
     ckpt = [
         f"{upload}/{remote.OBJECTS}{e['sha256']}"
         for name, e in files.items()
         if name.endswith("generator_ema.safetensors")
     ]
-    assert ckpt and all((tmp_path / "store" / k).stat().st_mtime_ns == keys[k] for k in ckpt)
+    assert ckpt and all((tmp_path / "work" / k).stat().st_mtime_ns == keys[k] for k in ckpt)
     remote.fetch_member(store, driver, "a", first)  # and the driver picks it up, checked
     assert json.loads((driver.member("a") / "card.json").read_text())["steps"] == 30
-    weights = tmp_path / "store" / ckpt[0]
+    weights = tmp_path / "work" / ckpt[0]
     weights.write_bytes(bytes(weights.stat().st_size))  # same size, other bytes
     with pytest.raises(Exception, match="does not match its sha256"):
         remote.fetch_member(store, driver, "a", first)
@@ -176,9 +176,9 @@ def test_a_stop_reaches_a_member_elsewhere_through_the_store_and_it_resumes(
     params = parse_params(yaml.safe_load(tiny_params(train=train)))
     driver = Layout(tmp_path / "driver")
     data = prepare(params.data, driver.prepared)
-    store = LocalStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "work")  # the work store (storage.work_url)
     remote.stage_data(store, driver, data.sha256)
-    storage = StorageConfig(url=str(tmp_path / "store")).model_dump(mode="json")
+    storage = StorageConfig(url=str(tmp_path / "work")).model_dump(mode="json")
     dump = params.model_dump(mode="json")
     outcome: list[BaseException] = []
 
@@ -189,7 +189,7 @@ def test_a_stop_reaches_a_member_elsewhere_through_the_store_and_it_resumes(
             outcome.append(exc)
 
     def uploaded_step() -> int:
-        listed = list((tmp_path / "store/work/members/a").glob("*/files.json"))
+        listed = list((tmp_path / "work/members/a").glob("*/files.json"))
         state = stored_text(listed[0].parent, "checkpoint/state.json") if listed else "{}"
         return json.loads(state).get("step", 0)
 

@@ -16,7 +16,7 @@ from ensgan.errors import BatchError
 from ensgan.io.storage import LocalStore
 from ensgan.orchestration import remote
 
-PREFIX = "work/data/sha/"
+PREFIX = "data/sha/"  # a key in the work store (storage.work_url)
 
 
 class CountingStore(LocalStore):

@@ -34,8 +34,8 @@ class Store(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None:
-        """Remove the object (nothing when there is none): only ever ensgan's own work/ files,
-        an upload's objects that its newer listing no longer names."""
+        """Remove the object (nothing when there is none): only ever the work store's files
+        (remote.py), an upload's objects that its newer listing no longer names."""
         ...
 
     def size(self, key: str) -> int:

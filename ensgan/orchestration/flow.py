@@ -21,16 +21,17 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from ensgan import stopping
 from ensgan.children import GRACE_SECONDS
-from ensgan.config import Params, load_params
+from ensgan.config import Params, StorageConfig, load_params
 from ensgan.errors import CardError, StopRequested
 from ensgan.gan.member import fingerprint, member_is_finished
 from ensgan.gan.placement import check_runner, here
 from ensgan.gan.schedule import plan
 from ensgan.gan.shared import head_fingerprints
 from ensgan.io.files import project_lock, recover_outputs
+from ensgan.io.storage import Store
 from ensgan.layout import Layout
 from ensgan.orchestration.artifacts import publish_artifacts
-from ensgan.orchestration.remote import fetch_member, remote_store, request_stop, stage_data
+from ensgan.orchestration.remote import fetch_member, request_stop, stage_data, work_store
 from ensgan.orchestration.runners import make_runner, shared_api
 from ensgan.orchestration.tasks import (
     dvc_commit_task,
@@ -219,20 +220,50 @@ def _outcomes(names: list[str], futures: list) -> tuple[list[dict], dict[str, st
 def _train_on_ray(
     params: Params, layout: Layout, data_sha: str
 ) -> tuple[list[dict], dict[str, str]]:
-    """Each member a Ray task with its own CPU (and GPU) request, on any node: the data goes
-    through the store and so do the members (remote.py); then they are fetched here. A stop
-    of this run (SIGTERM, Ctrl-C, its server gone) reaches the tasks through the store, and
-    waits for their checkpoints before Ray is left (which would end them unsaved)."""
-    from prefect_ray.context import remote_options
-
+    """Each unfinished member a Ray task with its own CPU (and GPU) request, on any node: the
+    data goes through the work store and so do the members (remote.py); then they are fetched
+    here. A member already finished here (its card matches its fingerprint) is reused as the
+    local runner reuses it: not sent, not retrained, its files untouched; with none left to
+    train, Ray is not started at all."""
+    done = {n: _finished_card(params, layout, n, data_sha) for n in params.members}
+    reused = [card for card in done.values() if card is not None]
+    todo = [name for name, card in done.items() if card is None]
+    if not todo:
+        return reused, {}
+    for card in reused:
+        get_run_logger().info("member %s: finished here already, not sent to Ray", card["name"])
     from ensgan.io.storage import open_store
 
-    store = open_store(params.storage, layout.root)
+    work = work_store(params, layout)
+    store = open_store(work)
     stage_data(store, layout, data_sha)
-    names = list(params.members)
+    cards, failures = _ray_tasks(params, layout, store, work, data_sha, todo)
+    fetched = []
+    for card in cards:
+        try:
+            fetch_member(store, layout, card["name"], card)
+            fetched.append(card)
+        except Exception as exc:  # recorded; settle() stops the run if too few remain
+            failures[card["name"]] = failure(exc)
+    return reused + fetched, failures
+
+
+def _ray_tasks(
+    params: Params,
+    layout: Layout,
+    store: Store,
+    work: StorageConfig,
+    data_sha: str,
+    names: list[str],
+) -> tuple[list[dict], dict[str, str]]:
+    """The members `names` as Ray tasks, until each has ended. A stop of this run (SIGTERM,
+    Ctrl-C, its server gone) reaches the tasks through the work store, and waits for their
+    checkpoints before Ray is left (which would end them unsaved)."""
+    from prefect_ray.context import remote_options
+
     fixed = {
         "params": params.model_dump(mode="json"),
-        "storage": remote_store(params, layout).model_dump(mode="json"),
+        "storage": work.model_dump(mode="json"),
         "data_sha": data_sha,
         "threads": max(1, int(params.train.ray_cpus)),
         "stop_token": uuid.uuid4().hex,
@@ -246,7 +277,7 @@ def _train_on_ray(
                                               "name": names})  # fmt: skip
         try:
             _wait_on_ray(futures)
-            cards, failures = _outcomes(names, list(futures))
+            return _outcomes(names, list(futures))
         except BaseException:  # a stop, or a fault: the members stop, checkpointed
             try:
                 request_stop(store, fixed["stop_token"])
@@ -256,14 +287,6 @@ def _train_on_ray(
             for future in futures:
                 future.wait(timeout=max(0.0, deadline - time.monotonic()))
             raise
-    fetched = []
-    for card in cards:
-        try:
-            fetch_member(store, layout, card["name"], card)
-            fetched.append(card)
-        except Exception as exc:  # recorded; settle() stops the run if too few remain
-            failures[card["name"]] = failure(exc)
-    return fetched, failures
 
 
 def _wait_on_ray(futures: list) -> None:
@@ -283,6 +306,12 @@ def _wait_on_ray(futures: list) -> None:
 def _finished(params: Params, layout: Layout, name: str, data_sha: str) -> bool:
     """Whether the member's output on disk is finished; one that cannot even be read is not,
     and its task runs (and fails there, to be left out, rather than failing the flow here)."""
+    return _finished_card(params, layout, name, data_sha) is not None
+
+
+def _finished_card(params: Params, layout: Layout, name: str, data_sha: str) -> dict | None:
+    """The card of the member finished on disk at this fingerprint (as its task would return
+    it), or None."""
     if params.train.ensemble == "shared":
         fp = head_fingerprints(params.members, params.train, data_sha)[name]
     elif params.train.ensemble == "clustered":
@@ -291,9 +320,10 @@ def _finished(params: Params, layout: Layout, name: str, data_sha: str) -> bool:
     else:
         fp = fingerprint(data_sha, params.members[name], params.train)
     try:
-        return member_is_finished(layout.member(name), fp, params.train.steps) is not None
+        card = member_is_finished(layout.member(name), fp, params.train.steps)
     except (OSError, CardError):
-        return False
+        return None
+    return None if card is None else card.model_dump(mode="json")
 
 
 def _record(root: str, unversioned: str | None) -> dict:

@@ -1,10 +1,13 @@
 """Members trained on machines that share nothing with the driver but the object store.
 
 With `train.runner: ray` a member task may run on any Ray node, where the project folder does
-not exist. So the driver puts the prepared data in the store (`work/data/SHA/`), the task
-downloads it into a temp folder of its own, trains there (resuming from, or returning at once
-with, a copy of the member already in the store), uploads the member folder
-(`work/members/NAME/FINGERPRINT/`), and the driver downloads it into models/members/NAME.
+not exist. So the driver puts the prepared data in the work store (`storage.work_url`, by
+default storage.url's sibling STORE-work: never inside the published store, which consumers
+list and may read whole) at `data/SHA/`, the task downloads it into a temp folder of its own,
+trains there (resuming from, or returning at once with, a copy of the member already in the
+work store), uploads the member folder (`members/NAME/FINGERPRINT/`), and the driver
+downloads it into models/members/NAME. Members already finished on the driver's disk are not
+sent at all (flow._train_on_ray).
 Every upload stores each file's content under its sha256 (`PREFIX/sha256/HEX`), then writes
 `files.json`, the listing of names, sha256s and sizes, in one put: the switch from the upload
 before to this one. A writer killed at any instant (a checkpoint's upload cut off by kill -9)
@@ -13,12 +16,12 @@ checkpoint; objects no listing names any more are removed after the switch. A do
 checked against the listing.
 
 A stop reaches a member on another machine through the store too: the driver, asked to stop
-(SIGTERM, Ctrl-C, its server gone), writes `work/stops/TOKEN` for its run, and each of its
+(SIGTERM, Ctrl-C, its server gone), writes `stops/TOKEN` for its run, and each of its
 tasks, polling for it, stops at its next step with a checkpoint and uploads it, so the next run
 resumes there. Every periodic checkpoint is uploaded as well: a driver killed outright (Ray
 then kills its tasks at once, with no time to save) loses only the steps since the last one.
 
-The member's copy in the store is also its cache across machines: a node that finds it
+The member's copy in the work store is also its cache across machines: a node that finds it
 finished at the configured steps returns its card without training. (Prefect's own task
 cache stays in its local result storage: a result storage shared by every node would need a
 saved storage block, which Prefect refuses to create from a task.)
@@ -37,8 +40,8 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, NonNegativeInt, model_validator
 
 from ensgan import stopping
-from ensgan.config import Params, StorageConfig
-from ensgan.errors import BatchError, StopRequested, StorageError
+from ensgan.config import Params, StorageConfig, stores_overlap
+from ensgan.errors import BatchError, ConfigError, StopRequested, StorageError
 from ensgan.gan.member import fingerprint
 from ensgan.io.files import atomic_dir, file_sha256
 from ensgan.io.keys import safe_key, safe_local_path
@@ -46,7 +49,6 @@ from ensgan.io.records import MIB, Hex64, Record, fetch_record, store_url
 from ensgan.io.storage import Store, open_store
 from ensgan.layout import Layout
 
-WORK = "work/"
 MANIFEST = "files.json"
 OBJECTS = "sha256/"  # format 3: each file's content at PREFIX + OBJECTS + its sha256
 MAX_DEPTH = 16  # folders in a listed name
@@ -194,20 +196,33 @@ def download_tree(store: Store, prefix: str, local: Path) -> bool:
 
 
 def data_prefix(data_sha: str) -> str:
-    return f"{WORK}data/{data_sha}/"
+    return f"data/{data_sha}/"
 
 
 def member_prefix(name: str, fp: str) -> str:
-    return f"{WORK}members/{name}/{fp[:32]}/"
+    return f"members/{name}/{fp[:32]}/"
 
 
-def remote_store(params: Params, layout: Layout) -> StorageConfig:
-    """The store as a task elsewhere must open it: a local store by its absolute path (it
-    must then be a folder every node sees; S3 needs nothing shared)."""
+def _resolved(url: str, layout: Layout) -> str:
+    return url if url.startswith("s3://") else str((layout.root / url).resolve())
+
+
+def work_store(params: Params, layout: Layout) -> StorageConfig:
+    """The work store as the driver and a task elsewhere open it: storage's endpoint and
+    waits, work_location()'s url, a local one by its absolute path (it must then be a folder
+    every node sees; S3 needs nothing shared). Checked apart from the published store once
+    resolved too (`store` and `../proj/store/x` overlap only on the disk)."""
     cfg = params.storage
-    if cfg.url.startswith("s3://"):
-        return cfg
-    return cfg.model_copy(update={"url": str((layout.root / cfg.url).resolve())})
+    where = cfg.work_location()
+    if where is None:  # Params refuses it for the ray runner: a caller's mistake
+        raise ConfigError("storage.work_url is needed: storage.url has no sibling to stage in")
+    work, published = _resolved(where, layout), _resolved(cfg.url, layout)
+    if stores_overlap(work, published):
+        raise ConfigError(
+            f"storage.work_url resolves to {work}, which overlaps storage.url ({published}): "
+            "name a folder of its own, outside the published store"
+        )
+    return cfg.model_copy(update={"url": work, "work_url": None})
 
 
 def stage_data(store: Store, layout: Layout, data_sha: str) -> str:
@@ -223,7 +238,7 @@ def stage_data(store: Store, layout: Layout, data_sha: str) -> str:
 
 
 def stop_key(token: str) -> str:
-    return f"{WORK}stops/{safe_key(token)}"
+    return f"stops/{safe_key(token)}"
 
 
 def request_stop(store: Store, token: str) -> None:
@@ -267,7 +282,7 @@ def train_elsewhere(
     with tempfile.TemporaryDirectory(prefix="ensgan-member-") as tmp:
         layout = Layout(Path(tmp))
         if not download_tree(store, data_prefix(data_sha), layout.prepared):
-            raise BatchError(f"no prepared data {data_sha[:12]} in {store.url}/{WORK}")
+            raise BatchError(f"no prepared data {data_sha[:12]} in {store.url}")
         download_tree(store, prefix, layout.member(name))  # resume or finished, if there
 
         def upload_checkpoint(step: int) -> None:  # the loop saved it just before
