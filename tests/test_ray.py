@@ -56,8 +56,54 @@ def test_the_flow_trains_members_on_a_ray_cluster(tmp_path: Path) -> None:
     for name in ("a", "b"):  # picked up from the store, and they load
         card = json.loads((root / "models/members" / name / "card.json").read_text())
         assert card["steps"] == 30 and (root / "models/members" / name / "checkpoint").is_dir()
-        assert (root / "store-work/members" / name).is_dir()
+    assert_staged_apart(root, trained={"a", "b"})
     print(f"cluster up in {result['cluster_seconds']:.1f} s, flow {result['flow_seconds']:.1f} s")
+
+
+PUBLISHED = ("batches/", "gate/", "history/", "latest.json")  # what publish writes, all of it
+
+
+def assert_staged_apart(root: Path, trained: set[str]) -> None:
+    """The published store holds the batch and its records only; the prepared data and the
+    members Ray trained (those only) are in the work store, its sibling store-work."""
+    from ensgan.io.storage import LocalStore
+
+    published = LocalStore(root / "store").list_keys()
+    assert published and all(k.startswith(PUBLISHED) for k in published), published
+    assert any(k.startswith("batches/") and k.endswith("manifest.jsonl") for k in published)
+    staged = LocalStore(root / "store-work").list_keys()
+    assert {k.split("/")[0] for k in staged} == {"data", "members"}, staged
+    assert {k.split("/")[1] for k in staged if k.startswith("members/")} == trained, staged
+
+
+@pytest.mark.timeout(420)
+def test_a_member_finished_here_is_not_sent_to_the_ray_cluster(tmp_path: Path) -> None:
+    """Member a trained on the driver's disk before the run: only b goes to Ray; a's files,
+    its card (its seconds, its fingerprint) included, are as they were."""
+    from ensgan.config import load_params
+    from ensgan.layout import Layout
+    from ensgan.pipeline import prepare, train
+
+    root = write_tiny_project(tmp_path / "project", train={"runner": "ray"})
+    params, layout = load_params(root / "params.yaml"), Layout(root)
+    prepare.run(params, layout)
+    train.train_one(params, layout, "a", progress=False)
+    folder = layout.member("a")
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+    card = json.loads((folder / "card.json").read_text())
+    out = tmp_path / "out.json"
+    script = f"{sys.executable} {REPO / 'tests' / 'ray_cluster.py'} {root} {out}"
+    summary = in_namespaces(script, out, timeout=400)["summary"]
+    assert set(summary["trained_on"]) == {"b"}, summary["trained_on"]
+    assert summary["published"]["status"] == "published" and summary["left_out"] == {}
+    assert summary["members"]["a"] == card["fingerprint"][:12]
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+    assert after == before
+    kept = json.loads((folder / "card.json").read_text())  # not trained again, not rewritten
+    assert [kept[k] for k in ("seconds_this_run", "fingerprint")] == [
+        card[k] for k in ("seconds_this_run", "fingerprint")
+    ]
+    assert_staged_apart(root, trained={"b"})
 
 
 def test_ray_runner_refuses_boosting() -> None:
