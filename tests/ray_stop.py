@@ -52,7 +52,8 @@ def _until(check: Callable[[], T], timeout: float) -> tuple[T | None, float | No
 
 def member_folders(project: Path) -> dict[str, Path]:
     """Each member's upload in the work store (store-work/members/NAME/FINGERPRINT/, with its
-    files.json: ensgan/orchestration/remote.py); one fingerprint each, as train.steps is not part of it."""
+    files.json: ensgan/orchestration/remote.py); one fingerprint each, as train.steps is not
+    part of it."""
     found = {}
     for listing in (project / "store-work/members").glob("*/*/files.json"):
         found[listing.parent.parent.name] = listing.parent

@@ -28,7 +28,7 @@ from ensgan.gan.placement import check_runner, here
 from ensgan.gan.schedule import plan
 from ensgan.gan.shared import head_fingerprints
 from ensgan.io.files import project_lock, recover_outputs
-from ensgan.io.storage import Store
+from ensgan.io.storage import Store, open_store
 from ensgan.layout import Layout
 from ensgan.orchestration.artifacts import publish_artifacts
 from ensgan.orchestration.remote import fetch_member, request_stop, stage_data, work_store
@@ -232,8 +232,6 @@ def _train_on_ray(
         return reused, {}
     for card in reused:
         get_run_logger().info("member %s: finished here already, not sent to Ray", card["name"])
-    from ensgan.io.storage import open_store
-
     work = work_store(params, layout)
     store = open_store(work)
     stage_data(store, layout, data_sha)
@@ -245,7 +243,8 @@ def _train_on_ray(
             fetched.append(card)
         except Exception as exc:  # recorded; settle() stops the run if too few remain
             failures[card["name"]] = failure(exc)
-    return reused + fetched, failures
+    order = list(params.members)  # params.yaml's order, as the other runners return them
+    return sorted(reused + fetched, key=lambda c: order.index(c["name"])), failures
 
 
 def _ray_tasks(
