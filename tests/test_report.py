@@ -203,37 +203,42 @@ def _panel_limits(table) -> dict[str, tuple[str, tuple[float, float]]]:
     from ensgan.eval import charts
 
     captured = {}
-    real_svg = charts._svg
+    real_svg = charts.svg_of
 
     def grab(fig):  # noqa: ANN001, ANN202 - the figure, before it is closed
         for ax in fig.axes:
             captured[ax.get_title().split(" ")[0]] = (ax.get_xscale(), ax.get_xlim())
         return real_svg(fig)
 
-    charts._svg = grab
+    charts.svg_of = grab
     try:
         charts.metrics_chart(table)
     finally:
-        charts._svg = real_svg
+        charts.svg_of = real_svg
         plt.close("all")
     return captured
 
 
 def test_the_metrics_chart_fits_each_axis_to_its_data() -> None:
-    """One blurred row's FD of thousands takes a log axis instead of squashing the others;
-    recall 0.97 against 0.98 is drawn on an axis zoomed to them, not 0-1."""
+    """The pixel mean's FD of thousands is drawn apart (an arrow at the edge, with its value)
+    instead of squashing the others; a member that far off takes a log axis; recall 0.97
+    against 0.98 is drawn on an axis zoomed to them, not 0-1."""
     import pandas as pd
 
+    from ensgan.eval.charts import metrics_chart
+
     rows = [("a", "member", 30.0, 0.97), ("b", "member", 35.0, 0.975),
-            ("mean", "ensemble", 3106.0, 0.98)]  # fmt: skip
+            ("mixture", "ensemble", 32.0, 0.98), ("mean", "ensemble", 3106.0, 0.14)]  # fmt: skip
     table = pd.DataFrame([{"model": m, "kind": k, "fd": fd, "kid": 0.01, "recall": r,
                            "coverage": r} for m, k, fd, r in rows])  # fmt: skip
     panels = _panel_limits(table)
-    assert panels["fd"][0] == "log"
+    scale, (left, right) = panels["fd"]
+    assert scale == "linear" and left > 25 and right < 40  # fitted without the blend
+    assert "3,106" in metrics_chart(table)  # the blend's value, at the axis edge
     scale, (left, right) = panels["recall"]
     assert scale == "linear" and 0.9 < left < 0.97 and 0.98 < right <= 1.0
-    close = table.assign(fd=[30.0, 35.0, 40.0])
-    assert _panel_limits(close)["fd"][0] == "linear"
+    far = table.assign(model=["a", "b", "mixture", "c"], kind="member")
+    assert _panel_limits(far)["fd"][0] == "log"  # a member is no blend: on the axis, log
 
 
 def test_one_night_of_history_spans_days_not_years() -> None:

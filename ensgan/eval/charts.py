@@ -17,15 +17,16 @@ import matplotlib
 matplotlib.use("Agg")  # no display, no GUI toolkit
 
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ensgan.eval.table import CHARTED, METRICS  # noqa: E402
+from ensgan.eval.table import CHARTED, METRICS, NOT_A_SAMPLE  # noqa: E402
 
-_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "ensgan", "font.size": 9}
+STYLE = {"svg.fonttype": "none", "svg.hashsalt": "ensgan", "font.size": 9}
 FIGURES = CHARTED  # ensgan/eval/table.py: fidelity+diversity (FD, KID), diversity
 
 
-def _svg(fig: plt.Figure) -> str:
+def svg_of(fig: plt.Figure) -> str:
     """The figure as an `<svg>` element (no XML prolog or doctype, for inlining), with its
     metadata (a date) left out so the same data draws the same bytes."""
     buf = io.StringIO()
@@ -37,7 +38,7 @@ def _svg(fig: plt.Figure) -> str:
 
 def loss_chart(losses: Mapping[str, pd.DataFrame]) -> str:
     """Each member's generator and discriminator loss against the step."""
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         fig, (ax_g, ax_d) = plt.subplots(1, 2, figsize=(9, 3), sharex=True)
         for name, frame in losses.items():
             if frame.empty:
@@ -49,7 +50,7 @@ def loss_chart(losses: Mapping[str, pd.DataFrame]) -> str:
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
         ax_d.legend(fontsize=7, loc="best")
-        return _svg(fig)
+        return svg_of(fig)
 
 
 SHARES = ("precision", "recall", "coverage")  # figures in [0, 1]
@@ -79,22 +80,27 @@ def _scale(ax: plt.Axes, values: pd.Series, figure: str) -> str:
 def metrics_chart(table: pd.DataFrame) -> str:
     """FD, KID (with its standard deviation), recall and coverage of every model (members,
     combinations, real), one panel each: a dot per model on an axis fitted to the data
-    (`_scale`), so no zero baseline is implied.
+    (`_scale`), so no zero baseline is implied. A blend (NOT_A_SAMPLE: the pixel mean) is
+    drawn apart: the axis is fitted without it, and where it falls outside, it is an arrow at
+    the edge with its value.
 
     `table` has a `model` column and one column per figure (reports/plots/fd.csv)."""
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(FIGURES), figsize=(9, 0.25 * len(table) + 1.2))
         colors = table["kind"].map({"member": "C0", "ensemble": "C1", "real": "C2"}).fillna("C7")
-        y = range(len(table))
+        apart = ((table["kind"] == "ensemble") & table["model"].isin(NOT_A_SAMPLE)).to_numpy()
+        y = np.arange(len(table))
         for ax, figure in zip(axes, FIGURES, strict=True):
+            values = table[figure].astype(float).to_numpy()
             spread = table.get(f"{figure}_std")  # kid: its standard deviation over subsets
-            values = table[figure].astype(float)
             if spread is not None:
-                ax.errorbar(values, y, xerr=spread.astype(float), fmt="none", ecolor="0.4",
-                            elinewidth=1, capsize=2)  # fmt: skip
+                err = spread.astype(float).to_numpy()
+                ax.errorbar(values[~apart], y[~apart], xerr=err[~apart], fmt="none",
+                            ecolor="0.4", elinewidth=1, capsize=2)  # fmt: skip
             ax.hlines(y, 0, 1, transform=ax.get_yaxis_transform(), color="0.92", linewidth=0.8)
-            ax.scatter(values, y, c=list(colors), s=28, zorder=3)
-            note = _scale(ax, values, figure)
+            ax.scatter(values[~apart], y[~apart], c=list(colors[~apart]), s=28, zorder=3)
+            note = _scale(ax, pd.Series(values[~apart]), figure)
+            _draw_apart(ax, values[apart], y[apart])
             lower = METRICS[figure].lower_is_better
             ax.set_title(figure + (" (lower is better)" if lower else "") + note, fontsize=8)
             ax.set_yticks(list(y), list(table["model"]))
@@ -102,7 +108,24 @@ def metrics_chart(table: pd.DataFrame) -> str:
             ax.grid(axis="x", alpha=0.3)
         for ax in axes[1:]:
             ax.tick_params(labelleft=False)
-        return _svg(fig)
+        return svg_of(fig)
+
+
+def _draw_apart(ax: plt.Axes, values: np.ndarray, y: np.ndarray) -> None:
+    """Rows drawn apart: a dot where it fits the axis, else an arrow at the edge it is past,
+    labelled with its value; the axis keeps its limits."""
+    left, right = ax.get_xlim()
+    for value, row in zip(values, y, strict=True):
+        if not np.isfinite(value):
+            continue
+        if left <= value <= right:
+            ax.scatter([value], [row], color="C1", s=28, zorder=3)
+            continue
+        edge, marker, ha = (right, ">", "right") if value > right else (left, "<", "left")
+        ax.scatter([edge], [row], marker=marker, color="C1", s=40, zorder=4, clip_on=False)
+        ax.annotate(f"{value:,.4g}", (edge, row), xytext=(-6 if ha == "right" else 6, 0),
+                    textcoords="offset points", ha=ha, va="center", fontsize=7)  # fmt: skip
+    ax.set_xlim(left, right)
 
 
 def history_chart(history: pd.DataFrame, verdict: str | None = None) -> str:
@@ -111,13 +134,13 @@ def history_chart(history: pd.DataFrame, verdict: str | None = None) -> str:
     `verdict` (the last night's: promoted, or why not) is the chart's title."""
     missing = [f for f in FIGURES if f not in history.columns]  # nights from before a figure
     history = history.assign(**dict.fromkeys(missing, float("nan")))
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         if history.dropna(subset=list(FIGURES), how="all").empty:
             fig, ax = plt.subplots(figsize=(9, 0.6))
             ax.axis("off")
             ax.text(0, 0.5, "no evaluated night in the store yet", va="center")
             _title(fig, verdict)
-            return _svg(fig)
+            return svg_of(fig)
         fig, axes = plt.subplots(1, len(FIGURES), figsize=(9, 2.8), sharex=True)
         for ax, figure in zip(axes, FIGURES, strict=True):
             for model, rows in history.groupby("model", sort=True):
@@ -134,7 +157,7 @@ def history_chart(history: pd.DataFrame, verdict: str | None = None) -> str:
         handles, labels = axes[-1].get_legend_handles_labels()
         axes[-1].legend(handles, labels, fontsize=7, loc="best")
         _title(fig, verdict)
-        return _svg(fig)
+        return svg_of(fig)
 
 
 def _night_axis(ax: plt.Axes, at: pd.Series) -> None:

@@ -8,16 +8,18 @@ report before the batch exists, so the page shows the card publish draws later."
 from __future__ import annotations
 
 import tarfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ensgan.eval.charts import _STYLE, _svg, plt
+from ensgan.eval.charts import STYLE, plt, svg_of
 from ensgan.io.batches import manifest_rows
 from ensgan.io.images import grid_image, png_image
 
 GREEN, RED = "#1a7f37", "#b42318"
+WRAP = 88  # characters per line of the card's text: it must not run into the grids
 
 
 def batch_images(batch_dir: Path, n: int) -> np.ndarray:
@@ -59,16 +61,17 @@ def tonight_card(
 ) -> str:
     """The card as an `<svg>`: `lines` (night_summary's), the figure-by-figure table when the
     gate compared with a champion, and the two grids of uint8 (N, C, H, W) images."""
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         fig = plt.figure(figsize=(11, 4.2))
         text = fig.add_axes((0.0, 0.0, 0.6, 1.0))
         text.axis("off")
         y = 0.97
         for i, line in enumerate(lines):
             color = (GREEN if promoted else RED) if i < 2 else "#222"
-            text.text(0.0, y, line, fontsize=9, va="top", color=color,
-                      weight="bold" if i < 2 else "normal", family="monospace")  # fmt: skip
-            y -= 0.065
+            for part in textwrap.wrap(line, WRAP, subsequent_indent=" " * 11):  # night_summary's
+                text.text(0.0, y, part, fontsize=8, va="top", color=color,  # label width
+                          weight="bold" if i < 2 else "normal", family="monospace")  # fmt: skip
+                y -= 0.055
         if figures:
             rows = figure_rows(figures)
             height = min(y - 0.04, 0.08 * (len(rows) + 1))
@@ -93,4 +96,4 @@ def tonight_card(
                 grid = np.asarray(grid_image(images, scale=1))
                 ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255,
                           interpolation="nearest")  # fmt: skip
-        return _svg(fig)
+        return svg_of(fig)
