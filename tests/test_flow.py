@@ -182,6 +182,7 @@ def test_the_night_summary_says_what_was_published_first(flow_project: dict) -> 
     stages = ("prepare", "train", "stack", "evaluate", "generate", "publish")
     assert list(s["stage_seconds"]) == list(stages) and all(f"{n} " in took for n in stages)
     assert all(v >= 0 for v in s["stage_seconds"].values())
+    assert lines[-1] == took  # not a DVC project: no line on committing a baseline for DVC
     table = metrics_table(s["metrics"], TERMINAL_COLUMNS).splitlines()
     assert max(map(len, table)) <= 100 and table[0].split()[:4] == ["model", "kind", "fd", "kid"]
     assert "density" not in table[0] and "density" in metrics_table(s["metrics"]).splitlines()[0]
