@@ -30,6 +30,12 @@ class Layout:
         return self.root / "reports"
 
     @property
+    def key_figures(self) -> Path:
+        """Each model's key figures, a file apiece: the DVC metrics (`dvc metrics show` prints a
+        row per model), small enough to commit as the baseline `dvc metrics diff` compares with."""
+        return self.reports / "key"
+
+    @property
     def batches(self) -> Path:
         return self.root / "outputs" / "batches"
 

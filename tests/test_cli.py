@@ -317,3 +317,25 @@ def test_third_party_info_logs_stay_out_of_the_terminal_unless_verbose(
     assert "Found credentials" not in ran[False].stderr
     assert "Found credentials" in ran[True].stderr
     assert ran[False].stdout == ran[True].stdout
+
+
+def test_the_night_summary_ends_with_how_to_commit_a_baseline() -> None:
+    """`ensgan run` in a DVC project ends with the commands that make the night the baseline
+    of `dvc metrics diff` (its files are what evaluate writes as DVC's metrics); outside one,
+    no such line."""
+    from ensgan.layout import Layout
+    from ensgan.orchestration.summary import night_summary
+
+    night = {
+        "batch": {"run_id": "night-1", "n_images": 40},
+        "method": "mh",
+        "published": {"status": "published", "prefix": "batches/night-1",
+                      "gate": {"decision": "promoted", "latest": "night-1"}},
+        "report": "reports/index.html",
+        "dvc": {"recorded": True, "status": {}, "pushed_to": None, "seconds": 1.0},
+    }  # fmt: skip
+    last = night_summary(night)[-1]
+    assert last.startswith("baseline:  git add dvc.lock ") and len(last) <= 100
+    assert Layout().key_figures.as_posix() in last and last.endswith("dvc metrics diff")
+    unrecorded = {**night, "dvc": {"recorded": False, "why": "not a DVC project"}}
+    assert not any(line.startswith("baseline:") for line in night_summary(unrecorded))

@@ -93,10 +93,38 @@ def test_a_refused_repro_leaves_every_output(dvc_repo: Path) -> None:
     assert "up to date" in sh(dvc_repo, "dvc", "status")
 
 
+def _key_rows(metrics: dict) -> dict[str, dict]:
+    """metrics.json's rows by their file under reports/key/, less the extension."""
+    rows = {f"member/{n}": r for n, r in metrics["members"].items()}
+    rows |= {f"ensemble/{n}": r for n, r in metrics["ensemble"].items() if "error" not in r}
+    return rows | {"real": metrics["real"]}
+
+
 def test_metrics_and_plots_show(dvc_repo: Path, tmp_path: Path) -> None:
+    """DVC's metrics are the key figures, a file per model: `dvc metrics show` prints a row per
+    model in a terminal's width (metrics.json, every figure, stays beside them)."""
+    from ensgan.eval.report import TERMINAL_COLUMNS
+    from ensgan.pipeline.evaluate import SIGNIFICANT
+
+    rows = _key_rows(json.loads((dvc_repo / "reports" / "metrics.json").read_text()))
+    key = dvc_repo / "reports" / "key"
+    files = {
+        p.relative_to(key).with_suffix("").as_posix(): json.loads(p.read_text())
+        for p in key.rglob("*.json")
+    }
+    assert files.keys() == rows.keys()
+    for name, row in rows.items():
+        assert list(files[name]) == list(TERMINAL_COLUMNS), name
+        assert files[name] == pytest.approx(
+            {c: row[c] for c in TERMINAL_COLUMNS}, rel=10 ** (1 - SIGNIFICANT)
+        )
     shown = json.loads(sh(dvc_repo, "dvc", "metrics", "show", "--json"))
-    data = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]
-    assert data["members"]["a"]["fd"] > 0
+    data = next(iter(shown.values()))["data"]
+    assert set(data) == {f"reports/key/{k}.json" for k in rows}  # not metrics.json
+    assert data["reports/key/member/a.json"]["data"]["fd"] > 0
+    table = sh(dvc_repo, "dvc", "metrics", "show").splitlines()
+    assert len(table) == 1 + len(rows) and table[0].split()[0] == "Path"
+    assert max(map(len, table)) <= 120, "\n".join(table)  # a wide terminal's width
     sh(dvc_repo, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "g_loss" in html and "reports/plots/fd.csv" in html
@@ -121,8 +149,11 @@ def test_changing_the_published_method_reruns_only_generate_and_publish(dvc_repo
 
 
 def test_exp_run_with_a_param_override(dvc_repo: Path) -> None:
+    """An experiment continues training; `dvc metrics diff` against the committed baseline
+    lists the figures it changed, a line each."""
     sh(dvc_repo, "git", "add", "-A")
     sh(dvc_repo, "git", "commit", "-qm", "baseline")
+    assert "reports/key/member/a.json" in sh(dvc_repo, "git", "ls-files", "reports/key")
     before = json.loads((dvc_repo / "models/members/a/card.json").read_text())
     out = sh(dvc_repo, "dvc", "exp", "run", "-S", "train.steps=40")
     assert "Running stage 'train'" in out and "Running stage 'prepare'" not in out
@@ -132,6 +163,10 @@ def test_exp_run_with_a_param_override(dvc_repo: Path) -> None:
     assert [int(r.split(",")[0]) for r in rows] == list(range(5, 45, 5))  # continued, not redone
     diff = sh(dvc_repo, "dvc", "params", "diff")
     assert "train.steps" in diff
+    diff = sh(dvc_repo, "dvc", "metrics", "diff").splitlines()
+    assert diff[0].split() == ["Path", "Metric", "HEAD", "workspace", "Change"]
+    assert any(line.split()[:2] == ["reports/key/member/a.json", "fd"] for line in diff), diff
+    assert max(map(len, diff)) <= 100
 
 
 def test_removing_a_member_restacks_and_reevaluates(dvc_repo: Path) -> None:

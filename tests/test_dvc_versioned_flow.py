@@ -68,6 +68,9 @@ def test_the_flow_records_every_stage_in_dvc_lock(versioned: dict) -> None:
     dvc = summary["dvc"]
     assert dvc["recorded"] and dvc["status"] == {} and dvc["pushed_to"] == "nightly"
     assert dvc["seconds"] > 0  # what recording and pushing cost (benchmarks/flow_overheads.py)
+    from ensgan.orchestration.summary import BASELINE, night_summary
+
+    assert night_summary(summary)[-1] == BASELINE  # `ensgan run` ends with how to commit it
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(STAGES)
     assert "up to date" in _sh(repo, "dvc", "status")
@@ -92,9 +95,10 @@ def test_git_sees_only_the_lock_and_the_small_text_results(versioned: dict) -> N
     paths = {line[3:] for line in changed}
     assert "dvc.lock" in paths and "reports/metrics.json" in paths
     assert "outputs/generated.json" in paths and "outputs/published.json" in paths
+    assert "reports/key/real.json" in paths  # DVC's metrics: `dvc metrics diff`'s baseline
     assert paths <= {"dvc.lock", "reports/metrics.json", "reports/plots/fd.csv",
                      "outputs/generated.json", "outputs/published.json"} | {
-        p for p in paths if p.startswith("reports/plots/losses/")}  # fmt: skip
+        p for p in paths if p.startswith(("reports/plots/losses/", "reports/key/"))}  # fmt: skip
 
 
 def test_a_teammates_clone_pulls_and_has_nothing_to_rerun(versioned: dict, tmp_path: Path) -> None:

@@ -184,6 +184,7 @@ def test_the_night_summary_says_what_was_published_first(flow_project: dict) -> 
     assert all(v >= 0 for v in s["stage_seconds"].values())
     card = (flow_project["root"] / "reports" / "tonight.svg").read_text()  # the report's top
     assert lines[0] in card and "time:" in card and "generate " in card  # the flow's times
+    assert lines[-1] == took  # not a DVC project: no line on committing a baseline for DVC
     table = metrics_table(s["metrics"], TERMINAL_COLUMNS).splitlines()
     assert max(map(len, table)) <= 100 and table[0].split()[:4] == ["model", "kind", "fd", "kid"]
     assert "density" not in table[0] and "density" in metrics_table(s["metrics"]).splitlines()[0]

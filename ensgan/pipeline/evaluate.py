@@ -1,7 +1,8 @@
 """Stage `evaluate`: every member and every combination side by side.
 
-Writes reports/metrics.json (DVC metrics), reports/plots/ (DVC plots), reports/grids/*.png, the
-feature net it measured with, and reports/index.html.
+Writes reports/metrics.json (every figure), reports/key/ (the key figures per model: DVC's
+metrics), reports/plots/ (DVC plots), reports/grids/*.png, the feature net it measured with, and
+reports/index.html.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ensgan.eval.kid import SUBSETS as KID_SUBSETS
 from ensgan.eval.metrics import evaluate_images, frechet_distance
 from ensgan.eval.prdc import NEAREST_K
 from ensgan.eval.progress import model_bar
-from ensgan.eval.report import write_html
+from ensgan.eval.report import TERMINAL_COLUMNS, write_html
 from ensgan.eval.table import PLOTTED, feature_space
 from ensgan.gan.device import resolve_device
 from ensgan.io.files import atomic_dir, atomic_write, staged_outputs, write_json
@@ -51,6 +52,7 @@ from ensgan.pipeline.survivors import left_out, survivors
 # (io.files.staged_outputs): a kill at any instant leaves a report of one run, never a mix.
 OUTPUTS = (
     "metrics.json",
+    Layout().key_figures.name,  # key/: the key figures per model (write_key_figures)
     "index.html",
     "grids",
     "feature_net.safetensors",
@@ -156,7 +158,33 @@ def _evaluate(params: Params, layout: Layout, out: Path, stamp: str, progress: b
     metrics["mixture"] = mixture_details(params, ens)
     metrics["class_names"] = data.card.class_names if judge.labels_from == "data" else None
     _write_report(params, layout, out, metrics, tiles)
+    write_key_figures(out / layout.key_figures.relative_to(layout.reports), metrics)
     return metrics
+
+
+SIGNIFICANT = 4  # digits of a key figure in reports/key/ (report.fmt's, the terminal table's)
+
+
+def write_key_figures(out: Path, metrics: dict) -> None:
+    """Each model's key figures (report.TERMINAL_COLUMNS) in a file of its own under `out`:
+    member/NAME.json, ensemble/METHOD.json, real.json. These are DVC's metrics: `dvc metrics
+    show` prints a row per file, so a row per model in a terminal's width (metrics.json, every
+    figure of every model, is one row of hundreds of columns there), and `dvc metrics diff` a
+    line per changed figure. Figures to SIGNIFICANT digits, as the terminal table prints them
+    (every digit is in metrics.json). A combination that could not draw has no file."""
+    files = {f"member/{name}.json": row for name, row in metrics["members"].items()}
+    files |= {f"ensemble/{name}.json": row for name, row in metrics["ensemble"].items()}
+    files["real.json"] = metrics["real"]
+    with atomic_dir(out) as tmp:  # no file of a removed member survives
+        for rel, row in files.items():
+            if "error" not in row:
+                (tmp / rel).parent.mkdir(exist_ok=True)
+                key = {c: _significant(row[c]) for c in TERMINAL_COLUMNS if c in row}
+                write_json(tmp / rel, key)
+
+
+def _significant(value: object) -> object:
+    return float(f"{value:.{SIGNIFICANT}g}") if isinstance(value, float) else value
 
 
 def fit_judge(
