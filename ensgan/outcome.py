@@ -53,7 +53,8 @@ def generate_lines(result: Result) -> list[str]:
 def publish_lines(receipt: Result) -> list[str]:
     status = str(receipt.get("status", "published")).replace("-", " ")
     where = receipt.get("url") or receipt.get("prefix")
-    lines = [f"{status}: batch {receipt['run_id']}, {receipt['n_images']} images at {where}"]
+    count = f", {receipt['n_images']} images" if "n_images" in receipt else ""  # older receipts
+    lines = [f"{status}: batch {receipt['run_id']}{count} at {where}"]
     if receipt.get("gate"):
         lines.append(f"gate: {verdict_line(receipt['run_id'], receipt['gate'])}")
     return lines

@@ -68,7 +68,9 @@ def tonight_card(
         y = 0.97
         for i, line in enumerate(lines):
             color = (GREEN if promoted else RED) if i < 2 else "#222"
-            for part in textwrap.wrap(line, WRAP, subsequent_indent=" " * 11):  # night_summary's
+            for part in textwrap.wrap(
+                line, WRAP, subsequent_indent=" " * 11, break_on_hyphens=False
+            ):  # night_summary's
                 text.text(0.0, y, part, fontsize=8, va="top", color=color,  # label width
                           weight="bold" if i < 2 else "normal", family="monospace")  # fmt: skip
                 y -= 0.055

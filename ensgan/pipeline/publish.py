@@ -10,9 +10,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ensgan.config import Params
+from ensgan.errors import DataError
 from ensgan.io.batches import BATCH_JSON, publish_batch
 from ensgan.io.files import atomic_write, write_json
 from ensgan.io.promotion import figures, gate, history, verdict_line
@@ -74,6 +76,8 @@ def run(
         # the store has it, judged on the same figures: no new history row, nothing rewritten
         return {**before, "status": "already-published", "up_to_date": True}
     result = {"run_id": run_id, **uploaded, "inputs_sha256": stamp}
+    if "n_images" not in result:  # already in the store (a rerun after a kill): the count
+        result["n_images"] = json.loads((batch_dir / BATCH_JSON).read_text())["n_images"]
     result["gate"] = gate(
         store, run_id, result["prefix"], metrics, members, params.gate,
         manifest=uploaded["manifest_sha256"],
@@ -108,31 +112,46 @@ def write_history_chart(layout: Layout, frame: pd.DataFrame, verdict: str | None
 
 def write_tonight_card(
     params: Params, layout: Layout, result: dict, took: Mapping[str, float]
-) -> Path:
+) -> Path | None:
     """reports/tonight.svg, the report's first screen: the night's lines (as `ensgan run`
     prints them, less the report's own path), the gate figure by figure, and real images of
-    the evaluate split beside the published batch's first ones."""
-    import numpy as np
-
-    from ensgan.data.prepared import load_prepared
+    the evaluate split beside the published batch's first ones. The batch is published and
+    judged by now: a card that cannot be drawn is a warning, and no earlier night's card is
+    left to be read as tonight's."""
     from ensgan.eval.tonight import batch_images, tonight_card
     from ensgan.orchestration.summary import night_summary
     from ensgan.pipeline.survivors import left_out
 
-    batch_dir = layout.batches / result["run_id"]
-    meta = json.loads((batch_dir / BATCH_JSON).read_text())
-    summary = {
-        "batch": {"run_id": result["run_id"], "n_images": result["n_images"]},
-        "published": result, "method": meta.get("method"), "report": "",
-        "left_out": left_out(layout), "stage_seconds": dict(took),
-    }  # fmt: skip
-    lines = [line for line in night_summary(summary) if not line.startswith("report:")]
-    n = params.evaluate.grid_size**2
-    real = load_prepared(layout.prepared).images_of("evaluate")
-    pick = np.sort(np.random.default_rng(params.evaluate.seed).permutation(len(real))[:n])
-    svg = tonight_card(
-        lines, result["gate"].get("figures") or [], result["gate"]["decision"] == "promoted",
-        real[pick], batch_images(batch_dir, n),
-    )  # fmt: skip
     path = layout.reports / TONIGHT_CARD
+    batch_dir = layout.batches / result["run_id"]
+    try:
+        meta = json.loads((batch_dir / BATCH_JSON).read_text())
+        summary = {
+            "batch": {"run_id": result["run_id"], "n_images": meta["n_images"]},
+            "published": result, "method": meta.get("method"), "report": "",
+            "left_out": left_out(layout), "stage_seconds": dict(took),
+        }  # fmt: skip
+        lines = [line for line in night_summary(summary) if not line.startswith("report:")]
+        n = params.evaluate.grid_size**2
+        svg = tonight_card(
+            lines, result["gate"].get("figures") or [], result["gate"]["decision"] == "promoted",
+            _real_images(params, layout, n), batch_images(batch_dir, n),
+        )  # fmt: skip
+    except (OSError, ValueError, KeyError) as exc:  # DataError, CardError: ValueErrors
+        log.warning("the report's first screen (%s) was not drawn: %s", path, exc)
+        path.unlink(missing_ok=True)
+        return None
     return atomic_write(path, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
+
+
+def _real_images(params: Params, layout: Layout, n: int) -> np.ndarray | None:
+    """`n` seeded images of the evaluate split, or None where no data is prepared here."""
+    from ensgan.data.prepared import load_prepared
+
+    try:
+        real = load_prepared(layout.prepared).images_of("evaluate")
+    except (DataError, FileNotFoundError) as exc:
+        log.info("no real images beside the batch on the report's first screen: %s", exc)
+        return None
+    pick = np.random.default_rng(params.evaluate.seed).permutation(len(real))[:n]
+    return real[np.sort(pick)]
