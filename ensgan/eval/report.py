@@ -128,7 +128,11 @@ def comparable(frame: pd.DataFrame) -> tuple[pd.Series, dict[str, str]]:
     never for a row that narrows (a selection trading diversity for fidelity), a collapsed
     member or a blend (NOT_A_SAMPLE: its images are no model's samples)."""
     generators = frame["kind"] != "real"
-    counts = pd.to_numeric(frame.get("n_images", pd.Series(dtype=float))[generators])
+    counts = (
+        pd.to_numeric(frame.loc[generators, "n_images"], errors="coerce")
+        if "n_images" in frame
+        else pd.Series(dtype=float)
+    )
     usual = counts.mode().max() if counts.notna().any() else None  # the count most rows have
     why: dict[str, str] = {}
     for row in frame[generators].to_dict("records"):
