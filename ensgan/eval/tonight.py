@@ -80,7 +80,7 @@ def tonight_card(
             table = text.table(
                 cellText=rows, colLabels=["figure", "this batch", "champion", "bound", "verdict"],
                 loc="lower left", cellLoc="left", bbox=(0.0, 0.0, 1.0, height),
-                colWidths=[0.22, 0.13, 0.13, 0.36, 0.16],
+                colWidths=[0.27, 0.12, 0.12, 0.34, 0.15],
             )  # fmt: skip
             table.auto_set_font_size(False)
             table.set_fontsize(8)
