@@ -225,7 +225,7 @@ champion figure by figure, who was left out, the time, and real images beside th
 <div class="chart">{{ svg }}</div>
 {% endfor %}
 {% if history %}<h2>History</h2>
-<p>FD, recall and coverage per night, for the published combination and each member (✕: not
+<p>FD, KID, recall and coverage per night, for the published combination and each member (✕: not
 promoted by the gate), with the last night's verdict above. Drawn by <code>publish</code> from
 the store's history.</p>
 <img class="chart" src="{{ history }}" alt="no history yet: it is drawn when a batch is published">
